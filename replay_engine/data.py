@@ -1,0 +1,669 @@
+"""Training data: read files, render them into loss-masked segments, tokenize, pack, cache.
+
+Pipeline, one function per step:
+
+    read_documents(path)   file -> (format, documents); a document is a list[Segment]
+    render_chat(messages)  one chat example -> segments, trainable only on assistant text
+    _holdout(docs)         documents -> (train, val), split by document, never by sequence
+    _pack(docs)            documents -> (n_sequences, seq_len) token and loss-mask arrays
+    prepare_dataset(...)   all of the above, behind a content-addressed on-disk cache
+
+Formats. JSONL holds one object per line: chat (`{"messages": [...]}`), prompt/completion
+(`{"prompt", "completion"}`) or text (`{"text"}`, extra keys allowed). The first non-blank line
+decides the file's format and every other line must match it. Errors are `DataFormatError`s that
+name the file, the 1-based line and the rule broken, so an API can show them to whoever uploaded
+the file. `.txt` files split into documents at blank lines (or, with no blank lines, one document
+per line); Parquet files need a string `text` column and are read in record batches.
+
+Loss masks come from segments, not from token positions: a document is a list of
+`Segment(text, trainable)`, each segment is tokenized on its own and its tokens inherit its flag.
+A token therefore never straddles a trainable/non-trainable boundary, at the price that the
+tokens at a boundary can differ slightly from tokenizing the whole string at once (the same choice
+torchtune makes by tokenizing message by message). Chat examples are rendered with the tokenizer's
+own chat template and cut into segments by prefix difference: what `messages[:i]` adds with a
+generation prompt is the (masked) prompt, what assistant turn i adds on top is the target. That
+only works when rendering is prefix-stable; templates that rewrite history (for example, those
+that drop earlier reasoning) are refused with an error instead of being masked wrongly.
+Special-token strings inside the text (`<|endoftext|>`) are parsed as special tokens, as the chat
+template's own markers must be.
+
+Packing. Each document is followed by one EOS, trained when the document's last segment is (so
+a model learns to stop after a completion but not after a prompt). Documents are concatenated
+into one stream and cut into consecutive, non-overlapping rows of exactly `seq_len` tokens;
+the last row is padded with EOS under mask 0 instead of being dropped, because target data is
+scarce. The mask marks the tokens that are training *targets*: a trainer predicting token t+1
+from tokens <= t uses `tokens[:, :-1]` as inputs and `tokens[:, 1:]` under `loss_mask[:, 1:]`.
+Rows do not overlap, so the first token of each row is never a target; that is one token in
+`seq_len`, cheaper than the bookkeeping of overlapping windows. No BOS is added.
+
+Speed. All segments of all documents are flattened and tokenized in large batches by the fast
+tokenizer (Rust, multi-threaded); the per-token work after that (concatenation, masks, EOS
+insertion, padding) is numpy, with Python loops only per document or per batch. All text and
+tokens of a call are held in memory, which is fine up to a few GB of text; larger corpora should
+be split into several files.
+
+Cache. `cache_dir/<key>/` holds `{train,val}_{tokens,mask}.npy` and `meta.json`, where the key is
+a sha256 of everything the arrays depend on: a format version, the content hash and suffix of
+every file, the tokenizer fingerprint, seq_len, val_fraction and seed. Paths are not part of the
+key, so moving a file keeps its cache. An entry is built in a temporary sibling directory and
+`os.replace`d into place, so a crash never leaves something that looks like a complete entry,
+and two processes racing on one key both end up reading the winner's files. Arrays are returned
+memory-mapped, so a cache hit costs no tokenization and almost no memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# Bump whenever the bytes written for the same inputs would change (rendering, packing, layout).
+FORMAT_VERSION = 1
+# Texts per batch call: large enough to keep the Rust thread pool busy, small enough that the
+# Python lists of ids it returns stay a bounded amount of memory.
+TOKENIZE_BATCH = 4096
+PARQUET_BATCH_ROWS = 8192  # rows per record batch when streaming a Parquet file
+
+ROLES = ("system", "user", "assistant")
+JSONL_FORMATS = ("chat", "prompt_completion", "text")
+# Role names for the plain-text chat rendering used when a tokenizer has no chat template.
+_PLAIN_ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
+
+
+# -----------------------------------------------------------------------------
+# Types
+
+
+class DataFormatError(ValueError):
+    """A data file breaks a format rule. `line` is 1-based, or None for whole-file problems."""
+
+    def __init__(self, path, line: int | None, reason: str):
+        self.path = str(path)
+        self.line = line
+        self.reason = reason
+        where = self.path if line is None else f"{self.path}:{line}"
+        super().__init__(f"{where}: {reason}")
+
+    def __reduce__(self):
+        # Keep the three-argument constructor working through pickling (process pools, queues).
+        return (type(self), (self.path, self.line, self.reason))
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A run of text whose tokens are all trained on (`trainable`) or all masked out."""
+
+    text: str
+    trainable: bool
+
+
+@dataclass
+class PackedSplit:
+    """One split, packed into rows of seq_len tokens. Arrays are memory-mapped from the cache."""
+
+    tokens: np.ndarray  # (n_sequences, seq_len), uint16 or uint32
+    loss_mask: np.ndarray  # (n_sequences, seq_len), uint8; 1 where the token is a training target
+    n_documents: int
+    n_tokens: int  # real tokens, EOS separators included, padding excluded
+    n_trainable_tokens: int
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+
+@dataclass
+class PackedDataset:
+    train: PackedSplit
+    val: PackedSplit
+    format: str  # format of the training files, or "mixed" when they differ
+    cache_key: str
+    from_cache: bool  # True when nothing was tokenized by this call
+
+
+# -----------------------------------------------------------------------------
+# Reading files
+
+
+def _iter_lines(path: Path):
+    """Yield (1-based line number, line without its newline), checking UTF-8 line by line."""
+    with open(path, "rb") as f:
+        # Iterating bytes splits on b"\n" only; str.splitlines would also split on U+2028 etc.,
+        # which JSON strings may legally contain.
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                reason = f"invalid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
+                raise DataFormatError(path, lineno, reason) from None
+            if lineno == 1:
+                line = line.removeprefix("\ufeff")  # a BOM some editors write
+            yield lineno, line.rstrip("\r\n")
+
+
+def _parse_json_line(path: Path, lineno: int, line: str) -> dict:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        reason = f"invalid JSON: {e.msg} (column {e.colno})"
+        if path.suffix.lower() == ".json":
+            reason += "; .json files must hold one JSON object per line (JSON Lines)"
+        raise DataFormatError(path, lineno, reason) from None
+    if not isinstance(obj, dict):
+        raise DataFormatError(path, lineno, f"expected a JSON object, got {_json_type(obj)}")
+    return obj
+
+
+def _json_type(value) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    if isinstance(value, bool | int | float) and not isinstance(value, bool):
+        return "a number"
+    return names.get(type(value), type(value).__name__)
+
+
+def _record_format(path: Path, lineno: int, obj: dict) -> str:
+    """Which JSONL format one record is written in, judged by its keys."""
+    if "messages" in obj:
+        return "chat"
+    if "prompt" in obj or "completion" in obj:
+        return "prompt_completion"
+    if "text" in obj:
+        return "text"
+    keys = ", ".join(repr(k) for k in obj) or "none"
+    reason = f"unrecognized record: expected a 'messages', 'prompt'/'completion' or 'text' key (keys: {keys})"
+    raise DataFormatError(path, lineno, reason)
+
+
+def _sniff_format(path: Path) -> str:
+    """Format of a file whose name says nothing (for example an upload stored without suffix)."""
+    with open(path, "rb") as f:
+        if f.read(4) == b"PAR1":
+            return "parquet"
+    for lineno, line in _iter_lines(path):
+        if line.strip():
+            if line.lstrip().startswith("{"):
+                return _record_format(path, lineno, _parse_json_line(path, lineno, line))
+            return "txt"
+    raise DataFormatError(path, None, "file is empty")
+
+
+def detect_format(path) -> str:
+    """"chat", "prompt_completion" or "text" for JSONL (from its first non-blank line),
+    "txt" for .txt and "parquet" for .parquet. Other suffixes are sniffed from the content."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        return "txt"
+    if suffix == ".parquet":
+        return "parquet"
+    if suffix not in (".jsonl", ".json"):
+        return _sniff_format(path)
+    for lineno, line in _iter_lines(path):
+        if line.strip():
+            return _record_format(path, lineno, _parse_json_line(path, lineno, line))
+    raise DataFormatError(path, None, "file is empty")
+
+
+def _string_field(obj: dict, key: str) -> str:
+    if key not in obj:
+        raise ValueError(f"missing '{key}'")
+    value = obj[key]
+    if not isinstance(value, str):
+        raise ValueError(f"'{key}' must be a string, got {_json_type(value)}")
+    return value
+
+
+def _read_jsonl(path: Path, tokenizer) -> tuple[str, list[list[Segment]]]:
+    fmt, first_line = None, None
+    docs = []
+    for lineno, line in _iter_lines(path):
+        if not line.strip():
+            continue
+        obj = _parse_json_line(path, lineno, line)
+        kind = _record_format(path, lineno, obj)
+        if fmt is None:
+            fmt, first_line = kind, lineno
+        elif kind != fmt:
+            reason = f"this line is a {kind} record but the file is {fmt} (decided by line {first_line})"
+            raise DataFormatError(path, lineno, reason)
+        try:
+            if kind == "chat":
+                doc = render_chat(obj["messages"], tokenizer)
+            elif kind == "prompt_completion":
+                prompt, completion = _string_field(obj, "prompt"), _string_field(obj, "completion")
+                doc = [Segment(prompt, False), Segment(completion, True)]
+            else:
+                text = _string_field(obj, "text")
+                if not text:
+                    continue  # an empty text would only add a lone EOS to learn
+                doc = [Segment(text, True)]
+        except DataFormatError:
+            raise
+        except Exception as e:
+            # Includes errors raised inside a Jinja chat template (`raise_exception(...)`), which
+            # are not ValueErrors: every per-record failure gets the file and line attached.
+            raise DataFormatError(path, lineno, str(e)) from e
+        docs.append(doc)
+    if fmt is None:
+        raise DataFormatError(path, None, "file is empty")
+    return fmt, docs
+
+
+def _read_txt(path: Path) -> list[list[Segment]]:
+    lines = [line for _, line in _iter_lines(path)]
+    nonblank = [i for i, line in enumerate(lines) if line.strip()]
+    if not nonblank:
+        raise DataFormatError(path, None, "file is empty")
+    lines = lines[nonblank[0] : nonblank[-1] + 1]  # blank lines at either end separate nothing
+    if all(line.strip() for line in lines):
+        return [[Segment(line, True)] for line in lines]
+    docs, paragraph = [], []
+    for line in lines + [""]:  # the sentinel flushes the last paragraph
+        if line.strip():
+            paragraph.append(line)
+        elif paragraph:
+            docs.append([Segment("\n".join(paragraph), True)])
+            paragraph = []
+    return docs
+
+
+def _read_parquet(path: Path) -> list[list[Segment]]:
+    # Imported here: pyarrow is slow to import and only Parquet inputs need it.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataFormatError(path, None, f"not a readable Parquet file ({e})") from None
+    names = pf.schema_arrow.names
+    if "text" not in names:
+        reason = f"missing required column 'text' (columns: {', '.join(names) or 'none'})"
+        raise DataFormatError(path, None, reason)
+    text_type = pf.schema_arrow.field("text").type
+    if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type)):
+        raise DataFormatError(path, None, f"column 'text' must hold strings, got {text_type}")
+    docs, n_rows = [], 0
+    for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=["text"]):
+        column = batch.column(0)
+        if column.null_count:
+            first = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+            raise DataFormatError(path, None, f"row {n_rows + first + 1}: 'text' is null")
+        docs.extend([Segment(text, True)] for text in column.to_pylist() if text)
+        n_rows += batch.num_rows
+    if n_rows == 0:
+        raise DataFormatError(path, None, "file is empty (no rows)")
+    return docs
+
+
+def read_documents(path, tokenizer=None) -> tuple[str, list[list[Segment]]]:
+    """Read one file into (format, documents). Chat files are rendered with the tokenizer's chat
+    template; without a tokenizer (or template) they use the plain-text fallback."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(path, None, "no such file")
+    fmt = detect_format(path)
+    if fmt == "txt":
+        return fmt, _read_txt(path)
+    if fmt == "parquet":
+        return fmt, _read_parquet(path)
+    return _read_jsonl(path, tokenizer)
+
+
+# -----------------------------------------------------------------------------
+# Chat rendering
+
+
+def _check_messages(messages) -> None:
+    """Raise ValueError naming the first broken rule (and the message index) in a chat example."""
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("'messages' must be a non-empty list")
+    trainable = False
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise ValueError(f"messages[{i}] must be an object, got {_json_type(m)}")
+        role = m.get("role")
+        if role not in ROLES:
+            raise ValueError(f"messages[{i}]: unknown role {role!r} (expected one of {', '.join(ROLES)})")
+        if not isinstance(m.get("content"), str):
+            got = "nothing" if "content" not in m else _json_type(m["content"])
+            raise ValueError(f"messages[{i}]: 'content' must be a string, got {got}")
+        if "weight" in m:
+            if role != "assistant":
+                raise ValueError(f"messages[{i}]: 'weight' is only allowed on assistant messages")
+            if isinstance(m["weight"], bool) or m["weight"] not in (0, 1):
+                raise ValueError(f"messages[{i}]: 'weight' must be 0 or 1, got {m['weight']!r}")
+        if role == "assistant" and m.get("weight", 1) != 0:
+            trainable = True
+    if messages[0]["role"] == "assistant":
+        # There is no prompt to render before it (chat templates refuse empty conversations).
+        raise ValueError("messages[0]: a conversation must start with a system or user message")
+    if not trainable:
+        raise ValueError("no trainable assistant turn (every assistant message has weight 0)")
+
+
+def _render_plain(messages: list[dict], add_generation_prompt: bool) -> str:
+    """Fallback rendering: "User: ...\\n\\nAssistant: ...". It is prefix-stable by construction,
+    and the assistant's target starts with the space after "Assistant:", as it would in prose."""
+    turns = [f"{_PLAIN_ROLE_NAMES[m['role']]}: {m['content']}" for m in messages]
+    if add_generation_prompt:
+        turns.append("Assistant:")
+    return "\n\n".join(turns)
+
+
+def _add_segment(segments: list[Segment], text: str, trainable: bool) -> None:
+    # Merge neighbours with the same flag: fewer tokenization boundaries, same mask.
+    if not text:
+        return
+    if segments and segments[-1].trainable == trainable:
+        segments[-1] = Segment(segments[-1].text + text, trainable)
+    else:
+        segments.append(Segment(text, trainable))
+
+
+def render_chat(messages: list[dict], tokenizer) -> list[Segment]:
+    """Render a chat example into segments; only assistant text (weight != 0) is trainable.
+
+    For assistant turn i, `render(messages[:i], add_generation_prompt=True)` minus what was
+    already emitted is the masked prompt, and `render(messages[:i + 1])` minus that is the target.
+    """
+    _check_messages(messages)
+    template = getattr(tokenizer, "chat_template", None) if tokenizer is not None else None
+    if template:
+
+        def render(msgs, add_generation_prompt):
+            return tokenizer.apply_chat_template(
+                msgs, tokenize=False, add_generation_prompt=add_generation_prompt
+            )
+    else:
+        render = _render_plain
+
+    def not_prefix(what: str) -> ValueError:
+        return ValueError(
+            f"the chat template is not prefix-stable: {what}, so the assistant tokens cannot be "
+            "located; use a template that does not rewrite earlier turns"
+        )
+
+    segments: list[Segment] = []
+    done = ""  # everything emitted so far: the concatenation of `segments`
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        prompt = render(messages[:i], True)
+        full = render(messages[: i + 1], False)
+        if not prompt.startswith(done):
+            raise not_prefix(f"rendering messages[:{i}] does not extend the earlier turns")
+        if not full.startswith(prompt):
+            raise not_prefix(
+                f"messages[:{i + 1}] does not start with messages[:{i}] plus the generation prompt"
+            )
+        _add_segment(segments, prompt[len(done) :], False)
+        _add_segment(segments, full[len(prompt) :], m.get("weight", 1) != 0)
+        done = full
+    if messages[-1]["role"] != "assistant":
+        # Messages after the last assistant turn: context only (and nothing follows to learn).
+        full = render(messages, False)
+        if not full.startswith(done):
+            raise not_prefix("rendering all messages does not extend the last assistant turn")
+        _add_segment(segments, full[len(done) :], False)
+    return segments
+
+
+# -----------------------------------------------------------------------------
+# Tokenizing and packing
+
+
+def _token_dtype(tokenizer) -> np.dtype:
+    n_ids = max(len(tokenizer), tokenizer.eos_token_id + 1)
+    return np.dtype(np.uint16 if n_ids <= 2**16 else np.uint32)
+
+
+def _pack(docs: list[list[Segment]], tokenizer, seq_len: int, dtype: np.dtype):
+    """Tokenize and pack documents. Returns (tokens, mask, n_tokens, n_trainable_tokens)."""
+    eos = tokenizer.eos_token_id
+    texts = [seg.text for doc in docs for seg in doc]
+    flags = np.fromiter((seg.trainable for doc in docs for seg in doc), bool, count=len(texts))
+    segs_per_doc = np.fromiter(map(len, docs), np.int64, count=len(docs))
+    assert (segs_per_doc > 0).all(), "every document needs at least one segment"
+
+    # One batch call per TOKENIZE_BATCH texts; each batch's ids go straight into a numpy array
+    # so the (much larger) Python lists never exist for the whole corpus at once.
+    id_chunks, len_chunks = [], []
+    for start in range(0, len(texts), TOKENIZE_BATCH):
+        ids = tokenizer(texts[start : start + TOKENIZE_BATCH], add_special_tokens=False)["input_ids"]
+        lens = np.fromiter(map(len, ids), np.int64, count=len(ids))
+        id_chunks.append(np.fromiter(itertools.chain.from_iterable(ids), dtype, count=lens.sum()))
+        len_chunks.append(lens)
+    ids = np.concatenate(id_chunks)
+    seg_lens = np.concatenate(len_chunks)
+    mask = np.repeat(flags, seg_lens)
+
+    # One EOS after each document, trained iff the document's last segment is.
+    last_seg = np.cumsum(segs_per_doc) - 1
+    doc_ends = np.cumsum(seg_lens)[last_seg]  # token offset just past each document
+    ids = np.insert(ids, doc_ends, eos)
+    mask = np.insert(mask, doc_ends, flags[last_seg])
+
+    # Cut into rows of seq_len; pad the last row with masked EOS rather than dropping it.
+    n_tokens = len(ids)
+    n_rows = -(-n_tokens // seq_len)
+    pad = n_rows * seq_len - n_tokens
+    tokens = np.concatenate([ids, np.full(pad, eos, dtype)]).reshape(n_rows, seq_len)
+    mask = np.concatenate([mask, np.zeros(pad, bool)]).astype(np.uint8).reshape(n_rows, seq_len)
+    return tokens, mask, n_tokens, int(mask.sum())
+
+
+def _holdout(docs: list, val_fraction: float, seed: int, where: str) -> tuple[list, list]:
+    """Split whole documents into (train, val); train keeps the original order."""
+    n = len(docs)
+    if n < 2:
+        raise DataFormatError(
+            where, None, f"only {n} document, too few to hold out validation data; give a validation file"
+        )
+    n_val = min(n - 1, max(1, round(val_fraction * n)))
+    is_val = np.zeros(n, bool)
+    is_val[np.random.default_rng(seed).permutation(n)[:n_val]] = True
+    train = [d for d, v in zip(docs, is_val, strict=True) if not v]
+    val = [d for d, v in zip(docs, is_val, strict=True) if v]
+    return train, val
+
+
+# -----------------------------------------------------------------------------
+# Cache
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A hash of everything about the tokenizer that can change the packed arrays."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        # The full serialized tokenizer: vocab, merges, normalizer, added tokens, truncation.
+        vocab = backend.to_str()
+    else:  # a Python-only tokenizer: its class and vocabulary are the best we have
+        vocab = type(tokenizer).__name__ + json.dumps(sorted(tokenizer.get_vocab().items()))
+    parts = {
+        "vocab": hashlib.sha256(vocab.encode()).hexdigest(),
+        "chat_template": getattr(tokenizer, "chat_template", None),  # str, dict or None
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()  # streams in chunks
+
+
+def _cache_key(paths, val_paths, fingerprint, seq_len, val_fraction, seed) -> str:
+    # The suffix is part of a file's identity: the same bytes mean different documents as
+    # .txt and as .jsonl.
+    def ident(p: Path):
+        return [p.suffix.lower(), _file_sha256(p)]
+
+    parts = {
+        "version": FORMAT_VERSION,
+        "paths": [ident(p) for p in paths],
+        "val_paths": [ident(p) for p in val_paths],
+        "tokenizer": fingerprint,
+        "seq_len": seq_len,
+        "val_fraction": val_fraction,
+        "seed": seed,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def _load_entry(entry: Path, key: str, from_cache: bool) -> PackedDataset:
+    meta = json.loads((entry / "meta.json").read_text())
+    splits = {}
+    for name in ("train", "val"):
+        counts = meta[name]
+        splits[name] = PackedSplit(
+            tokens=np.load(entry / f"{name}_tokens.npy", mmap_mode="r"),
+            loss_mask=np.load(entry / f"{name}_mask.npy", mmap_mode="r"),
+            n_documents=counts["n_documents"],
+            n_tokens=counts["n_tokens"],
+            n_trainable_tokens=counts["n_trainable_tokens"],
+        )
+    return PackedDataset(
+        train=splits["train"],
+        val=splits["val"],
+        format=meta["format"],
+        cache_key=key,
+        from_cache=from_cache,
+    )
+
+
+def _is_entry(entry: Path) -> bool:
+    # meta.json is written last inside the temporary directory, and the directory only gets
+    # its final name once complete; a final-named directory without it was not made by us.
+    return (entry / "meta.json").is_file()
+
+
+# -----------------------------------------------------------------------------
+# Entry point
+
+
+def _read_all(paths: list[Path], tokenizer) -> tuple[list[str], list[list[Segment]]]:
+    formats, docs = [], []
+    for p in paths:
+        fmt, file_docs = read_documents(p, tokenizer)
+        formats.append(fmt)
+        docs.extend(file_docs)
+    return formats, docs
+
+
+def prepare_dataset(
+    paths: list[str],
+    *,
+    tokenizer,
+    seq_len: int,
+    cache_dir: str | Path,
+    val_paths: list[str] = (),
+    val_fraction: float = 0.05,
+    seed: int = 0,
+) -> PackedDataset:
+    """Read, split, tokenize and pack `paths` (and `val_paths`), or load the same from the cache.
+
+    With `val_paths`, all of `paths` is training data and `val_paths` is the validation split.
+    Without, round(val_fraction * n_documents) documents (at least one) are held out, chosen by
+    `seed`; the others keep their file order.
+    """
+    if isinstance(paths, str | os.PathLike):  # a lone path would iterate as characters
+        paths = [paths]
+    if isinstance(val_paths, str | os.PathLike):
+        val_paths = [val_paths]
+    paths, val_paths = [Path(p) for p in paths], [Path(p) for p in val_paths]
+    if not paths:
+        raise ValueError("no training files given")
+    if not isinstance(seq_len, int) or seq_len < 2:
+        raise ValueError(f"seq_len must be an integer >= 2 (an input and a target), got {seq_len!r}")
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no EOS token; it is needed to separate documents")
+    for p in paths + val_paths:
+        if not p.is_file():
+            raise DataFormatError(p, None, "no such file")
+
+    cache_dir = Path(cache_dir)
+    key = _cache_key(
+        paths, val_paths, tokenizer_fingerprint(tokenizer), seq_len, val_fraction, seed
+    )
+    entry = cache_dir / key
+    if _is_entry(entry):
+        log.info("data cache hit: %s", entry)
+        return _load_entry(entry, key, from_cache=True)
+
+    t0 = time.perf_counter()
+    formats, docs = _read_all(paths, tokenizer)
+    where = ", ".join(str(p) for p in paths)
+    if not docs:
+        raise DataFormatError(where, None, "no documents (every record is empty)")
+    if val_paths:
+        train_docs = docs
+        _, val_docs = _read_all(val_paths, tokenizer)
+        if not val_docs:
+            raise DataFormatError(", ".join(map(str, val_paths)), None, "no documents")
+    else:
+        train_docs, val_docs = _holdout(docs, val_fraction, seed, where)
+    fmt = formats[0] if len(set(formats)) == 1 else "mixed"
+
+    t1 = time.perf_counter()
+    dtype = _token_dtype(tokenizer)
+    packed = {
+        "train": (len(train_docs), _pack(train_docs, tokenizer, seq_len, dtype)),
+        "val": (len(val_docs), _pack(val_docs, tokenizer, seq_len, dtype)),
+    }
+    t2 = time.perf_counter()
+    n_tokens = sum(p[1][2] for p in packed.values())
+    log.info(
+        "read %d documents in %.2fs; tokenized and packed %d tokens in %.2fs (%.0f tokens/s)",
+        len(train_docs) + len(val_docs), t1 - t0, n_tokens, t2 - t1, n_tokens / max(t2 - t1, 1e-9),
+    )
+
+    # Build the entry under a private temporary name, then rename it into place in one step.
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache_dir / f".tmp-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        meta = {
+            "version": FORMAT_VERSION,
+            "format": fmt,
+            "seq_len": seq_len,
+            "token_dtype": dtype.name,
+            "paths": [str(p) for p in paths],  # for people reading the cache; not in the key
+            "val_paths": [str(p) for p in val_paths],
+            "seconds": {"read": round(t1 - t0, 3), "tokenize_pack": round(t2 - t1, 3)},
+        }
+        for name, (n_docs, (tokens, mask, n_tok, n_train)) in packed.items():
+            np.save(tmp / f"{name}_tokens.npy", tokens)
+            np.save(tmp / f"{name}_mask.npy", mask)
+            meta[name] = {
+                "n_documents": n_docs,
+                "n_sequences": len(tokens),
+                "n_tokens": n_tok,
+                "n_trainable_tokens": n_train,
+            }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        if entry.exists() and not _is_entry(entry):
+            shutil.rmtree(entry)  # an incomplete directory under the final name: not ours
+        try:
+            os.replace(tmp, entry)
+        except OSError:
+            if not _is_entry(entry):
+                raise
+            # Another process finished the same entry first; its files are identical to ours.
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return _load_entry(entry, key, from_cache=False)

@@ -1,0 +1,273 @@
+"""The job spec: one typed description of a training run.
+
+A spec loads from YAML (`load_spec`) and the API accepts the same fields as JSON. Field names
+follow the public API (docs in ../shared/docs/api.md): the replay knobs live under `replay`
+(`fraction` r, `target_stage2_allocation` a, `stage2_duration` d), the hyperparameters sit at the
+top level.
+
+Validation that needs only the spec itself happens here and reports *every* problem at once, each
+with its field path (`replay.fraction`), through `SpecError`. Validation that needs the data (how
+many target sequences there are, whether r/a/d are consistent with them) happens when the schedule
+is resolved (`schedule.resolve_plan`), and raises the same error type.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class SpecError(ValueError):
+    """A spec (or its combination with the data) is invalid.
+
+    `errors` is a list of (field path, message) pairs, so an API can turn the first into a
+    `param` and a CLI can print them all.
+    """
+
+    def __init__(self, errors: list[tuple[str, str]]):
+        self.errors = errors
+        super().__init__("\n".join(f"{path}: {msg}" for path, msg in errors))
+
+    @property
+    def param(self) -> str:
+        return self.errors[0][0]
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a typo in a YAML spec must not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ReplaySpec(_Strict):
+    """Generic replay: which generic data to mix back in, and how much, when."""
+
+    dataset: list[str] = Field(
+        default_factory=list,
+        description="Generic data files (JSONL text, .txt or Parquet). Empty means no replay data.",
+    )
+    validation_dataset: list[str] = Field(
+        default_factory=list,
+        description="Held-out generic files for val_loss_generic; empty = hold out documents of `dataset`.",
+    )
+    fraction: float | None = Field(
+        default=None, description="r: share of stage-2 sequences that are generic, in [0, 1)."
+    )
+    target_stage2_allocation: float | None = Field(
+        default=None, description="a: fraction of the (epoched) target data placed in stage 2."
+    )
+    stage2_duration: float | None = Field(
+        default=None, description="d: stage-2 length as a fraction of all steps, in (0, 1]."
+    )
+
+    @field_validator("dataset", "validation_dataset", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class LRSchedulerSpec(_Strict):
+    """Learning-rate schedule; the LR is a pure function of the step (schedule.lr_at)."""
+
+    type: Literal["wsd", "cosine", "linear", "constant"] = "wsd"
+    warmup_ratio: float = Field(0.01, description="warmup steps = floor(warmup_ratio * steps)")
+    decay_ratio: float = Field(0.1, description="WSD only: share of steps in the final decay")
+    decay_shape: Literal["linear", "cosine", "1-sqrt"] = Field(
+        "linear", description="WSD only: shape of the final decay"
+    )
+    min_lr_ratio: float = Field(0.0, description="the LR decays to min_lr_ratio * learning_rate")
+
+
+class JobSpec(_Strict):
+    """Everything that determines a run. Same spec + same seed = same tokens and same losses."""
+
+    # --- what to train
+    model: str = Field(
+        description="Preset (replayft/llama-tiny ...), local Hugging Face folder, ReplayFT "
+        "checkpoint folder, hub id, or a .gguf file path."
+    )
+    gguf_file: str | None = Field(None, description="GGUF file name inside `model` (a folder or hub id).")
+    training_file: list[str] = Field(
+        default_factory=list,
+        description="Target data (JSONL chat, prompt/completion or text). Empty = pre-training.",
+    )
+    validation_file: list[str] = Field(
+        default_factory=list,
+        description="Held-out target data; empty = hold out documents of `training_file`.",
+    )
+    replay: ReplaySpec = Field(default_factory=ReplaySpec)
+
+    # --- hyperparameters (names as in the API)
+    n_epochs: float = Field(1.0, description="Passes over the target training data.")
+    batch_size: int = Field(8, description="Sequences per optimizer step.")
+    micro_batch_size: int | None = Field(
+        None, description="Sequences per forward pass; batch_size / micro_batch_size = accumulation."
+    )
+    seq_len: int = Field(512, description="Tokens per packed sequence.")
+    learning_rate: float = Field(3e-4, description="Peak learning rate.")
+    lr_scheduler: LRSchedulerSpec = Field(default_factory=LRSchedulerSpec)
+    total_steps: int | None = Field(
+        None, description="Fix compute: total optimizer steps. Unset = derived from the data."
+    )
+    optimizer_state: Literal["reset", "carry"] = Field(
+        "reset", description="carry: load AdamW moments from the ReplayFT checkpoint in `model`."
+    )
+    weight_decay: float = Field(0.1, description="Decoupled; not applied to norms, embeddings, biases.")
+    adam_betas: tuple[float, float] = (0.9, 0.95)
+    adam_eps: float = 1e-8
+    grad_clip: float = Field(1.0, description="Max global grad norm; 0 disables.")
+    seed: int = 0
+
+    # --- evaluation and checkpoints
+    eval_interval: int | None = Field(None, description="Steps between evals; unset = total/20.")
+    eval_sequences: int = Field(64, description="Held-out sequences per source per eval.")
+    val_fraction: float = Field(0.05, description="Share of documents held out when no validation file.")
+    checkpoint_interval: int | None = Field(None, description="Steps between checkpoints; unset = total/10.")
+    keep_checkpoints: int = Field(2, description="Newest step checkpoints kept (the final one always is).")
+
+    # --- where and how
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    cache_dir: str | None = Field(None, description="Tokenized-data cache; unset = $REPLAYFT_CACHE_DIR or ~/.cache/replayft.")
+
+    @field_validator("training_file", "validation_file", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def mode(self) -> Literal["pretrain", "finetune", "midtrain"]:
+        if not self.training_file:
+            return "pretrain"
+        d = self.replay.stage2_duration
+        return "midtrain" if d is not None and d < 1 else "finetune"
+
+    @property
+    def grad_accum_steps(self) -> int:
+        return self.batch_size // (self.micro_batch_size or self.batch_size)
+
+    def check(self) -> None:
+        """Raise SpecError listing every problem that the spec alone reveals."""
+        errors: list[tuple[str, str]] = []
+        r, a, d = self.replay.fraction, self.replay.target_stage2_allocation, self.replay.stage2_duration
+
+        if r is not None and not 0 <= r < 1:
+            errors.append(("replay.fraction", f"must be in [0, 1), got {r}"))
+        if a is not None and not 0 <= a <= 1:
+            errors.append(("replay.target_stage2_allocation", f"must be in [0, 1], got {a}"))
+        if d is not None and not 0 < d <= 1:
+            errors.append(("replay.stage2_duration", f"must be in (0, 1], got {d}"))
+        if r and r > 0 and not self.replay.dataset:
+            errors.append(("replay.dataset", "replay.fraction > 0 needs generic data to replay"))
+        if not self.training_file and not self.replay.dataset:
+            errors.append(("training_file", "no data: give training_file and/or replay.dataset"))
+        if self.validation_file and not self.training_file:
+            errors.append(("validation_file", "given without training_file"))
+        if not self.training_file and self.total_steps is None:
+            errors.append(("total_steps", "pre-training (no training_file) needs total_steps"))
+        if self.training_file and self.total_steps is None and a is not None and a < 1 and d is None:
+            errors.append(
+                ("replay.stage2_duration", "needed with target_stage2_allocation < 1 unless total_steps is set")
+            )
+        if d == 1 and a is not None and a < 1:
+            errors.append(
+                ("replay.target_stage2_allocation", "must be 1 when stage2_duration is 1 (there is no stage 1)")
+            )
+        if self.n_epochs <= 0:
+            errors.append(("n_epochs", f"must be > 0, got {self.n_epochs}"))
+        if self.batch_size < 1:
+            errors.append(("batch_size", f"must be >= 1, got {self.batch_size}"))
+        if self.micro_batch_size is not None and (
+            self.micro_batch_size < 1 or self.batch_size % self.micro_batch_size
+        ):
+            errors.append(("micro_batch_size", f"must divide batch_size ({self.batch_size})"))
+        if self.seq_len < 8:
+            errors.append(("seq_len", f"must be >= 8, got {self.seq_len}"))
+        if not self.learning_rate > 0:
+            errors.append(("learning_rate", f"must be > 0, got {self.learning_rate}"))
+        if self.total_steps is not None and self.total_steps < 1:
+            errors.append(("total_steps", f"must be >= 1, got {self.total_steps}"))
+        sched = self.lr_scheduler
+        for name in ("warmup_ratio", "decay_ratio", "min_lr_ratio"):
+            value = getattr(sched, name)
+            if not 0 <= value <= 1:
+                errors.append((f"lr_scheduler.{name}", f"must be in [0, 1], got {value}"))
+        if sched.type == "wsd" and sched.warmup_ratio + sched.decay_ratio > 1:
+            errors.append(("lr_scheduler.decay_ratio", "warmup_ratio + decay_ratio must be <= 1"))
+        if self.weight_decay < 0:
+            errors.append(("weight_decay", "must be >= 0"))
+        if self.grad_clip < 0:
+            errors.append(("grad_clip", "must be >= 0 (0 disables)"))
+        if not all(0 <= b < 1 for b in self.adam_betas):
+            errors.append(("adam_betas", "each beta must be in [0, 1)"))
+        if self.eval_interval is not None and self.eval_interval < 1:
+            errors.append(("eval_interval", "must be >= 1"))
+        if self.checkpoint_interval is not None and self.checkpoint_interval < 1:
+            errors.append(("checkpoint_interval", "must be >= 1"))
+        if self.eval_sequences < 1:
+            errors.append(("eval_sequences", "must be >= 1"))
+        if not 0 < self.val_fraction < 1:
+            errors.append(("val_fraction", "must be in (0, 1)"))
+        if self.keep_checkpoints < 1:
+            errors.append(("keep_checkpoints", "must be >= 1"))
+        if errors:
+            raise SpecError(errors)
+
+
+def _pydantic_errors(exc: ValidationError) -> SpecError:
+    return SpecError(
+        [(".".join(str(p) for p in err["loc"]) or "spec", err["msg"]) for err in exc.errors()]
+    )
+
+
+def parse_spec(data: dict[str, Any]) -> JobSpec:
+    """Build and check a spec from plain data (parsed YAML or JSON)."""
+    if not isinstance(data, dict):
+        raise SpecError([("spec", "must be a mapping of field names to values")])
+    try:
+        spec = JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise _pydantic_errors(exc) from None
+    spec.check()
+    return spec
+
+
+def load_spec(path: str | Path) -> JobSpec:
+    """Load a YAML spec. Relative data paths are taken relative to the spec file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SpecError([("spec", f"{path} is not valid YAML: {exc}")]) from None
+    if isinstance(data, dict):
+        data = _resolve_paths(data, path.parent)
+    return parse_spec(data)
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    def resolve(p: str) -> str:
+        candidate = base / p
+        return str(candidate) if not Path(p).is_absolute() and candidate.exists() else p
+
+    def resolve_many(v: Any) -> Any:
+        if isinstance(v, str):
+            return resolve(v)
+        if isinstance(v, list):
+            return [resolve(x) if isinstance(x, str) else x for x in v]
+        return v
+
+    data = dict(data)
+    for key in ("training_file", "validation_file"):
+        if key in data:
+            data[key] = resolve_many(data[key])
+    if isinstance(data.get("model"), str):
+        data["model"] = resolve(data["model"])
+    if isinstance(data.get("replay"), dict):
+        replay = dict(data["replay"])
+        for key in ("dataset", "validation_dataset"):
+            if key in replay:
+                replay[key] = resolve_many(replay[key])
+        data["replay"] = replay
+    return data
