@@ -32,10 +32,14 @@ class ProgressHooks:
             shown = {"loss": record["train_loss"], "lr": record["lr"], "stage": record["stage"]}
             if record.get("train_loss_target") is not None:
                 shown["target"] = record["train_loss_target"]
-            self.bar.set_postfix({k: f"{v:.4g}" if isinstance(v, float) else v for k, v in shown.items()})
+            self.bar.set_postfix(
+                {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in shown.items()}
+            )
         elif kind == "eval":
             vals = {k: v for k, v in record.items() if k.startswith("val_loss") and v is not None}
-            self.bar.write(f"step {record['step']}: " + ", ".join(f"{k} {v:.4f}" for k, v in vals.items()))
+            self.bar.write(
+                f"step {record['step']}: " + ", ".join(f"{k} {v:.4f}" for k, v in vals.items())
+            )
 
     def on_checkpoint(self, path: Path, step: int) -> None:
         self.bar.write(f"checkpoint: {path}")
@@ -116,8 +120,19 @@ def cmd_efficiency(args: argparse.Namespace) -> int:
     multiplier = efficiency_multiplier(fit, args.candidate, args.baseline)
     method = fit.method_for(args.candidate, args.baseline)
     if args.json:
-        print(json.dumps({"multiplier": multiplier, "method": method, "A": fit.A, "B": fit.B,
-                          "C": fit.C, "alpha": fit.alpha, "beta": fit.beta}))
+        print(
+            json.dumps(
+                {
+                    "multiplier": multiplier,
+                    "method": method,
+                    "A": fit.A,
+                    "B": fit.B,
+                    "C": fit.C,
+                    "alpha": fit.alpha,
+                    "beta": fit.beta,
+                }
+            )
+        )
     else:
         print(f"{multiplier:.2f}x  (fit: {method})")
     return 0
@@ -136,9 +151,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- wiring
 def add_engine_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train from a YAML spec; reruns resume from the newest checkpoint")
+    p = sub.add_parser(
+        "train", help="train from a YAML spec; reruns resume from the newest checkpoint"
+    )
     p.add_argument("spec", help="job spec (YAML)")
-    p.add_argument("--out", required=True, type=Path, help="output folder (metrics.jsonl, checkpoints/)")
+    p.add_argument(
+        "--out", required=True, type=Path, help="output folder (metrics.jsonl, checkpoints/)"
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("plan", help="print the resolved schedule without training")
@@ -147,9 +166,15 @@ def add_engine_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("efficiency", help="data-efficiency multiplier from a reference curve")
-    p.add_argument("--reference", required=True, help="X:LOSS,X:LOSS,... final target losses without replay")
-    p.add_argument("--candidate", required=True, type=float, help="final target loss of the schedule")
-    p.add_argument("--baseline", required=True, type=float, help="final target loss of the baseline")
+    p.add_argument(
+        "--reference", required=True, help="X:LOSS,X:LOSS,... final target losses without replay"
+    )
+    p.add_argument(
+        "--candidate", required=True, type=float, help="final target loss of the schedule"
+    )
+    p.add_argument(
+        "--baseline", required=True, type=float, help="final target loss of the baseline"
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_efficiency)
 
@@ -178,7 +203,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        print(
+            "interrupted; rerun the same command to resume from the last checkpoint",
+            file=sys.stderr,
+        )
         return 130
     except Exception as exc:
         from .trainer import TrainingDiverged

@@ -13,7 +13,9 @@ Formats. JSONL holds one object per line: chat (`{"messages": [...]}`), prompt/c
 decides the file's format and every other line must match it. Errors are `DataFormatError`s that
 name the file, the 1-based line and the rule broken, so an API can show them to whoever uploaded
 the file. `.txt` files split into documents at blank lines (or, with no blank lines, one document
-per line); Parquet files need a string `text` column and are read in record batches.
+per line); Parquet files need a string `text` column and are read in record batches. Files
+with another suffix (an upload stored under an id) are sniffed. Records without any text are
+skipped, since they would only add a lone EOS.
 
 Loss masks come from segments, not from token positions: a document is a list of
 `Segment(text, trainable)`, each segment is tokenized on its own and its tokens inherit its flag.
@@ -23,7 +25,8 @@ torchtune makes by tokenizing message by message). Chat examples are rendered wi
 own chat template and cut into segments by prefix difference: what `messages[:i]` adds with a
 generation prompt is the (masked) prompt, what assistant turn i adds on top is the target. That
 only works when rendering is prefix-stable; templates that rewrite history (for example, those
-that drop earlier reasoning) are refused with an error instead of being masked wrongly.
+that drop earlier reasoning) are refused with an error instead of being masked wrongly. A
+tokenizer without a template gets a plain "User: ...\n\nAssistant: ..." rendering, masked alike.
 Special-token strings inside the text (`<|endoftext|>`) are parsed as special tokens, as the chat
 template's own markers must be.
 
@@ -39,16 +42,17 @@ Rows do not overlap, so the first token of each row is never a target; that is o
 Speed. All segments of all documents are flattened and tokenized in large batches by the fast
 tokenizer (Rust, multi-threaded); the per-token work after that (concatenation, masks, EOS
 insertion, padding) is numpy, with Python loops only per document or per batch. All text and
-tokens of a call are held in memory, which is fine up to a few GB of text; larger corpora should
-be split into several files.
+tokens of a call are held in memory at once: fine for the tens of MB that fine-tuning and replay
+sets are here, but corpora of many GB would need a streaming writer instead.
 
 Cache. `cache_dir/<key>/` holds `{train,val}_{tokens,mask}.npy` and `meta.json`, where the key is
 a sha256 of everything the arrays depend on: a format version, the content hash and suffix of
 every file, the tokenizer fingerprint, seq_len, val_fraction and seed. Paths are not part of the
-key, so moving a file keeps its cache. An entry is built in a temporary sibling directory and
-`os.replace`d into place, so a crash never leaves something that looks like a complete entry,
-and two processes racing on one key both end up reading the winner's files. Arrays are returned
-memory-mapped, so a cache hit costs no tokenization and almost no memory.
+key, so moving a file keeps its cache (a hit still reads each file once to hash it). An entry
+is built in a temporary sibling directory and `os.replace`d into place, so a crash never leaves
+something that looks like a complete entry, and two processes racing on one key both end up
+reading the winner's files. Arrays are returned memory-mapped, so a cache hit costs no
+tokenization and almost no memory.
 """
 
 from __future__ import annotations
@@ -57,10 +61,12 @@ import hashlib
 import itertools
 import json
 import logging
+import numbers
 import os
 import shutil
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,7 +82,6 @@ TOKENIZE_BATCH = 4096
 PARQUET_BATCH_ROWS = 8192  # rows per record batch when streaming a Parquet file
 
 ROLES = ("system", "user", "assistant")
-JSONL_FORMATS = ("chat", "prompt_completion", "text")
 # Role names for the plain-text chat rendering used when a tokenizer has no chat template.
 _PLAIN_ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
 
@@ -165,11 +170,13 @@ def _parse_json_line(path: Path, lineno: int, line: str) -> dict:
 
 
 def _json_type(value) -> str:
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
     if value is None:
         return "null"
-    if isinstance(value, bool | int | float) and not isinstance(value, bool):
+    if isinstance(value, bool):  # before int: bool is a subclass of int
+        return "a boolean"
+    if isinstance(value, int | float):
         return "a number"
+    names = {dict: "an object", list: "an array", str: "a string"}
     return names.get(type(value), type(value).__name__)
 
 
@@ -200,8 +207,9 @@ def _sniff_format(path: Path) -> str:
 
 
 def detect_format(path) -> str:
-    """"chat", "prompt_completion" or "text" for JSONL (from its first non-blank line),
-    "txt" for .txt and "parquet" for .parquet. Other suffixes are sniffed from the content."""
+    """Return the file's format: "chat", "prompt_completion" or "text" for .jsonl/.json (decided
+    by the first non-blank line), "txt" for .txt, "parquet" for .parquet. Files with any other
+    suffix are sniffed: Parquet magic bytes, else a JSON object on the first line, else text."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".txt":
@@ -236,7 +244,9 @@ def _read_jsonl(path: Path, tokenizer) -> tuple[str, list[list[Segment]]]:
         if fmt is None:
             fmt, first_line = kind, lineno
         elif kind != fmt:
-            reason = f"this line is a {kind} record but the file is {fmt} (decided by line {first_line})"
+            reason = (
+                f"this line is a {kind} record but the file is {fmt} (decided by line {first_line})"
+            )
             raise DataFormatError(path, lineno, reason)
         try:
             if kind == "chat":
@@ -245,17 +255,13 @@ def _read_jsonl(path: Path, tokenizer) -> tuple[str, list[list[Segment]]]:
                 prompt, completion = _string_field(obj, "prompt"), _string_field(obj, "completion")
                 doc = [Segment(prompt, False), Segment(completion, True)]
             else:
-                text = _string_field(obj, "text")
-                if not text:
-                    continue  # an empty text would only add a lone EOS to learn
-                doc = [Segment(text, True)]
-        except DataFormatError:
-            raise
+                doc = [Segment(_string_field(obj, "text"), True)]
         except Exception as e:
             # Includes errors raised inside a Jinja chat template (`raise_exception(...)`), which
             # are not ValueErrors: every per-record failure gets the file and line attached.
             raise DataFormatError(path, lineno, str(e)) from e
-        docs.append(doc)
+        if any(seg.text for seg in doc):  # a document without text would only add a lone EOS
+            docs.append(doc)
     if fmt is None:
         raise DataFormatError(path, None, "file is empty")
     return fmt, docs
@@ -334,9 +340,13 @@ def _check_messages(messages) -> None:
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
             raise ValueError(f"messages[{i}] must be an object, got {_json_type(m)}")
-        role = m.get("role")
+        if "role" not in m:
+            raise ValueError(f"messages[{i}]: missing 'role'")
+        role = m["role"]
         if role not in ROLES:
-            raise ValueError(f"messages[{i}]: unknown role {role!r} (expected one of {', '.join(ROLES)})")
+            raise ValueError(
+                f"messages[{i}]: unknown role {role!r} (expected one of {', '.join(ROLES)})"
+            )
         if not isinstance(m.get("content"), str):
             got = "nothing" if "content" not in m else _json_type(m["content"])
             raise ValueError(f"messages[{i}]: 'content' must be a string, got {got}")
@@ -430,8 +440,8 @@ def _token_dtype(tokenizer) -> np.dtype:
     return np.dtype(np.uint16 if n_ids <= 2**16 else np.uint32)
 
 
-def _pack(docs: list[list[Segment]], tokenizer, seq_len: int, dtype: np.dtype):
-    """Tokenize and pack documents. Returns (tokens, mask, n_tokens, n_trainable_tokens)."""
+def _pack(docs: list[list[Segment]], tokenizer, seq_len: int, dtype: np.dtype) -> PackedSplit:
+    """Tokenize and pack documents into a PackedSplit holding in-memory arrays."""
     eos = tokenizer.eos_token_id
     texts = [seg.text for doc in docs for seg in doc]
     flags = np.fromiter((seg.trainable for doc in docs for seg in doc), bool, count=len(texts))
@@ -442,9 +452,15 @@ def _pack(docs: list[list[Segment]], tokenizer, seq_len: int, dtype: np.dtype):
     # so the (much larger) Python lists never exist for the whole corpus at once.
     id_chunks, len_chunks = [], []
     for start in range(0, len(texts), TOKENIZE_BATCH):
-        ids = tokenizer(texts[start : start + TOKENIZE_BATCH], add_special_tokens=False)["input_ids"]
+        # verbose=False: documents longer than model_max_length are expected; packing cuts them.
+        batch = texts[start : start + TOKENIZE_BATCH]
+        ids = tokenizer(
+            batch, add_special_tokens=False, return_attention_mask=False, verbose=False
+        )["input_ids"]
         lens = np.fromiter(map(len, ids), np.int64, count=len(ids))
-        id_chunks.append(np.fromiter(itertools.chain.from_iterable(ids), dtype, count=lens.sum()))
+        id_chunks.append(
+            np.fromiter(itertools.chain.from_iterable(ids), dtype, count=int(lens.sum()))
+        )
         len_chunks.append(lens)
     ids = np.concatenate(id_chunks)
     seg_lens = np.concatenate(len_chunks)
@@ -462,7 +478,7 @@ def _pack(docs: list[list[Segment]], tokenizer, seq_len: int, dtype: np.dtype):
     pad = n_rows * seq_len - n_tokens
     tokens = np.concatenate([ids, np.full(pad, eos, dtype)]).reshape(n_rows, seq_len)
     mask = np.concatenate([mask, np.zeros(pad, bool)]).astype(np.uint8).reshape(n_rows, seq_len)
-    return tokens, mask, n_tokens, int(mask.sum())
+    return PackedSplit(tokens, mask, len(docs), n_tokens, int(mask.sum()))
 
 
 def _holdout(docs: list, val_fraction: float, seed: int, where: str) -> tuple[list, list]:
@@ -470,7 +486,9 @@ def _holdout(docs: list, val_fraction: float, seed: int, where: str) -> tuple[li
     n = len(docs)
     if n < 2:
         raise DataFormatError(
-            where, None, f"only {n} document, too few to hold out validation data; give a validation file"
+            where,
+            None,
+            f"only {n} document, too few to hold out validation data; give a validation file",
         )
     n_val = min(n - 1, max(1, round(val_fraction * n)))
     is_val = np.zeros(n, bool)
@@ -544,6 +562,15 @@ def _load_entry(entry: Path, key: str, from_cache: bool) -> PackedDataset:
     )
 
 
+@contextmanager
+def _durable_open(path: Path):
+    # fsync before the rename, so that after a power cut the entry cannot hold empty files.
+    with open(path, "wb") as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def _is_entry(entry: Path) -> bool:
     # meta.json is written last inside the temporary directory, and the directory only gets
     # its final name once complete; a final-named directory without it was not made by us.
@@ -586,10 +613,13 @@ def prepare_dataset(
     paths, val_paths = [Path(p) for p in paths], [Path(p) for p in val_paths]
     if not paths:
         raise ValueError("no training files given")
-    if not isinstance(seq_len, int) or seq_len < 2:
-        raise ValueError(f"seq_len must be an integer >= 2 (an input and a target), got {seq_len!r}")
+    if isinstance(seq_len, bool) or not isinstance(seq_len, numbers.Integral) or seq_len < 2:
+        raise ValueError(
+            f"seq_len must be an integer >= 2 (an input and a target), got {seq_len!r}"
+        )
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    seq_len, val_fraction, seed = int(seq_len), float(val_fraction), int(seed)  # JSON-able
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no EOS token; it is needed to separate documents")
     for p in paths + val_paths:
@@ -621,15 +651,19 @@ def prepare_dataset(
 
     t1 = time.perf_counter()
     dtype = _token_dtype(tokenizer)
-    packed = {
-        "train": (len(train_docs), _pack(train_docs, tokenizer, seq_len, dtype)),
-        "val": (len(val_docs), _pack(val_docs, tokenizer, seq_len, dtype)),
+    splits = {
+        "train": _pack(train_docs, tokenizer, seq_len, dtype),
+        "val": _pack(val_docs, tokenizer, seq_len, dtype),
     }
     t2 = time.perf_counter()
-    n_tokens = sum(p[1][2] for p in packed.values())
+    n_tokens = sum(split.n_tokens for split in splits.values())
     log.info(
         "read %d documents in %.2fs; tokenized and packed %d tokens in %.2fs (%.0f tokens/s)",
-        len(train_docs) + len(val_docs), t1 - t0, n_tokens, t2 - t1, n_tokens / max(t2 - t1, 1e-9),
+        len(train_docs) + len(val_docs),
+        t1 - t0,
+        n_tokens,
+        t2 - t1,
+        n_tokens / max(t2 - t1, 1e-9),
     )
 
     # Build the entry under a private temporary name, then rename it into place in one step.
@@ -646,16 +680,19 @@ def prepare_dataset(
             "val_paths": [str(p) for p in val_paths],
             "seconds": {"read": round(t1 - t0, 3), "tokenize_pack": round(t2 - t1, 3)},
         }
-        for name, (n_docs, (tokens, mask, n_tok, n_train)) in packed.items():
-            np.save(tmp / f"{name}_tokens.npy", tokens)
-            np.save(tmp / f"{name}_mask.npy", mask)
+        for name, split in splits.items():
+            with _durable_open(tmp / f"{name}_tokens.npy") as f:
+                np.save(f, split.tokens)
+            with _durable_open(tmp / f"{name}_mask.npy") as f:
+                np.save(f, split.loss_mask)
             meta[name] = {
-                "n_documents": n_docs,
-                "n_sequences": len(tokens),
-                "n_tokens": n_tok,
-                "n_trainable_tokens": n_train,
+                "n_documents": split.n_documents,
+                "n_sequences": len(split),
+                "n_tokens": split.n_tokens,
+                "n_trainable_tokens": split.n_trainable_tokens,
             }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        with _durable_open(tmp / "meta.json") as f:  # last: its presence marks a full entry
+            f.write(json.dumps(meta, indent=2).encode())
         if entry.exists() and not _is_entry(entry):
             shutil.rmtree(entry)  # an incomplete directory under the final name: not ours
         try:

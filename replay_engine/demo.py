@@ -17,9 +17,26 @@ import yaml
 
 # Plain, self-contained modules: deterministic across installs of the same Python version.
 _TARGET_MODULES = [
-    "bisect.py", "heapq.py", "fnmatch.py", "colorsys.py", "textwrap.py", "shlex.py", "glob.py",
-    "queue.py", "sched.py", "graphlib.py", "statistics.py", "fractions.py", "string.py",
-    "keyword.py", "reprlib.py", "difflib.py", "calendar.py", "pprint.py", "copy.py", "abc.py",
+    "bisect.py",
+    "heapq.py",
+    "fnmatch.py",
+    "colorsys.py",
+    "textwrap.py",
+    "shlex.py",
+    "glob.py",
+    "queue.py",
+    "sched.py",
+    "graphlib.py",
+    "statistics.py",
+    "fractions.py",
+    "string.py",
+    "keyword.py",
+    "reprlib.py",
+    "difflib.py",
+    "calendar.py",
+    "pprint.py",
+    "copy.py",
+    "abc.py",
 ]
 
 
@@ -28,7 +45,11 @@ def demo_documents() -> tuple[list[str], list[str]]:
     from pydoc_data import topics
 
     stdlib = Path(sysconfig.get_paths()["stdlib"])
-    code = [(stdlib / name).read_text(encoding="utf-8") for name in _TARGET_MODULES if (stdlib / name).exists()]
+    code = [
+        (stdlib / name).read_text(encoding="utf-8")
+        for name in _TARGET_MODULES
+        if (stdlib / name).exists()
+    ]
     english = [topics.topics[key] for key in sorted(topics.topics)]
     return code, english
 

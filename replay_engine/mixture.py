@@ -86,5 +86,7 @@ class Mixture:
             if mask[slot]:
                 out.append(Slot(TARGET, self.target_index(target_before + int(target_rank[slot]))))
             else:
-                out.append(Slot(GENERIC, self.generic_index(generic_before + int(generic_rank[slot]))))
+                out.append(
+                    Slot(GENERIC, self.generic_index(generic_before + int(generic_rank[slot])))
+                )
         return out

@@ -102,7 +102,9 @@ class Plan:
         target_used, generic_used = self.target_sequences_used, self.generic_sequences_used
         stages = []
         for stage in self.stages:
-            target = self.target_count_before(stage.end_step) - self.target_count_before(stage.start_step)
+            target = self.target_count_before(stage.end_step) - self.target_count_before(
+                stage.start_step
+            )
             stages.append(
                 {
                     "stage": stage.index,
@@ -130,7 +132,9 @@ class Plan:
             "target_sequences": self.target_sequences,
             "generic_sequences": self.generic_sequences,
             "target_epochs": target_used / self.target_sequences if self.target_sequences else 0.0,
-            "generic_epochs": generic_used / self.generic_sequences if self.generic_sequences else 0.0,
+            "generic_epochs": generic_used / self.generic_sequences
+            if self.generic_sequences
+            else 0.0,
             "target_tokens": target_used * self.seq_len,
             "generic_tokens": generic_used * self.seq_len,
             "warmup_steps": self.warmup_steps,
@@ -222,7 +226,10 @@ def resolve_plan(spec: JobSpec, target_sequences: int, generic_sequences: int) -
                 d = 1.0 if d is None else d
                 r = 1 - g * a / d
         if not 0 <= r < 1 + _TOL:
-            raise fail("replay.fraction", f"resolves to r = {r:.4f}, outside [0, 1): change the other knobs")
+            raise fail(
+                "replay.fraction",
+                f"resolves to r = {r:.4f}, outside [0, 1): change the other knobs",
+            )
         if not 0 < a <= 1 + _TOL:
             raise fail(
                 "replay.target_stage2_allocation",
@@ -237,7 +244,9 @@ def resolve_plan(spec: JobSpec, target_sequences: int, generic_sequences: int) -
         r, a, d = max(0.0, r), min(1.0, a), min(1.0, d)
 
     if r > _TOL and not replay.dataset:
-        raise fail("replay.dataset", f"the schedule needs generic data (r = {r:.4f}) but none was given")
+        raise fail(
+            "replay.dataset", f"the schedule needs generic data (r = {r:.4f}) but none was given"
+        )
 
     transition = math.floor((1 - d) * N + _TOL)
     if transition == 0:
@@ -256,7 +265,9 @@ def resolve_plan(spec: JobSpec, target_sequences: int, generic_sequences: int) -
                 f"target_stage2_allocation",
             )
         if w1 < 1 - _TOL and not replay.dataset:
-            raise fail("replay.dataset", "stage 1 mixes in generic data, but no replay.dataset was given")
+            raise fail(
+                "replay.dataset", "stage 1 mixes in generic data, but no replay.dataset was given"
+            )
         stages = (Stage(1, 0, transition, min(1.0, w1)), Stage(2, transition, N, 1 - r))
     mode = "midtrain" if len(stages) == 2 else "finetune"
     return _plan(spec, mode, N, stages, g, r, a, d, T, generic_sequences)

@@ -88,7 +88,9 @@ class JobSpec(_Strict):
         description="Preset (replayft/llama-tiny ...), local Hugging Face folder, ReplayFT "
         "checkpoint folder, hub id, or a .gguf file path."
     )
-    gguf_file: str | None = Field(None, description="GGUF file name inside `model` (a folder or hub id).")
+    gguf_file: str | None = Field(
+        None, description="GGUF file name inside `model` (a folder or hub id)."
+    )
     training_file: list[str] = Field(
         default_factory=list,
         description="Target data (JSONL chat, prompt/completion or text). Empty = pre-training.",
@@ -103,7 +105,8 @@ class JobSpec(_Strict):
     n_epochs: float = Field(1.0, description="Passes over the target training data.")
     batch_size: int = Field(8, description="Sequences per optimizer step.")
     micro_batch_size: int | None = Field(
-        None, description="Sequences per forward pass; batch_size / micro_batch_size = accumulation."
+        None,
+        description="Sequences per forward pass; batch_size / micro_batch_size = accumulation.",
     )
     seq_len: int = Field(512, description="Tokens per packed sequence.")
     learning_rate: float = Field(3e-4, description="Peak learning rate.")
@@ -114,7 +117,9 @@ class JobSpec(_Strict):
     optimizer_state: Literal["reset", "carry"] = Field(
         "reset", description="carry: load AdamW moments from the ReplayFT checkpoint in `model`."
     )
-    weight_decay: float = Field(0.1, description="Decoupled; not applied to norms, embeddings, biases.")
+    weight_decay: float = Field(
+        0.1, description="Decoupled; not applied to norms, embeddings, biases."
+    )
     adam_betas: tuple[float, float] = (0.9, 0.95)
     adam_eps: float = 1e-8
     grad_clip: float = Field(1.0, description="Max global grad norm; 0 disables.")
@@ -123,13 +128,21 @@ class JobSpec(_Strict):
     # --- evaluation and checkpoints
     eval_interval: int | None = Field(None, description="Steps between evals; unset = total/20.")
     eval_sequences: int = Field(64, description="Held-out sequences per source per eval.")
-    val_fraction: float = Field(0.05, description="Share of documents held out when no validation file.")
-    checkpoint_interval: int | None = Field(None, description="Steps between checkpoints; unset = total/10.")
-    keep_checkpoints: int = Field(2, description="Newest step checkpoints kept (the final one always is).")
+    val_fraction: float = Field(
+        0.05, description="Share of documents held out when no validation file."
+    )
+    checkpoint_interval: int | None = Field(
+        None, description="Steps between checkpoints; unset = total/10."
+    )
+    keep_checkpoints: int = Field(
+        2, description="Newest step checkpoints kept (the final one always is)."
+    )
 
     # --- where and how
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    cache_dir: str | None = Field(None, description="Tokenized-data cache; unset = $REPLAYFT_CACHE_DIR or ~/.cache/replayft.")
+    cache_dir: str | None = Field(
+        None, description="Tokenized-data cache; unset = $REPLAYFT_CACHE_DIR or ~/.cache/replayft."
+    )
 
     @field_validator("training_file", "validation_file", mode="before")
     @classmethod
@@ -151,7 +164,11 @@ class JobSpec(_Strict):
     def check(self) -> None:
         """Raise SpecError listing every problem that the spec alone reveals."""
         errors: list[tuple[str, str]] = []
-        r, a, d = self.replay.fraction, self.replay.target_stage2_allocation, self.replay.stage2_duration
+        r, a, d = (
+            self.replay.fraction,
+            self.replay.target_stage2_allocation,
+            self.replay.stage2_duration,
+        )
 
         if r is not None and not 0 <= r < 1:
             errors.append(("replay.fraction", f"must be in [0, 1), got {r}"))
@@ -167,13 +184,25 @@ class JobSpec(_Strict):
             errors.append(("validation_file", "given without training_file"))
         if not self.training_file and self.total_steps is None:
             errors.append(("total_steps", "pre-training (no training_file) needs total_steps"))
-        if self.training_file and self.total_steps is None and a is not None and a < 1 and d is None:
+        if (
+            self.training_file
+            and self.total_steps is None
+            and a is not None
+            and a < 1
+            and d is None
+        ):
             errors.append(
-                ("replay.stage2_duration", "needed with target_stage2_allocation < 1 unless total_steps is set")
+                (
+                    "replay.stage2_duration",
+                    "needed with target_stage2_allocation < 1 unless total_steps is set",
+                )
             )
         if d == 1 and a is not None and a < 1:
             errors.append(
-                ("replay.target_stage2_allocation", "must be 1 when stage2_duration is 1 (there is no stage 1)")
+                (
+                    "replay.target_stage2_allocation",
+                    "must be 1 when stage2_duration is 1 (there is no stage 1)",
+                )
             )
         if self.n_epochs <= 0:
             errors.append(("n_epochs", f"must be > 0, got {self.n_epochs}"))

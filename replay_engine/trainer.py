@@ -108,7 +108,9 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_optimizer(model: torch.nn.Module, spec: JobSpec, device: torch.device) -> torch.optim.AdamW:
+def build_optimizer(
+    model: torch.nn.Module, spec: JobSpec, device: torch.device
+) -> torch.optim.AdamW:
     """AdamW with decoupled weight decay on weight matrices only.
 
     Norm weights, embeddings (and a head tied to them) and biases are not decayed: shrinking them
@@ -177,8 +179,12 @@ def evaluate(
     model.eval()
     total, count = 0.0, 0
     for start in range(0, n, micro_batch):
-        ids = torch.from_numpy(np.asarray(split.tokens[start : start + micro_batch], dtype=np.int64))
-        mask = torch.from_numpy(np.asarray(split.loss_mask[start : start + micro_batch], dtype=bool))
+        ids = torch.from_numpy(
+            np.asarray(split.tokens[start : start + micro_batch], dtype=np.int64)
+        )
+        mask = torch.from_numpy(
+            np.asarray(split.loss_mask[start : start + micro_batch], dtype=bool)
+        )
         ids, mask = ids.to(device), mask[:, 1:].to(device)
         with autocast():
             losses = token_losses(model, ids)
@@ -222,7 +228,9 @@ class SpikeTracker:
             "peak_step": self.peak_step,
             "height": self.peak_loss - self.initial_loss,
             "recovered_step": self.recovered_step,
-            "duration": None if self.recovered_step is None else self.recovered_step - self.start_step,
+            "duration": None
+            if self.recovered_step is None
+            else self.recovered_step - self.start_step,
         }
 
 
@@ -313,7 +321,12 @@ def train(
     elif spec.optimizer_state == "carry":
         if not ckpt.is_replayft_checkpoint(spec.model):
             raise SpecError(
-                [("optimizer_state", f"carry needs a ReplayFT checkpoint as model; {spec.model} is not one")]
+                [
+                    (
+                        "optimizer_state",
+                        f"carry needs a ReplayFT checkpoint as model; {spec.model} is not one",
+                    )
+                ]
             )
         optimizer.load_state_dict(ckpt.load_optimizer_state(spec.model))
 
@@ -337,8 +350,14 @@ def train(
 
     def run_eval(step: int) -> None:
         nonlocal last_eval
-        kwargs = dict(n_sequences=spec.eval_sequences, micro_batch=micro, device=device, autocast=autocast)
-        record: dict[str, Any] = {"type": "eval", "step": step, "stage": plan.stage_at(min(step, N - 1)).index}
+        kwargs = dict(
+            n_sequences=spec.eval_sequences, micro_batch=micro, device=device, autocast=autocast
+        )
+        record: dict[str, Any] = {
+            "type": "eval",
+            "step": step,
+            "stage": plan.stage_at(min(step, N - 1)).index,
+        }
         if data.target is not None:
             record["val_loss_target"] = evaluate(model, data.target.val, **kwargs)
         if data.generic is not None:
@@ -453,7 +472,9 @@ def train(
     return TrainResult(out_dir, steps_completed, N, stopped, final_checkpoint, summary)
 
 
-def _summary(plan: Plan, spike: SpikeTracker, last_eval: dict[str, Any], stopped: bool) -> dict[str, Any]:
+def _summary(
+    plan: Plan, spike: SpikeTracker, last_eval: dict[str, Any], stopped: bool
+) -> dict[str, Any]:
     return {
         "type": "summary",
         "step": last_eval.get("step", 0) if stopped else plan.total_steps,

