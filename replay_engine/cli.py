@@ -23,7 +23,9 @@ class ProgressHooks:
     def __init__(self, total: int, initial: int):
         from tqdm import tqdm
 
-        self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+        self.bar = tqdm(
+            total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr
+        )
 
     def on_metrics(self, record: dict[str, Any]) -> None:
         kind = record.get("type")
@@ -37,12 +39,11 @@ class ProgressHooks:
             )
         elif kind == "eval":
             vals = {k: v for k, v in record.items() if k.startswith("val_loss") and v is not None}
-            self.bar.write(
-                f"step {record['step']}: " + ", ".join(f"{k} {v:.4f}" for k, v in vals.items())
-            )
+            line = f"step {record['step']}: " + ", ".join(f"{k} {v:.4f}" for k, v in vals.items())
+            self.bar.write(line, file=sys.stderr)
 
     def on_checkpoint(self, path: Path, step: int) -> None:
-        self.bar.write(f"checkpoint: {path}")
+        self.bar.write(f"checkpoint: {path}", file=sys.stderr)
 
     def should_stop(self, step: int) -> bool:
         return False
@@ -193,6 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("train", "plan", "demo"):
+        # our own progress bar is enough; transformers would add one per save and load
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     try:
         return args.func(args)
     except SpecError as exc:

@@ -1,0 +1,99 @@
+"""The `replayft` command line, run as a real subprocess."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def replayft(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "replay_engine.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={"HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "PATH": "/usr/bin:/bin"},
+    )
+
+
+@pytest.fixture
+def spec_file(tmp_path, shared_data, gsm8k_file, cache_dir):
+    target = gsm8k_file(tmp_path / "gsm8k.jsonl", n=30)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "model: replayft/llama-tiny\n"
+        "training_file: gsm8k.jsonl\n"  # relative to the spec file
+        f"replay:\n  dataset: {shared_data / 'c4_sample' / 'c4_demo.jsonl'}\n"
+        "  fraction: 0.25\n  target_stage2_allocation: 1\n  stage2_duration: 0.5\n"
+        f"n_epochs: 2\nbatch_size: 8\nseq_len: 128\neval_sequences: 8\ncache_dir: {cache_dir}\n"
+    )
+    assert target.exists()
+    return spec
+
+
+def test_plan_json_and_table(spec_file):
+    result = replayft("plan", str(spec_file), "--json")
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert plan["mode"] == "midtrain" and len(plan["stages"]) == 2
+    assert plan["transition_step"] == plan["total_steps"] // 2
+    assert plan["stages"][0]["target_weight"] == 0 and plan["stages"][1]["target_weight"] == 0.75
+    assert plan["target_epochs"] >= 2
+    table = replayft("plan", str(spec_file))
+    assert table.returncode == 0 and "stage" in table.stdout and "midtrain" in table.stdout
+
+
+def test_train_writes_metrics_and_checkpoints(spec_file, tmp_path):
+    out = tmp_path / "run"
+    result = replayft("train", str(spec_file), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["type"] == "summary" and summary["final_val_loss_target"] is not None
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1] == summary
+    assert (out / "checkpoints" / f"step-{summary['total_steps']}" / "model.safetensors").is_file()
+
+
+def test_bad_spec_names_the_field(tmp_path):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(
+        "model: replayft/llama-tiny\ntraining_file: x.jsonl\nreplay:\n  dataset: g.txt\n  fraction: 1.0\n"
+    )
+    result = replayft("plan", str(spec))
+    assert result.returncode == 2
+    assert "error: replay.fraction: must be in [0, 1)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_data_file_is_a_clear_error(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("model: replayft/llama-tiny\ntraining_file: nowhere.jsonl\n")
+    result = replayft("plan", str(spec))
+    assert (
+        result.returncode == 2
+        and "nowhere.jsonl" in result.stderr
+        and "Traceback" not in result.stderr
+    )
+
+
+def test_efficiency_reproduces_the_paper():
+    finemath = "16:2.99478,8:3.16164,4:3.39593,2:3.49087,1:3.62532"
+    result = replayft(
+        "efficiency", "--reference", finemath, "--candidate", "3.90261", "--baseline", "3.99417"
+    )
+    assert result.returncode == 0 and result.stdout.startswith("1.49x")
+    flan = "16:3.2712,8:3.27876,4:3.37226,2:3.41444,1:3.54749"
+    result = replayft(
+        "efficiency",
+        "--reference",
+        flan,
+        "--candidate",
+        "3.35773",
+        "--baseline",
+        "3.44407",
+        "--json",
+    )
+    assert round(json.loads(result.stdout)["multiplier"], 2) == 2.06
+    bad = replayft("efficiency", "--reference", "16:3,8", "--candidate", "3", "--baseline", "3")
+    assert bad.returncode == 2 and "8" in bad.stderr
