@@ -238,7 +238,8 @@ def run_ours(spec_dict: dict[str, Any], work: Path, warmup: int, device: str) ->
 
     rss_before = rss_mib()
     reset_cuda_peak(device)
-    out_dir = work / "ours"
+    # A fresh folder per run: train() would resume from a checkpoint an earlier repeat left.
+    out_dir = Path(tempfile.mkdtemp(prefix="ours-", dir=work))
     t0 = time.perf_counter()
     train(spec, out_dir, Timer(), data=data)
     total_s = time.perf_counter() - t0
@@ -259,13 +260,23 @@ def run_ours(spec_dict: dict[str, Any], work: Path, warmup: int, device: str) ->
         "first_loss": steps[0]["train_loss"],
         "last_loss": steps[-1]["train_loss"],
         "losses": [r["train_loss"] for r in steps],
-        "optimizer": f"torch.optim.AdamW(fused={device == 'cuda'})",
+        "optimizer": f"build_optimizer -> AdamW(fused={engine_optimizer_fused(spec, device)})",
         "rss_before_train_mib": rss_before,
         "peak_rss_train_mib": at_last_step["peak_rss_mib"],
         "peak_rss_exit_mib": peak_rss_mib(),
         "cuda_peak_train_mib": at_last_step["cuda_peak_mib"],
         "wall_train_call_s": total_s,
     }
+
+
+def engine_optimizer_fused(spec: Any, device: str) -> bool | None:
+    """Whether ReplayFT's build_optimizer picks the fused AdamW kernel on this device."""
+    import torch
+
+    from replay_engine.trainer import build_optimizer
+
+    probe = torch.nn.Linear(2, 2).to(device)
+    return build_optimizer(probe, spec, torch.device(device)).defaults.get("fused")
 
 
 # ---------------------------------------------------------------------------- engine: HF Trainer
@@ -342,7 +353,7 @@ def run_hf(
     use_bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
     extra = {"optim": optim} if optim else {}
     args = TrainingArguments(
-        output_dir=str(work / "hf"),
+        output_dir=tempfile.mkdtemp(prefix="hf-", dir=work),
         per_device_train_batch_size=B,
         gradient_accumulation_steps=1,
         max_steps=N,
@@ -392,7 +403,8 @@ def run_hf(
         "first_loss": losses[0],
         "last_loss": losses[-1],
         "losses": losses,
-        "optimizer": f"{args.optim} -> {type(inner).__name__}(fused={fused})",
+        "optimizer": f"{getattr(args.optim, 'value', args.optim)} -> "
+        f"{type(inner).__name__}(fused={fused})",
         "rss_before_train_mib": rss_before,
         "peak_rss_train_mib": at_last_step["peak_rss_mib"],
         "peak_rss_exit_mib": peak_rss_mib(),
@@ -410,6 +422,84 @@ def child_main(args: argparse.Namespace) -> None:
     else:
         result = run_hf(spec, work, args.warmup, device, args.hf_optim)
     print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+# ---------------------------------------------------------------------------- where time differs
+def explain(spec_dict: dict[str, Any], device: str, reps: int = 10) -> dict[str, float]:
+    """Time, on this run's shapes and device, the two pieces of step code that differ between
+    the engines (the model forward/backward itself is the same call):
+
+    - the loss head, forward + backward: ReplayFT's `token_losses` (logits[:, :-1] sliced, then
+      reshaped, so the (B, L, V) logits are copied, and the slice's backward zero-fills a
+      full-size gradient and copies into it) times the mask, against transformers'
+      `ForCausalLMLoss` (labels shifted instead, logits viewed without a copy);
+    - one AdamW step: ReplayFT's `build_optimizer` against the fused AdamW that Trainer uses
+      by default (torch >= 2.8), with the same parameter groups.
+
+    Runs alternate between the two so that load from other processes hits both alike."""
+    from types import SimpleNamespace
+
+    import torch
+    from transformers.loss.loss_utils import ForCausalLMLoss
+
+    from replay_engine.models import load_model
+    from replay_engine.spec import parse_spec
+    from replay_engine.trainer import build_optimizer, token_losses
+
+    spec = parse_spec(spec_dict)
+    dev = torch.device(device)
+    model = load_model(spec.model, gguf_file=spec.gguf_file, seed=spec.seed, device=dev)
+    B, L, V = spec.batch_size, spec.seq_len, model.config.vocab_size
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, V, (B, L), generator=gen).to(dev)
+    mask = (torch.rand(B, L, generator=gen) < 0.7).to(dev)
+    labels = ids.masked_fill(~mask, -100)
+    n_label = mask[:, 1:].sum()
+    logits0 = torch.randn(B, L, V, generator=gen).to(dev)
+
+    def ours_loss() -> None:
+        logits = logits0.clone().requires_grad_(True)
+        fake = SimpleNamespace(logits=logits)
+        losses = token_losses(lambda input_ids: fake, ids) * mask[:, 1:]
+        (losses.sum() / n_label).backward()
+
+    def hf_loss() -> None:
+        logits = logits0.clone().requires_grad_(True)
+        ForCausalLMLoss(logits, labels, V, num_items_in_batch=n_label).backward()
+
+    for p in model.parameters():
+        p.grad = torch.randn(p.shape, generator=gen).to(dev) * 1e-3
+    ours_opt = build_optimizer(model, spec, dev)
+    hf_opt = torch.optim.AdamW(
+        [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in ours_opt.param_groups],
+        lr=spec.learning_rate,
+        betas=tuple(spec.adam_betas),
+        eps=spec.adam_eps,
+        fused=True,
+    )
+
+    def timed(fn) -> float:
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        return time.perf_counter() - t0
+
+    pairs = {
+        "loss_head": (ours_loss, hf_loss),
+        "adamw_step": (ours_opt.step, hf_opt.step),
+    }
+    out: dict[str, float] = {}
+    for name, (ours_fn, hf_fn) in pairs.items():
+        times: dict[str, list[float]] = {"ours": [], "hf": []}
+        for i in range(reps + 2):
+            a, b = timed(ours_fn), timed(hf_fn)
+            if i >= 2:  # the first calls allocate state and warm caches
+                times["ours"].append(a)
+                times["hf"].append(b)
+        out[f"{name}_ours_ms"] = 1000 * statistics.median(times["ours"])
+        out[f"{name}_hf_ms"] = 1000 * statistics.median(times["hf"])
+    return out
 
 
 # ---------------------------------------------------------------------------- parent
@@ -484,6 +574,7 @@ def parent_main(args: argparse.Namespace) -> None:
                 f"{result['subprocess_wall_s']:.0f}s",
                 flush=True,
             )
+        where = explain(spec, device) if args.explain else None
 
     ours, hf = runs["ours"], runs["hf"]
     agg = {
@@ -557,11 +648,25 @@ def parent_main(args: argparse.Namespace) -> None:
         f"first-step loss: ours {first['ours']:.6f}, HF {first['hf']:.6f}, "
         f"|diff| {first_diff:.2e} ({'match' if first_diff < 1e-3 else 'MISMATCH'})"
     )
+    last_diff = abs(ours[0]["last_loss"] - hf[0]["last_loss"])
     print(
-        f"last-step loss: ours {ours[0]['last_loss']:.4f}, HF {hf[0]['last_loss']:.4f} "
-        f"(drift expected: HF also decays the embedding; optimizers {ours[0]['optimizer']} "
-        f"vs {hf[0]['optimizer']})"
+        f"last-step loss: ours {ours[0]['last_loss']:.4f}, HF {hf[0]['last_loss']:.4f}, "
+        f"|diff| {last_diff:.1e} (some drift is expected: Trainer also decays the embedding, "
+        f"and the AdamW kernels differ: ours {ours[0]['optimizer']}, HF {hf[0]['optimizer']})"
     )
+    if where is not None:
+        step_gap_ms = 1000 * (agg["ours"]["median_step_s"] - agg["hf"]["median_step_s"])
+        loss_gap = where["loss_head_ours_ms"] - where["loss_head_hf_ms"]
+        opt_gap = where["adamw_step_ours_ms"] - where["adamw_step_hf_ms"]
+        print(
+            "where the step code differs (same shapes, alternating, median of 10):\n"
+            f"  loss head fwd+bwd: ours {where['loss_head_ours_ms']:.1f} ms, "
+            f"HF ForCausalLMLoss {where['loss_head_hf_ms']:.1f} ms ({loss_gap:+.1f} ms)\n"
+            f"  AdamW step: ours {where['adamw_step_ours_ms']:.1f} ms, "
+            f"fused {where['adamw_step_hf_ms']:.1f} ms ({opt_gap:+.1f} ms)\n"
+            f"  together {loss_gap + opt_gap:+.1f} ms/step; measured median step gap "
+            f"{step_gap_ms:+.1f} ms"
+        )
     summary = {
         "benchmark": "engine_throughput",
         "machine": info,
@@ -581,6 +686,7 @@ def parent_main(args: argparse.Namespace) -> None:
         "data_pipeline_share": data_share,
         "hf_outside_step_share": hf_outside,
         "first_step_loss": first,
+        "step_code_differences_ms": where,
         "runs": runs,
     }
     print(json.dumps(summary))
@@ -603,6 +709,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--hf-optim",
         default=None,
         help="TrainingArguments.optim (default: Trainer's own default, adamw_torch_fused)",
+    )
+    p.add_argument(
+        "--no-explain",
+        dest="explain",
+        action="store_false",
+        help="skip timing the loss head and AdamW step of each engine in isolation",
     )
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
     # internal: one engine in this process

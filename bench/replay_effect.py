@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # presets and local files only
+os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bars from checkpoint saving in the log
 
 import torch  # noqa: E402
 

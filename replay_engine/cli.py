@@ -101,6 +101,7 @@ def format_plan(summary: dict[str, Any]) -> str:
             f"{s['stage']:>5} {span:>15} {s['target_weight']:>9.4f} {s['generic_weight']:>9.4f}"
             f" {s['target_tokens']:>12,} {s['generic_tokens']:>12,} {s['lr_at_start']:>10.3g} {s['lr_at_end']:>10.3g}"
         )
+    lines += [f"warning: {w}" for w in summary["warnings"]]
     return "\n".join(lines)
 
 

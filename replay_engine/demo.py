@@ -76,6 +76,7 @@ def write_demo(out: Path, steps_scale: float = 1.0) -> Path:
         "seq_len": 256,
         "learning_rate": 3e-3,
         "lr_scheduler": {"type": "wsd", "warmup_ratio": 0.01, "decay_ratio": 0.1},
+        "eval_sequences": 16,  # a small held-out slice keeps evals cheap next to the steps
         "seed": 0,
     }
     path = out / "spec.yaml"

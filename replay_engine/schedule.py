@@ -119,6 +119,14 @@ class Plan:
                     "lr_at_end": self.lr_at(stage.end_step - 1),
                 }
             )
+        target_epochs = target_used / self.target_sequences if self.target_sequences else 0.0
+        generic_epochs = generic_used / self.generic_sequences if self.generic_sequences else 0.0
+        warnings = []
+        if generic_epochs > 1:
+            warnings.append(
+                f"generic data is used {generic_epochs:.2f} times over: add generic data "
+                f"so replay does not repeat it"
+            )
         return {
             "mode": self.mode,
             "total_steps": self.total_steps,
@@ -131,16 +139,15 @@ class Plan:
             "transition_step": self.stages[-1].start_step if len(self.stages) > 1 else None,
             "target_sequences": self.target_sequences,
             "generic_sequences": self.generic_sequences,
-            "target_epochs": target_used / self.target_sequences if self.target_sequences else 0.0,
-            "generic_epochs": generic_used / self.generic_sequences
-            if self.generic_sequences
-            else 0.0,
+            "target_epochs": target_epochs,
+            "generic_epochs": generic_epochs,
             "target_tokens": target_used * self.seq_len,
             "generic_tokens": generic_used * self.seq_len,
             "warmup_steps": self.warmup_steps,
             "peak_lr": self.peak_lr,
             "lr_scheduler": self.lr_scheduler.model_dump(),
             "stages": stages,
+            "warnings": warnings,
         }
 
     def to_dict(self) -> dict:

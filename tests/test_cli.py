@@ -7,13 +7,16 @@ import sys
 import pytest
 
 
-def replayft(*args, cwd=None):
+def replayft(*args, cwd=None, cache_dir=None):
+    env = {"HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "PATH": "/usr/bin:/bin"}
+    if cache_dir:
+        env["REPLAYFT_CACHE_DIR"] = str(cache_dir)
     return subprocess.run(
         [sys.executable, "-m", "replay_engine.cli", *args],
         capture_output=True,
         text=True,
         cwd=cwd,
-        env={"HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "PATH": "/usr/bin:/bin"},
+        env=env,
     )
 
 
@@ -97,3 +100,15 @@ def test_efficiency_reproduces_the_paper():
     assert round(json.loads(result.stdout)["multiplier"], 2) == 2.06
     bad = replayft("efficiency", "--reference", "16:3,8", "--candidate", "3", "--baseline", "3")
     assert bad.returncode == 2 and "8" in bad.stderr
+
+
+def test_demo_runs_without_shared_data(tmp_path, cache_dir):
+    # the README's main job: data from the Python install only, so it runs anywhere
+    result = replayft(
+        "demo", "--out", str(tmp_path / "demo"), "--scale", "0.2", cwd=tmp_path, cache_dir=cache_dir
+    )
+    assert result.returncode == 0, result.stderr
+    assert "midtrain" in result.stdout  # the plan is printed before training
+    run = tmp_path / "demo" / "run"
+    assert any(run.joinpath("checkpoints").iterdir())
+    assert (run / "metrics.jsonl").read_text().count('"type": "summary"') == 1

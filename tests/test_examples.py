@@ -1,0 +1,28 @@
+"""The example specs stay valid: they parse, their paths resolve, and the self-contained ones plan."""
+
+from pathlib import Path
+
+import pytest
+
+from replay_engine.spec import load_spec
+from replay_engine.trainer import prepare
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_parses_and_names_its_command(path, shared_data):
+    spec = load_spec(path)
+    assert f"replayft train examples/{path.name}" in path.read_text()
+    for data_file in [*spec.training_file, *spec.validation_file, *spec.replay.dataset]:
+        assert Path(data_file).is_file(), data_file
+
+
+def test_midtraining_example_plans(shared_data, cache_dir, monkeypatch):
+    monkeypatch.setenv("REPLAYFT_CACHE_DIR", str(cache_dir))
+    plan = prepare(
+        load_spec(EXAMPLES[[p.name for p in EXAMPLES].index("midtrain-basque.yaml")])
+    ).plan
+    summary = plan.summary()
+    assert summary["mode"] == "midtrain" and summary["target_epochs"] == pytest.approx(2, abs=0.01)
+    assert summary["stages"][1]["target_weight"] == 0.75
