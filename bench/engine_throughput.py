@@ -78,6 +78,21 @@ def peak_rss_mib() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
+def busy_cpu_seconds() -> float | None:
+    """CPU time spent by everything on the machine so far (all cores, not idle or iowait)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -520,9 +535,11 @@ def run_child(engine: str, spec_file: Path, args: argparse.Namespace) -> dict[st
         cmd += ["--hf-optim", args.hf_optim]
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(REPO))
     load = os.getloadavg()[0]
+    busy0, own0 = busy_cpu_seconds(), children_cpu_seconds()
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
     wall = time.perf_counter() - t0
+    busy1, own1 = busy_cpu_seconds(), children_cpu_seconds()
     lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
     if proc.returncode != 0 or not lines:
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])
@@ -531,6 +548,13 @@ def run_child(engine: str, spec_file: Path, args: argparse.Namespace) -> dict[st
     result["load_before"] = load
     result["load_after"] = os.getloadavg()[0]
     result["subprocess_wall_s"] = wall
+    # Contention: CPU time that other processes took while this run was going, as a share of
+    # all the machine's cores over the run (0 on a quiet machine).
+    if busy0 is not None and busy1 is not None:
+        foreign = max(0.0, (busy1 - busy0) - (own1 - own0))
+        result["other_processes_cpu_share"] = foreign / (wall * (os.cpu_count() or 1))
+    else:
+        result["other_processes_cpu_share"] = None
     return result
 
 
@@ -570,7 +594,8 @@ def parent_main(args: argparse.Namespace) -> None:
             print(
                 f"  {engine:4s}: {result['tokens_per_s_median']:8.0f} tok/s (median step "
                 f"{result['median_step_s']:.3f}s), peak RSS {result['peak_rss_train_mib']:.0f} MiB, "
-                f"load {result['load_before']:.2f} -> {result['load_after']:.2f}, "
+                f"load {result['load_before']:.2f} -> {result['load_after']:.2f}, other "
+                f"processes {fmt(result['other_processes_cpu_share'], '.0%')} of the CPU, "
                 f"{result['subprocess_wall_s']:.0f}s",
                 flush=True,
             )
@@ -641,6 +666,11 @@ def parent_main(args: argparse.Namespace) -> None:
         + (f" {ratios['cuda_peak']:.3f} |" if device == "cuda" else "")
     )
     print()
+    shares = [r["other_processes_cpu_share"] for r in ours + hf]
+    contention = max((x for x in shares if x is not None), default=None)
+    if contention is not None:
+        note = "quiet enough" if contention < 0.1 else "NOISY: rerun on a quiet machine"
+        print(f"other processes' CPU share, worst run: {contention:.1%} ({note})")
     verdict = "ok" if data_share < 0.02 else "OVER the 2% budget"
     print(f"data pipeline share of our step time: {data_share:.3%} ({verdict})")
     print(f"HF time outside on_step_begin..on_step_end (batch fetch etc.): {hf_outside:.3%}")
@@ -685,6 +715,7 @@ def parent_main(args: argparse.Namespace) -> None:
         "ratio_ours_over_hf": ratios,
         "data_pipeline_share": data_share,
         "hf_outside_step_share": hf_outside,
+        "other_processes_cpu_share_worst": contention,
         "first_step_loss": first,
         "step_code_differences_ms": where,
         "runs": runs,

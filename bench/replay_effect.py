@@ -16,6 +16,8 @@ The experiment, end to end with the engine's Python API (`parse_spec`, `train`):
 3. Print one markdown row per r: steps, final val_loss_target / val_loss_generic, the best
    val_loss_target seen during the run, and the initial loss spike (height, duration) from the
    run summary, plus the r with the lowest final target loss.
+   Control (skip with --no-control): since replay at fixed epochs also means more steps, one more
+   r = 0 run gets as many steps as the best r by training epochs / (1 - r) epochs instead.
 4. With `--reference`: no-replay fine-tunes on x in {1, 2, 4, 8} units of target data (unit =
    `--target-examples`, the first x units of GSM8K train; x = 1 is the r = 0 run), fitted with
    `replay_engine.efficiency` to turn each r's target loss into a data-efficiency multiplier.
@@ -142,7 +144,9 @@ def fmt(value: float | None, digits: int = 4) -> str:
 
 
 # ---------------------------------------------------------------------------- report
-def markdown_table(pre: dict[str, Any], runs: list[dict[str, Any]], multipliers) -> str:
+def markdown_table(
+    pre: dict[str, Any], runs: list[dict[str, Any]], multipliers, control: dict[str, Any] | None
+) -> str:
     head = [
         "r",
         "steps",
@@ -162,13 +166,13 @@ def markdown_table(pre: dict[str, Any], runs: list[dict[str, Any]], multipliers)
         f"{fmt(start_target)} | - | {fmt(pre['final_val_loss_generic'])} | - | - |"
         + (" - |" if multipliers is not None else "")
     )
-    for info in runs:
+    for info in runs + ([control] if control else []):
         spike = info["loss_spike"] or {}
         per_batch = "/".join(str(t) for t in info["target_per_batch"])
         batch = info["batch_size"]
         duration = spike.get("duration")
         row = [
-            f"{info['r']:g}",
+            info.get("label", f"{info['r']:g}"),
             str(info["steps"]),
             f"{per_batch}/{batch - info['target_per_batch'][0]}"
             if len(info["target_per_batch"]) == 1
@@ -180,7 +184,7 @@ def markdown_table(pre: dict[str, Any], runs: list[dict[str, Any]], multipliers)
             "not recovered" if spike and duration is None else str(duration),
         ]
         if multipliers is not None:
-            m = multipliers.get(info["r"])
+            m = multipliers.get(info.get("label", info["r"]))
             row.append("n/a" if m is None else f"{m:.2f}x")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
@@ -200,18 +204,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pretrain-steps", type=int, default=1500)
     p.add_argument("--pretrain-lr", type=float, default=3e-3)
-    p.add_argument("--target-examples", type=int, default=200, help="GSM8K train examples")
-    p.add_argument("--epochs", type=float, default=8.0, help="passes over the target data")
+    p.add_argument("--target-examples", type=int, default=100, help="GSM8K train examples")
+    p.add_argument("--epochs", type=float, default=12.0, help="passes over the target data")
     p.add_argument("--lr", type=float, default=1e-3, help="fine-tuning peak LR (same for all r)")
     p.add_argument(
         "--schedule", choices=["cosine", "wsd"], default="cosine", help="LR schedule type"
     )
     p.add_argument("--replay", default="0,0.1,0.25,0.5,0.75", help="replay fractions r")
-    p.add_argument("--eval-sequences", type=int, default=64, help="held-out sequences per source")
+    p.add_argument("--eval-sequences", type=int, default=128, help="held-out sequences per source")
     p.add_argument(
         "--reference",
         action="store_true",
         help="also run the no-replay reference curve and report data-efficiency multipliers",
+    )
+    p.add_argument(
+        "--no-control",
+        dest="control",
+        action="store_false",
+        help="skip the r = 0 run with as many steps as the best r (more epochs instead)",
     )
     p.add_argument("--reference-units", default="1,2,4,8", help="target amounts, in units")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -265,14 +275,14 @@ def main(argv: list[str] | None = None) -> int:
     # 2. fine-tuning with replay fraction r at fixed target epochs
     target_val = write_gsm8k(data / "gsm8k" / "test.jsonl", out / "gsm8k_test.jsonl", None)
 
-    def finetune(name: str, target: Path, r: float) -> dict[str, Any]:
+    def finetune(name: str, target: Path, r: float, epochs: float) -> dict[str, Any]:
         spec = {
             **common,
             "model": pre["final_checkpoint"],
             "training_file": str(target),
             "validation_file": str(target_val),
             "replay": {"dataset": generic, "validation_dataset": generic_val, "fraction": r},
-            "n_epochs": args.epochs,
+            "n_epochs": epochs,
             "learning_rate": args.lr,
             "lr_scheduler": {"type": args.schedule},  # warmup floor(1% of steps), decay to 0
         }
@@ -284,7 +294,17 @@ def main(argv: list[str] | None = None) -> int:
     target = write_gsm8k(
         gsm_train, out / f"gsm8k_train_{args.target_examples}.jsonl", args.target_examples
     )
-    runs = [finetune(f"ft-r{r:g}", target, r) for r in rs]
+    runs = [finetune(f"ft-r{r:g}", target, r, args.epochs) for r in rs]
+    finals = {info["r"]: info["final_val_loss_target"] for info in runs}
+    best_r = min(finals, key=lambda r: finals[r])
+
+    # Control: replay at fixed epochs also means more optimizer steps. Does r = 0 get the same
+    # gain from the same number of steps (more epochs over the target data)?
+    control = None
+    if args.control and best_r > 0:
+        epochs = args.epochs / (1 - best_r)
+        control = finetune(f"ctl-r0-e{epochs:g}", target, 0.0, epochs)
+        control["label"] = f"0, {epochs:g} epochs (steps of r={best_r:g})"
 
     # 3. optional: reference curve and data-efficiency multipliers
     reference = None
@@ -298,21 +318,19 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 n = x * args.target_examples
                 path = write_gsm8k(gsm_train, out / f"gsm8k_train_{n}.jsonl", n)
-                info = finetune(f"ref-x{x}", path, 0.0)
+                info = finetune(f"ref-x{x}", path, 0.0, args.epochs)
             xs.append(float(x))
             losses.append(info["final_val_loss_target"])
         fit = fit_reference(xs, losses)
         multipliers = {
-            info["r"]: efficiency_multiplier(
+            info.get("label", info["r"]): efficiency_multiplier(
                 fit, info["final_val_loss_target"], base["final_val_loss_target"]
             )
-            for info in runs
+            for info in runs + ([control] if control else [])
         }
         reference = {"units": xs, "losses": losses, "fit": fit.__dict__}
 
     # 4. report
-    finals = {info["r"]: info["final_val_loss_target"] for info in runs}
-    best_r = min(finals, key=lambda r: finals[r])
     wall = time.perf_counter() - started
     print()
     print(
@@ -324,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         f"batch {args.batch_size} x {args.seq_len}, seed {args.seed}"
     )
     print()
-    print(markdown_table(pre, runs, multipliers))
+    print(markdown_table(pre, runs, multipliers, control))
     print()
     print(
         f"best r by final val_loss_target: {best_r:g} "
@@ -351,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         "pretrain": pre,
         "finetune": runs,
         "best_r": best_r,
+        "control": control,
         "reference": reference,
         "multipliers": multipliers,
         "wall_s": wall,

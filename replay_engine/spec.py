@@ -36,6 +36,11 @@ class SpecError(ValueError):
         return self.errors[0][0]
 
 
+def _as_list(value: Any) -> Any:
+    """A single path may be given where a list of paths is expected."""
+    return [value] if isinstance(value, str) else value
+
+
 class _Strict(BaseModel):
     # Unknown keys are errors: a typo in a YAML spec must not silently fall back to a default.
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -65,7 +70,7 @@ class ReplaySpec(_Strict):
     @field_validator("dataset", "validation_dataset", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
+        return _as_list(value)
 
 
 class LRSchedulerSpec(_Strict):
@@ -147,7 +152,7 @@ class JobSpec(_Strict):
     @field_validator("training_file", "validation_file", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
+        return _as_list(value)
 
     # ------------------------------------------------------------------ derived values
     @property

@@ -1,0 +1,254 @@
+"""`replayft`: the engine's commands (train, plan, efficiency, demo) plus the service's.
+
+  replayft serve [--demo]          API + one Celery worker on the embedded defaults (or env)
+  replayft api / replayft worker   the parts separately (the distributed setup)
+  replayft db upgrade              apply migrations (also done at API and worker start-up)
+  replayft keys create --team T    mint an API key (printed once, stored hashed)
+  replayft corpora add NAME PATH   register a server-side replay corpus
+  replayft models add NAME PATH    register a server-side base model
+
+Web and queue modules are imported inside the command functions, so engine commands stay fast and
+work without the service's dependencies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from api.client_cli import add_client_commands
+from replay_engine import cli as engine_cli
+
+ENGINE_COMMANDS = ("train", "plan", "efficiency", "demo")
+ADMIN_KEY_FILE = "admin_key.txt"
+
+
+def _err(message: str) -> None:
+    sys.stderr.write(message + "\n")
+
+
+# ---------------------------------------------------------------------------- db and keys
+def cmd_db_upgrade(_args: argparse.Namespace) -> int:
+    from api.db.migrate import upgrade
+
+    upgrade()
+    _err("database is up to date")
+    return 0
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from api.db.migrate import upgrade
+    from api.db.session import session_scope
+    from api.services.teams import create_key
+
+    upgrade()
+    with session_scope() as session:
+        key = create_key(session=session, team_name=args.team, admin=args.admin)
+    # the only thing on stdout, so `KEY=$(replayft keys create ...)` works
+    sys.stdout.write(key + "\n")
+    return 0
+
+
+def _register(args: argparse.Namespace, kind: str) -> int:
+    from api.db.migrate import upgrade
+    from api.db.session import session_scope
+    from api.services.registry import register
+
+    upgrade()
+    with session_scope() as session:
+        register(
+            session=session,
+            name=args.name,
+            kind=kind,
+            paths=args.paths,
+            gguf_file=getattr(args, "gguf_file", None),
+        )
+    _err(f"registered {kind} {args.name!r}")
+    return 0
+
+
+def cmd_corpora_add(args: argparse.Namespace) -> int:
+    return _register(args, "corpus")
+
+
+def cmd_models_add(args: argparse.Namespace) -> int:
+    args.paths = [args.path]
+    return _register(args, "base")
+
+
+# ---------------------------------------------------------------------------- processes
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.settings import get_settings
+
+    get_settings().export_env()
+    uvicorn.run("api.main:create_app", factory=True, host=args.host, port=args.port)
+    return 0
+
+
+def worker_argv(queues: str, concurrency: int, loglevel: str = "INFO") -> list[str]:
+    return [
+        "worker",
+        f"--queues={queues}",
+        f"--concurrency={concurrency}",
+        f"--loglevel={loglevel}",
+        f"--hostname=replayft-{os.getpid()}@%h",  # unique per process: several per machine
+        "--without-gossip",
+        "--without-mingle",
+    ]
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from api.settings import get_settings
+
+    get_settings().export_env()  # before the Celery app reads the settings
+    from worker.app import celery_app
+
+    celery_app.worker_main(worker_argv(args.queues, args.concurrency, args.loglevel))
+    return 0
+
+
+def _first_start(data_dir: Path, demo: bool) -> None:
+    """Create the default team's admin key (once) and, with --demo, its demo files."""
+    from api.db.session import session_scope
+    from api.services.registry import register_demo
+    from api.services.teams import create_key, get_or_create_team
+    from api.settings import get_settings
+    from worker.app import VALIDATE_FILE, send
+
+    key_file = data_dir / ADMIN_KEY_FILE
+    with session_scope() as session:
+        if not key_file.exists():
+            key = create_key(session=session, team_name="default", admin=True)
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(key + "\n")
+        _err(f"admin API key (team 'default'): {key_file}")
+        if demo:
+            team = get_or_create_team(session=session, name="default")
+            for file in register_demo(session=session, team=team, settings=get_settings()):
+                send(VALIDATE_FILE, file.id)
+                _err(f"demo file {file.id}: {file.filename} ({file.purpose})")
+
+
+def _die_with_parent() -> None:
+    """Linux: the worker gets SIGTERM if `serve` dies without cleaning up (e.g. SIGKILL)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.db.migrate import upgrade
+    from api.settings import get_settings
+
+    settings = get_settings()
+    settings.ensure_dirs()
+    settings.export_env()
+    upgrade()
+    _first_start(settings.data_dir, args.demo)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "worker", "--queues", "training,files"]
+        + ["--concurrency", str(args.concurrency)],
+        env=os.environ.copy(),
+        preexec_fn=_die_with_parent,
+    )
+    # uvicorn re-raises the SIGTERM it caught once it has shut down; turning that into SystemExit
+    # lets the `finally` below stop the worker instead of leaving it orphaned
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    _err(f"worker pid {worker.pid}; API on http://{args.host}:{args.port} (docs at /docs)")
+    try:
+        uvicorn.run("api.main:create_app", factory=True, host=args.host, port=args.port)
+    finally:
+        worker.terminate()  # warm shutdown: a running job's message goes back to the queue
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+    return 0
+
+
+# ---------------------------------------------------------------------------- wiring
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="replayft", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    engine_cli.add_engine_commands(sub)
+    add_client_commands(sub)  # files, jobs: HTTP client commands against any server
+
+    p = sub.add_parser("serve", help="API + one worker; embedded SQLite and broker by default")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--demo", action="store_true", help="register demo data for team 'default'")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=2,
+        help="worker processes: 2 lets file validation run beside one training job",
+    )
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("api", help="run the HTTP API only")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=cmd_api)
+
+    p = sub.add_parser("worker", help="run a Celery worker")
+    p.add_argument("--queues", default="training,files", help="comma-separated: training,files")
+    p.add_argument("--concurrency", type=int, default=1, help="processes (1 per GPU)")
+    p.add_argument("--loglevel", default="INFO")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("db", help="database schema")
+    db = p.add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", help="apply all migrations").set_defaults(func=cmd_db_upgrade)
+
+    p = sub.add_parser("keys", help="API keys")
+    keys = p.add_subparsers(dest="keys_command", required=True)
+    p = keys.add_parser("create", help="create a key (and the team if needed); prints the key")
+    p.add_argument("--team", required=True)
+    p.add_argument("--admin", action="store_true")
+    p.set_defaults(func=cmd_keys_create)
+
+    p = sub.add_parser("corpora", help="server-side replay corpora")
+    corpora = p.add_subparsers(dest="corpora_command", required=True)
+    p = corpora.add_parser("add", help="register files as a corpus usable as replay.dataset")
+    p.add_argument("name")
+    p.add_argument("paths", nargs="+")
+    p.set_defaults(func=cmd_corpora_add)
+
+    p = sub.add_parser("models", help="server-side base models")
+    models = p.add_subparsers(dest="models_command", required=True)
+    p = models.add_parser("add", help="register a model folder or .gguf file as a base model")
+    p.add_argument("name")
+    p.add_argument("path")
+    p.add_argument("--gguf-file", default=None)
+    p.set_defaults(func=cmd_models_add)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    if args.command in ENGINE_COMMANDS:
+        return engine_cli.main(argv)  # its own error handling and progress output
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError) as exc:
+        _err(f"error: {exc}")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

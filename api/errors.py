@@ -1,0 +1,105 @@
+"""One error shape for every failure: `{"error": {"message", "type", "param", "code"}}`.
+
+Services raise `APIError` (with the offending field in `param`); the handlers installed by
+`install_error_handlers` also turn FastAPI's own 404/405 and request-validation errors into the
+same shape, so clients (the OpenAI SDK among them) always find `error.message`. Unexpected
+exceptions become a bare 500 whose details go only to the log.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("replayft.api")
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+class APIError(Exception):
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        type: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.param = param
+        self.code = code
+        self.type = type or _TYPES.get(status_code, "api_error")
+        self.headers = headers
+
+
+def not_found(what: str, id: str, param: str | None = None) -> APIError:
+    return APIError(404, f"No {what} with id '{id}'.", param=param, code="not_found")
+
+
+def invalid(message: str, param: str | None = None, code: str = "invalid_value") -> APIError:
+    return APIError(400, message, param=param, code=code)
+
+
+def error_body(status_code: int, message: str, *, param=None, code=None, type=None) -> dict:
+    return {
+        "error": {
+            "message": message,
+            "type": type or _TYPES.get(status_code, "api_error"),
+            "param": param,
+            "code": code,
+        }
+    }
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def _api_error(_request: Request, exc: APIError) -> JSONResponse:
+        body = error_body(
+            exc.status_code, exc.message, param=exc.param, code=exc.code, type=exc.type
+        )
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        return JSONResponse(
+            error_body(exc.status_code, message), status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        # drop the location kind ("body", "query") and pydantic's union-branch labels
+        loc = [
+            str(p)
+            for p in first.get("loc", ())[1:]
+            if not str(p).startswith(("function-", "literal["))
+        ]
+        loc = [p for p in loc if p not in ("float", "int", "str", "list[str]")]
+        param = ".".join(loc) or None
+        message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+        return JSONResponse(
+            error_body(400, message, param=param, code="invalid_value"), status_code=400
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return JSONResponse(error_body(500, "Internal server error."), status_code=500)

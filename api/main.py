@@ -1,0 +1,78 @@
+"""The FastAPI application: `create_app()` wires routers, error handlers and start-up.
+
+Start-up runs the database migrations and a background thread that looks for jobs whose worker
+stopped sending heartbeats (worker.runner.requeue_lost_jobs), so lost jobs are recovered even
+when no worker is restarted. The check is an atomic UPDATE, so running it in several API and
+worker processes at once is safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
+
+from api.errors import install_error_handlers
+from api.routes import files, fine_tuning_jobs, health, models
+from api.settings import get_settings
+
+log = logging.getLogger("replayft.api")
+
+
+def _operation_id(route: APIRoute) -> str:
+    return f"{route.tags[0]}-{route.name}" if route.tags else route.name
+
+
+def _lost_job_monitor(stop: threading.Event) -> None:
+    from worker.runner import requeue_lost_jobs
+
+    interval = max(1.0, min(30.0, get_settings().heartbeat_timeout / 3))
+    while not stop.wait(interval):
+        try:
+            requeue_lost_jobs()
+        except Exception:  # a database hiccup must not kill the monitor
+            log.exception("lost-job check failed")
+
+
+@asynccontextmanager
+async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    from api.db.migrate import upgrade
+
+    settings = get_settings()
+    settings.ensure_dirs()
+    upgrade()
+    # job validation uses the engine (torch, transformers): import it now, not in the first request
+    import replay_engine.models  # noqa: F401
+    import replay_engine.trainer  # noqa: F401
+
+    stop = threading.Event()
+    monitor = threading.Thread(
+        target=_lost_job_monitor, args=(stop,), name="lost-job-monitor", daemon=True
+    )
+    monitor.start()
+    try:
+        yield
+    finally:
+        stop.set()
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="ReplayFT",
+        version="0.1.0",
+        description="Fine-tuning as a service with generic replay (OpenAI fine-tuning API shape).",
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+    v1 = APIRouter(prefix="/v1")
+    v1.include_router(files.router)
+    v1.include_router(fine_tuning_jobs.router)
+    v1.include_router(models.router)
+    app.include_router(v1)
+    return app

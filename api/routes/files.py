@@ -1,0 +1,94 @@
+"""`/v1/files`: upload (streamed), list, retrieve, delete, content."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+
+from api.deps import CurrentTeam, FileDep, SessionDep
+from api.schemas.common import DeletedResponse, ListResponse
+from api.schemas.files import FilePublic
+from api.services import files as service
+from api.settings import get_settings
+
+router = APIRouter(prefix="/files", tags=["files"])
+
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "purpose"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "purpose": {"type": "string", "enum": ["fine-tune", "replay"]},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+# async, unlike the other routes: it reads the request stream itself so the upload goes straight
+# to disk under the size limit; the blocking database work runs in the thread pool.
+@router.post("", response_model=FilePublic, openapi_extra=_UPLOAD_BODY)
+async def create_file(request: Request, session: SessionDep, team: CurrentTeam) -> FilePublic:
+    from worker.app import VALIDATE_FILE, send
+
+    settings = get_settings()
+    tmp, filename, purpose, size = await service.receive_upload(
+        content_type=request.headers.get("content-type", ""),
+        body=request.stream(),
+        settings=settings,
+    )
+    file = await run_in_threadpool(
+        lambda: service.store_upload(
+            session=session,
+            team=team,
+            tmp_path=tmp,
+            filename=filename,
+            purpose=purpose,
+            size=size,
+            settings=settings,
+        )
+    )
+    await run_in_threadpool(send, VALIDATE_FILE, file.id)
+    return FilePublic.model_validate(file, from_attributes=True)
+
+
+@router.get("", response_model=ListResponse[FilePublic])
+def list_files(
+    session: SessionDep,
+    team: CurrentTeam,
+    purpose: str | None = None,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10000)] = 10000,
+) -> ListResponse[FilePublic]:
+    rows, has_more = service.list_files(
+        session=session, team=team, purpose=purpose, after=after, limit=limit
+    )
+    return ListResponse(
+        data=[FilePublic.model_validate(r, from_attributes=True) for r in rows], has_more=has_more
+    )
+
+
+@router.get("/{file_id}", response_model=FilePublic)
+def retrieve_file(file: FileDep) -> FilePublic:
+    return FilePublic.model_validate(file, from_attributes=True)
+
+
+@router.delete("/{file_id}", response_model=DeletedResponse)
+def delete_file(file: FileDep, session: SessionDep) -> DeletedResponse:
+    service.delete_file(session=session, file=file)
+    return DeletedResponse(id=file.id, object="file", deleted=True)
+
+
+@router.get("/{file_id}/content", response_class=FileResponse)
+def download_file(file: FileDep) -> FileResponse:
+    return FileResponse(file.path, media_type="application/octet-stream", filename=file.filename)

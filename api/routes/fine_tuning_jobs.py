@@ -1,0 +1,251 @@
+"""`/v1/fine_tuning/...`: jobs, their events, checkpoints (and downloads), metrics, a live SSE
+stream, and `plan` (the resolved schedule of a request, without creating a job)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import tarfile
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from sqlalchemy import select
+
+from api.db.models import Job, JobEvent, JobMetric
+from api.db.session import session_scope
+from api.deps import CurrentTeam, JobDep, SessionDep
+from api.schemas.common import ListResponse
+from api.schemas.jobs import (
+    TERMINAL_STATUSES,
+    CheckpointPublic,
+    JobCreate,
+    JobEventPublic,
+    JobPublic,
+    MetricsList,
+)
+from api.services import jobs as service
+from api.settings import get_settings
+
+router = APIRouter(prefix="/fine_tuning", tags=["fine_tuning"])
+
+Limit = Annotated[int, Query(ge=1, le=1000)]
+
+
+@router.post("/jobs", response_model=JobPublic)
+def create_job(
+    body: JobCreate,
+    session: SessionDep,
+    team: CurrentTeam,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> JobPublic:
+    job, created = service.create_job(
+        session=session,
+        team=team,
+        body=body,
+        settings=get_settings(),
+        idempotency_key=idempotency_key,
+    )
+    response.status_code = 200  # OpenAI answers 200 for a new job as well as a replayed one
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return service.to_public(job)
+
+
+@router.post("/plan")
+def plan_job(body: JobCreate, session: SessionDep, team: CurrentTeam) -> dict[str, Any]:
+    return service.plan_job(session=session, team=team, body=body, settings=get_settings())
+
+
+@router.get("/jobs", response_model=ListResponse[JobPublic])
+def list_jobs(
+    request: Request,
+    session: SessionDep,
+    team: CurrentTeam,
+    after: str | None = None,
+    limit: Limit = 20,
+) -> ListResponse[JobPublic]:
+    # OpenAI's filter syntax: ?metadata[key]=value (repeatable)
+    metadata = {
+        key[len("metadata[") : -1]: value
+        for key, value in request.query_params.items()
+        if key.startswith("metadata[") and key.endswith("]")
+    }
+    jobs, has_more = service.list_jobs(
+        session=session, team=team, after=after, limit=limit, metadata=metadata
+    )
+    return ListResponse(data=[service.to_public(j) for j in jobs], has_more=has_more)
+
+
+@router.get("/jobs/{job_id}", response_model=JobPublic)
+def retrieve_job(job: JobDep) -> JobPublic:
+    return service.to_public(job)
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobPublic)
+def cancel_job(job: JobDep, session: SessionDep) -> JobPublic:
+    return service.to_public(service.cancel_job(session=session, job=job))
+
+
+@router.post("/jobs/{job_id}/pause", response_model=JobPublic)
+def pause_job(job: JobDep, session: SessionDep) -> JobPublic:
+    return service.to_public(service.pause_job(session=session, job=job))
+
+
+@router.post("/jobs/{job_id}/resume", response_model=JobPublic)
+def resume_job(job: JobDep, session: SessionDep) -> JobPublic:
+    return service.to_public(service.resume_job(session=session, job=job))
+
+
+@router.get("/jobs/{job_id}/events", response_model=ListResponse[JobEventPublic])
+def list_events(
+    job: JobDep, session: SessionDep, after: str | None = None, limit: Limit = 20
+) -> ListResponse[JobEventPublic]:
+    events, has_more = service.list_events(session=session, job=job, after=after, limit=limit)
+    return ListResponse(data=[service.event_public(e) for e in events], has_more=has_more)
+
+
+@router.get("/jobs/{job_id}/checkpoints", response_model=ListResponse[CheckpointPublic])
+def list_checkpoints(
+    job: JobDep, session: SessionDep, after: str | None = None, limit: Limit = 10
+) -> ListResponse[CheckpointPublic]:
+    rows, has_more = service.list_checkpoints(session=session, job=job, after=after, limit=limit)
+    return ListResponse(data=[service.checkpoint_public(c) for c in rows], has_more=has_more)
+
+
+class _QueueWriter:
+    """A write-only file object feeding a bounded queue: the tar producer blocks while the
+    client is slower than the disk, so memory stays flat whatever the checkpoint's size."""
+
+    def __init__(self, chunks: queue.Queue):
+        self.chunks = chunks
+
+    def write(self, data: bytes) -> int:
+        if data:
+            self.chunks.put(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def _tar_stream(folder: Path, arcname: str) -> Iterator[bytes]:
+    chunks: queue.Queue = queue.Queue(maxsize=16)
+    done = object()
+
+    def produce() -> None:
+        try:
+            with tarfile.open(fileobj=_QueueWriter(chunks), mode="w|gz") as tar:
+                tar.add(folder, arcname=arcname)
+        finally:
+            chunks.put(done)
+
+    threading.Thread(target=produce, daemon=True).start()
+    while (chunk := chunks.get()) is not done:
+        yield chunk
+
+
+@router.get(
+    "/jobs/{job_id}/checkpoints/{checkpoint_id}/download",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/gzip": {}}}},
+)
+def download_checkpoint(job: JobDep, checkpoint_id: str, session: SessionDep) -> StreamingResponse:
+    folder = service.checkpoint_folder(session=session, job=job, checkpoint_id=checkpoint_id)
+    name = f"{job.id}-{folder.name}"
+    return StreamingResponse(
+        _tar_stream(folder, name),
+        media_type="application/gzip",
+        headers={"Content-Disposition": f'attachment; filename="{name}.tar.gz"'},
+    )
+
+
+@router.get("/jobs/{job_id}/metrics", response_model=MetricsList)
+def get_metrics(
+    job: JobDep,
+    session: SessionDep,
+    start_step: int | None = None,
+    end_step: int | None = None,
+    max_points: Annotated[int | None, Query(ge=1)] = None,
+    type: Literal["train", "eval"] | None = None,
+) -> MetricsList:
+    records = service.metric_series(
+        session=session,
+        job=job,
+        start_step=start_step,
+        end_step=end_step,
+        max_points=max_points,
+        type=type,
+    )
+    return MetricsList(data=records)
+
+
+def _sse(event: str, data: Any) -> str:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n"
+
+
+def _poll(job_id: str, last_event: int, last_metric: int) -> tuple[Job, list, list]:
+    with session_scope() as session:
+        job = session.scalar(select(Job).where(Job.id == job_id))
+        events = list(
+            session.scalars(
+                select(JobEvent)
+                .where(JobEvent.job_id == job_id, JobEvent.pk > last_event)
+                .order_by(JobEvent.pk)
+                .limit(500)
+            )
+        )
+        metrics = list(
+            session.execute(
+                select(JobMetric.pk, JobMetric.record)
+                .where(JobMetric.job_id == job_id, JobMetric.pk > last_metric)
+                .order_by(JobMetric.pk)
+                .limit(2000)
+            )
+        )
+        return job, events, metrics
+
+
+@router.get(
+    "/jobs/{job_id}/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+def stream_job(job: JobDep, request: Request) -> StreamingResponse:
+    """Server-Sent Events: `event` (a job event), `metrics` (an engine record) and `job` (the job
+    object whenever its status changes). Ends when the job is finished or paused."""
+    job_id = job.id
+
+    async def events() -> AsyncIterator[str]:
+        last_event = last_metric = 0
+        last_status = None
+        while True:
+            current, new_events, new_metrics = await run_in_threadpool(
+                _poll, job_id, last_event, last_metric
+            )
+            for event in new_events:
+                last_event = event.pk
+                yield _sse("event", service.event_public(event).model_dump())
+            for pk, record in new_metrics:
+                last_metric = pk
+                yield _sse("metrics", record)
+            if current.status != last_status:
+                last_status = current.status
+                yield _sse("job", service.to_public(current).model_dump())
+            finished = current.status in TERMINAL_STATUSES or current.status == "paused"
+            if (finished and not new_events and not new_metrics) or await request.is_disconnected():
+                yield _sse("done", {"status": current.status})
+                return
+            await asyncio.sleep(1.0)
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,148 @@
+"""Fine-tuning job schemas: the create body (OpenAI's fields plus ReplayFT's `replay` and extra
+hyperparameters), the job object, events, checkpoints and the plan.
+
+Request models forbid unknown keys inside `hyperparameters` and `replay`, so a typo is a 400 with
+its field path instead of a silently ignored setting; unknown top-level keys are ignored, as
+OpenAI clients may send fields that ReplayFT does not use.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+JobStatus = Literal[
+    "validating_files", "queued", "running", "succeeded", "failed", "cancelled", "paused"
+]
+TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LRScheduler(_Strict):
+    type: Literal["wsd", "cosine", "linear", "constant"] = "wsd"
+    warmup_ratio: float | None = None
+    decay_ratio: float | None = None
+    decay_shape: Literal["linear", "cosine", "1-sqrt"] | None = None
+    min_lr_ratio: float | None = None
+
+
+class Hyperparameters(_Strict):
+    """OpenAI's three knobs ("auto" = the engine's default) and ReplayFT's extras."""
+
+    n_epochs: float | Literal["auto"] | None = None
+    batch_size: int | Literal["auto"] | None = None
+    learning_rate_multiplier: float | Literal["auto"] | None = Field(
+        None, description="Multiplies the default peak learning rate (3e-4)."
+    )
+    learning_rate: float | None = Field(
+        None, description="Peak learning rate; wins over the multiplier."
+    )
+    lr_scheduler: LRScheduler | None = None
+    seq_len: int | None = None
+    total_steps: int | None = None
+    optimizer_state: Literal["reset", "carry"] | None = None
+    micro_batch_size: int | None = None
+    eval_interval: int | None = None
+    checkpoint_interval: int | None = None
+    keep_checkpoints: int | None = None
+    eval_sequences: int | None = None
+
+
+class Supervised(_Strict):
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+
+
+class Method(_Strict):
+    type: Literal["supervised"] = "supervised"
+    supervised: Supervised | None = None
+
+
+class Replay(_Strict):
+    dataset: str | list[str] | None = Field(
+        None, description="A `replay` file id or a registered corpus name (or a list of them)."
+    )
+    fraction: float | None = Field(None, description="r: generic share of stage-2 batches.")
+    target_stage2_allocation: float | None = Field(None, description="a")
+    stage2_duration: float | None = Field(None, description="d")
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = "replayft/llama-tiny"
+    training_file: str
+    validation_file: str | None = None
+    suffix: str | None = Field(None, max_length=64)
+    seed: int | None = None
+    metadata: dict[str, str] | None = None
+    method: Method | None = None
+    hyperparameters: Hyperparameters | None = Field(None, description="Deprecated OpenAI form.")
+    replay: Replay | None = None
+
+
+class JobError(BaseModel):
+    code: str | None = None
+    message: str
+    param: str | None = None
+
+
+class Progress(BaseModel):
+    step: int = 0
+    total_steps: int | None = None
+    stage: int | None = None
+    tokens_seen: int = 0
+    eta_seconds: float | None = None
+
+
+class JobPublic(BaseModel):
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    id: str
+    created_at: int
+    finished_at: int | None
+    model: str
+    fine_tuned_model: str | None
+    organization_id: str
+    status: JobStatus
+    error: JobError | None
+    hyperparameters: dict[str, Any]
+    method: dict[str, Any]
+    training_file: str
+    validation_file: str | None
+    result_files: list[str]
+    trained_tokens: int | None
+    seed: int
+    estimated_finish: int | None
+    integrations: list[Any] = Field(default_factory=list)
+    metadata: dict[str, str] | None
+    suffix: str | None = None
+    progress: Progress
+    replay: dict[str, Any] | None
+
+
+class JobEventPublic(BaseModel):
+    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
+    id: str
+    created_at: int
+    level: Literal["info", "warn", "error"]
+    message: str
+    type: Literal["message", "metrics"]
+    data: dict[str, Any] | None = None
+
+
+class CheckpointPublic(BaseModel):
+    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
+    id: str
+    created_at: int
+    fine_tuned_model_checkpoint: str
+    fine_tuning_job_id: str
+    step_number: int
+    metrics: dict[str, Any]
+
+
+class MetricsList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[dict[str, Any]]

@@ -1,0 +1,1 @@
+"""Business logic behind the routes: keyword-only functions taking a session, raising APIError."""

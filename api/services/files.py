@@ -1,0 +1,204 @@
+"""Files: streaming multipart upload straight to disk, listing, deletion, content.
+
+Uploads never sit in memory or in a second temporary copy: the request body is fed chunk by chunk
+to python-multipart's streaming parser, and the `file` part is written to a hidden temporary file
+in the files directory. Only a complete, in-limit upload is renamed to its final name and gets a
+database row; anything else (too big, bad purpose, a dropped connection) deletes the temporary file,
+so a failed upload leaves nothing behind. Validation and token counts run afterwards on the `files`
+queue (worker.runner.validate_file).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from python_multipart.multipart import MultipartParser, parse_options_header
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.db.models import File, Job, Team, new_id
+from api.errors import APIError, invalid
+from api.schemas.files import PURPOSES
+from api.settings import Settings
+
+# Suffixes the engine reads by name; anything else is stored bare and sniffed by the engine.
+_KNOWN_SUFFIXES = {".jsonl", ".json", ".txt", ".parquet"}
+_MAX_FIELD_BYTES = 4096
+
+
+class _UploadSink:
+    """Multipart callbacks: the `file` part goes to disk, small text fields to memory."""
+
+    def __init__(self, tmp_path: Path, max_bytes: int):
+        self.tmp_path = tmp_path
+        self.max_bytes = max_bytes
+        self.fields: dict[str, str] = {}
+        self.filename: str | None = None
+        self.size = 0
+        self.too_large = False
+        self._out = None
+        self._header_field = b""
+        self._header_value = b""
+        self._headers: dict[bytes, bytes] = {}
+        self._name: str | None = None
+        self._value = bytearray()
+
+    def callbacks(self) -> dict:
+        return {
+            "on_part_begin": self._part_begin,
+            "on_header_field": lambda d, s, e: self._append("_header_field", d[s:e]),
+            "on_header_value": lambda d, s, e: self._append("_header_value", d[s:e]),
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+        }
+
+    def _append(self, attr: str, data: bytes) -> None:
+        setattr(self, attr, getattr(self, attr) + data)
+
+    def _part_begin(self) -> None:
+        self._headers, self._name, self._value = {}, None, bytearray()
+
+    def _header_end(self) -> None:
+        self._headers[self._header_field.lower()] = self._header_value
+        self._header_field, self._header_value = b"", b""
+
+    def _headers_finished(self) -> None:
+        _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
+        self._name = options.get(b"name", b"").decode("utf-8", "replace")
+        if self._name == "file":
+            raw = options.get(b"filename", b"upload").decode("utf-8", "replace")
+            self.filename = os.path.basename(raw.replace("\\", "/")) or "upload"
+            self._out = open(self.tmp_path, "wb")  # noqa: SIM115 - closed in _part_end/close
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._name == "file":
+            self.size += end - start
+            if self.size > self.max_bytes:
+                self.too_large = True  # keep draining the body, but stop writing
+            elif self._out is not None:
+                self._out.write(data[start:end])
+        elif len(self._value) < _MAX_FIELD_BYTES:
+            self._value += data[start:end]
+
+    def _part_end(self) -> None:
+        if self._name == "file":
+            self.close()
+        elif self._name:
+            self.fields[self._name] = self._value.decode("utf-8", "replace")
+
+    def close(self) -> None:
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+
+async def receive_upload(
+    *, content_type: str, body: AsyncIterator[bytes], settings: Settings
+) -> tuple[Path, str, str, int]:
+    """Stream a multipart body to a temporary file: -> (tmp path, filename, purpose, bytes).
+
+    Raises APIError (400/413) after removing the temporary file."""
+    kind, options = parse_options_header(content_type or "")
+    if kind != b"multipart/form-data" or b"boundary" not in options:
+        raise invalid("Expected a multipart/form-data body with 'file' and 'purpose'.", "file")
+    settings.files_dir.mkdir(parents=True, exist_ok=True)
+    tmp = settings.files_dir / f".upload-{secrets.token_hex(8)}"
+    sink = _UploadSink(tmp, settings.max_upload_bytes)
+    parser = MultipartParser(options[b"boundary"], sink.callbacks())
+    try:
+        async for chunk in body:
+            parser.write(chunk)
+        parser.finalize()
+        sink.close()
+        if sink.too_large:
+            raise APIError(
+                413,
+                f"File is larger than the limit of {settings.max_upload_bytes} bytes.",
+                param="file",
+                code="file_too_large",
+            )
+        if sink.filename is None:
+            raise invalid("Missing the 'file' part.", "file", code="missing_file")
+        purpose = sink.fields.get("purpose", "")
+        if purpose not in PURPOSES:
+            raise invalid(
+                f"Invalid purpose {purpose!r}; expected one of {', '.join(PURPOSES)}.", "purpose"
+            )
+    except BaseException:
+        sink.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp, sink.filename, purpose, sink.size
+
+
+def store_upload(
+    *,
+    session: Session,
+    team: Team,
+    tmp_path: Path,
+    filename: str,
+    purpose: str,
+    size: int,
+    settings: Settings,
+) -> File:
+    """Rename the upload into place and record it; on any failure nothing stays behind."""
+    file_id = new_id("file")
+    suffix = Path(filename).suffix.lower()
+    final = settings.files_dir / (file_id + (suffix if suffix in _KNOWN_SUFFIXES else ""))
+    try:
+        os.replace(tmp_path, final)
+        file = File(
+            id=file_id,
+            team_id=team.id,
+            filename=filename,
+            purpose=purpose,
+            bytes=size,
+            path=str(final),
+            status="uploaded",
+        )
+        session.add(file)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        tmp_path.unlink(missing_ok=True)
+        final.unlink(missing_ok=True)
+        raise
+    return file
+
+
+def list_files(
+    *, session: Session, team: Team, purpose: str | None, after: str | None, limit: int
+) -> tuple[list[File], bool]:
+    query = select(File).where(File.team_id == team.id)
+    if purpose:
+        query = query.where(File.purpose == purpose)
+    if after:
+        anchor = session.scalar(select(File.pk).where(File.id == after, File.team_id == team.id))
+        if anchor is None:
+            raise invalid(f"No file with id '{after}' to list after.", "after")
+        query = query.where(File.pk < anchor)
+    rows = list(session.scalars(query.order_by(File.pk.desc()).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+def delete_file(*, session: Session, file: File) -> None:
+    active = session.scalar(
+        select(Job.id).where(
+            Job.team_id == file.team_id,
+            Job.status.in_(("validating_files", "queued", "running")),
+            Job.training_file == file.id,
+        )
+    )
+    if active is not None:
+        raise APIError(
+            409, f"File is in use by active job {active}; cancel it first.", param="file_id"
+        )
+    path = Path(file.path)
+    session.delete(file)
+    session.commit()
+    path.unlink(missing_ok=True)

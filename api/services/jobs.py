@@ -1,0 +1,514 @@
+"""Fine-tuning jobs: request -> engine spec, lifecycle transitions, and read models.
+
+Create: the OpenAI-shaped request is mapped onto a `replay_engine.spec.JobSpec` (file ids become
+their on-disk paths, a fine-tuned model id becomes its checkpoint folder, "auto" means the engine's
+default) and checked with `parse_spec`, so every problem the spec alone reveals is a 400 naming the
+field. The job starts in `validating_files`; a `files`-queue task tokenizes the data and resolves
+the schedule (worker.runner.prepare_job), then queues it for training. Enqueueing always happens
+after the database commit, so a worker never looks for a row that is not there yet.
+
+Transitions (the worker acts on `control` between steps):
+  validating_files|queued|paused --cancel--> cancelled        running --cancel--> cancelled (+control)
+  queued --pause--> paused                                      running --pause--> control=pause
+  paused --resume--> queued (the engine resumes from the newest checkpoint in the job's folder)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from api.db.models import (
+    Checkpoint,
+    File,
+    IdempotencyKey,
+    Job,
+    JobEvent,
+    JobMetric,
+    Team,
+    new_id,
+    now,
+)
+from api.errors import APIError, invalid
+from api.schemas.jobs import (
+    TERMINAL_STATUSES,
+    CheckpointPublic,
+    Hyperparameters,
+    JobCreate,
+    JobEventPublic,
+    JobPublic,
+    Progress,
+)
+from api.services.models import resolve_model
+from api.services.registry import corpus_paths
+from api.settings import Settings
+
+DEFAULT_LEARNING_RATE = 3e-4  # JobSpec's default; learning_rate_multiplier scales it
+_TOP_LEVEL_PARAMS = {"model", "gguf_file", "training_file", "validation_file", "seed"}
+
+
+# ---------------------------------------------------------------------------- request -> spec
+def _data_file(*, session: Session, team: Team, file_id: str, purpose: str, param: str) -> File:
+    file = session.scalar(select(File).where(File.id == file_id, File.team_id == team.id))
+    if file is None:
+        raise invalid(f"No file with id '{file_id}'.", param, code="file_not_found")
+    if file.purpose != purpose:
+        raise invalid(
+            f"File {file_id} has purpose '{file.purpose}'; {param} needs a '{purpose}' file.",
+            param,
+            code="invalid_file_purpose",
+        )
+    if file.status == "error":
+        raise invalid(
+            f"File {file_id} failed validation: {file.status_details}", param, code="invalid_file"
+        )
+    if file.status != "processed":
+        raise invalid(
+            f"File {file_id} is still being validated; retry when its status is 'processed'.",
+            param,
+            code="file_not_ready",
+        )
+    return file
+
+
+def _replay_paths(*, session: Session, team: Team, dataset: str | list[str]) -> list[str]:
+    paths: list[str] = []
+    for name in [dataset] if isinstance(dataset, str) else dataset:
+        if name.startswith("file-"):
+            paths.append(
+                _data_file(
+                    session=session,
+                    team=team,
+                    file_id=name,
+                    purpose="replay",
+                    param="replay.dataset",
+                ).path
+            )
+            continue
+        corpus = corpus_paths(session=session, name=name)
+        if corpus is None:
+            raise invalid(
+                f"replay.dataset {name!r} is neither a 'replay' file id nor a registered corpus.",
+                "replay.dataset",
+                code="file_not_found",
+            )
+        paths.extend(corpus)
+    return paths
+
+
+def merged_hyperparameters(body: JobCreate) -> dict[str, Any]:
+    """Top-level (deprecated) hyperparameters overlaid by method.supervised.hyperparameters;
+    unset and "auto" values dropped, so the engine's defaults apply."""
+    merged: dict[str, Any] = {}
+    sources: list[Hyperparameters | None] = [body.hyperparameters]
+    if body.method and body.method.supervised:
+        sources.append(body.method.supervised.hyperparameters)
+    for source in sources:
+        if source is not None:
+            merged.update(source.model_dump(exclude_none=True))
+    return {k: v for k, v in merged.items() if v != "auto"}
+
+
+def api_param(spec_path: str) -> str:
+    """Engine field path -> the request field a client sets."""
+    head = spec_path.split(".")[0]
+    if head == "gguf_file":
+        return "model"
+    if head in _TOP_LEVEL_PARAMS or head == "replay":
+        return spec_path
+    return f"hyperparameters.{spec_path}"
+
+
+def build_spec(
+    *, session: Session, team: Team, body: JobCreate, settings: Settings
+) -> dict[str, Any]:
+    """Map a create request to a checked engine spec (as plain data). Raises APIError(400)."""
+    from replay_engine.models import model_info
+    from replay_engine.spec import SpecError, parse_spec
+
+    model_path, gguf_file = resolve_model(session=session, team=team, model_id=body.model)
+    training = _data_file(
+        session=session,
+        team=team,
+        file_id=body.training_file,
+        purpose="fine-tune",
+        param="training_file",
+    )
+    spec: dict[str, Any] = {
+        "model": model_path,
+        "gguf_file": gguf_file,
+        "training_file": [training.path],
+        "seed": body.seed if body.seed is not None else 0,
+        "cache_dir": str(settings.cache_dir),
+    }
+    if body.validation_file:
+        spec["validation_file"] = [
+            _data_file(
+                session=session,
+                team=team,
+                file_id=body.validation_file,
+                purpose="fine-tune",
+                param="validation_file",
+            ).path
+        ]
+    if body.replay is not None:
+        replay = body.replay.model_dump(exclude_none=True)
+        if "dataset" in replay:
+            replay["dataset"] = _replay_paths(session=session, team=team, dataset=replay["dataset"])
+        spec["replay"] = replay
+
+    hp = merged_hyperparameters(body)
+    multiplier = hp.pop("learning_rate_multiplier", None)
+    if "learning_rate" not in hp and multiplier is not None:
+        hp["learning_rate"] = DEFAULT_LEARNING_RATE * multiplier
+    if isinstance(hp.get("lr_scheduler"), dict):
+        hp["lr_scheduler"] = {k: v for k, v in hp["lr_scheduler"].items() if v is not None}
+    spec.update(hp)
+
+    try:
+        checked = parse_spec(spec)
+    except SpecError as exc:
+        path, message = exc.errors[0]
+        raise invalid(f"{api_param(path)}: {message}", api_param(path)) from None
+    try:
+        max_len = model_info(checked.model, checked.gguf_file).get("max_sequence_length")
+    except (ValueError, OSError) as exc:
+        raise invalid(f"model: {exc}", "model", code="model_not_found") from None
+    if max_len is not None and checked.seq_len > max_len:
+        raise invalid(
+            f"hyperparameters.seq_len: {checked.seq_len} exceeds the model's maximum of {max_len}",
+            "hyperparameters.seq_len",
+        )
+    return checked.model_dump(mode="json")
+
+
+# ---------------------------------------------------------------------------- create
+def find_idempotent(*, session: Session, team: Team, key: str) -> Job | None:
+    return session.scalar(
+        select(Job)
+        .join(IdempotencyKey, IdempotencyKey.job_id == Job.id)
+        .where(IdempotencyKey.team_id == team.id, IdempotencyKey.key == key)
+    )
+
+
+def create_job(
+    *,
+    session: Session,
+    team: Team,
+    body: JobCreate,
+    settings: Settings,
+    idempotency_key: str | None = None,
+) -> tuple[Job, bool]:
+    """-> (job, created). A repeated Idempotency-Key returns the first job, created=False."""
+    from worker.app import PREPARE_JOB, send
+
+    if idempotency_key:
+        existing = find_idempotent(session=session, team=team, key=idempotency_key)
+        if existing is not None:
+            return existing, False
+    spec = build_spec(session=session, team=team, body=body, settings=settings)
+    job_id = new_id("ftjob")
+    job = Job(
+        id=job_id,
+        team_id=team.id,
+        status="validating_files",
+        model=body.model,
+        training_file=body.training_file,
+        validation_file=body.validation_file,
+        suffix=body.suffix,
+        seed=spec["seed"],
+        job_metadata=body.metadata,
+        hyperparameters=merged_hyperparameters(body),
+        method=body.method.model_dump(exclude_none=True) if body.method else {},
+        replay_request=body.replay.model_dump(exclude_none=True) if body.replay else None,
+        spec=spec,
+        artifact_dir=str(settings.jobs_dir / job_id),
+        result_files=[],
+        progress={"step": 0, "total_steps": spec.get("total_steps"), "tokens_seen": 0},
+    )
+    session.add(job)
+    session.flush()
+    session.add(JobEvent(job_id=job.id, message=f"Created fine-tuning job: {job.id}"))
+    if idempotency_key:
+        session.add(IdempotencyKey(team_id=team.id, key=idempotency_key, job_id=job.id))
+    try:
+        session.commit()
+    except IntegrityError:
+        # a concurrent request with the same key won the race: answer with its job
+        session.rollback()
+        existing = find_idempotent(session=session, team=team, key=idempotency_key or "")
+        if existing is None:
+            raise
+        return existing, False
+    send(PREPARE_JOB, job.id)
+    return job, True
+
+
+def plan_job(*, session: Session, team: Team, body: JobCreate, settings: Settings) -> dict:
+    """The resolved schedule of a create request, without creating anything (tokenizes the data,
+    so the cache is warm for the job that usually follows)."""
+    from replay_engine.data import DataFormatError
+    from replay_engine.spec import JobSpec, SpecError
+    from replay_engine.trainer import prepare
+
+    spec = build_spec(session=session, team=team, body=body, settings=settings)
+    try:
+        return prepare(JobSpec.model_validate(spec)).plan.summary()
+    except SpecError as exc:
+        path, message = exc.errors[0]
+        raise invalid(f"{api_param(path)}: {message}", api_param(path)) from None
+    except DataFormatError as exc:
+        raise invalid(f"data: {exc.reason}", "training_file", code="invalid_file") from None
+
+
+# ---------------------------------------------------------------------------- transitions
+def add_event(session: Session, job_id: str, message: str, level: str = "info", **data) -> None:
+    session.add(JobEvent(job_id=job_id, message=message, level=level, data=data or None))
+
+
+def cancel_job(*, session: Session, job: Job) -> Job:
+    if job.status in TERMINAL_STATUSES:
+        raise APIError(
+            409,
+            f"Job {job.id} has already {job.status}; it cannot be cancelled.",
+            code="invalid_state",
+        )
+    if job.status == "running":
+        job.control = "cancel"  # the worker stops at the next step and releases the job
+    job.status = "cancelled"
+    job.finished_at = now()
+    add_event(session, job.id, "Job cancelled by request.")
+    session.commit()
+    return job
+
+
+def pause_job(*, session: Session, job: Job) -> Job:
+    if job.status == "queued":
+        job.status = "paused"
+        add_event(session, job.id, "Job paused before it started.")
+    elif job.status == "running":
+        if job.control != "pause":
+            job.control = "pause"
+            add_event(session, job.id, "Pause requested: checkpointing at the next step.")
+    else:
+        raise APIError(
+            409,
+            f"Job {job.id} is {job.status}; only queued or running jobs can be paused.",
+            code="invalid_state",
+        )
+    session.commit()
+    return job
+
+
+def resume_job(*, session: Session, job: Job) -> Job:
+    from worker.app import RUN_JOB, send
+
+    if job.status == "running" and job.control == "pause":
+        raise APIError(
+            409,
+            f"Job {job.id} is still pausing (saving a checkpoint); resume it once its status is "
+            f"'paused'.",
+            code="invalid_state",
+        )
+    if job.status != "paused":
+        raise APIError(
+            409,
+            f"Job {job.id} is {job.status}; only paused jobs can be resumed.",
+            code="invalid_state",
+        )
+    job.status, job.control = "queued", None
+    job.attempts = 0  # the lost-worker limit counts failures since the last resume
+    add_event(session, job.id, "Job resumed; it continues from its last checkpoint.")
+    session.commit()
+    send(RUN_JOB, job.id)
+    return job
+
+
+# ---------------------------------------------------------------------------- reads
+def list_jobs(
+    *,
+    session: Session,
+    team: Team,
+    after: str | None,
+    limit: int,
+    metadata: dict[str, str] | None = None,
+) -> tuple[list[Job], bool]:
+    query = select(Job).where(Job.team_id == team.id)
+    if after:
+        anchor = session.scalar(select(Job.pk).where(Job.id == after, Job.team_id == team.id))
+        if anchor is None:
+            raise invalid(f"No fine-tuning job with id '{after}' to list after.", "after")
+        query = query.where(Job.pk < anchor)
+    query = query.order_by(Job.pk.desc())
+    if not metadata:
+        rows = list(session.scalars(query.limit(limit + 1)))
+        return rows[:limit], len(rows) > limit
+    # metadata is JSON, filtered here so the same code runs on SQLite and PostgreSQL
+    matched: list[Job] = []
+    for job in session.scalars(query.execution_options(yield_per=200)):
+        if all((job.job_metadata or {}).get(k) == v for k, v in metadata.items()):
+            matched.append(job)
+            if len(matched) > limit:
+                break
+    return matched[:limit], len(matched) > limit
+
+
+def list_events(
+    *, session: Session, job: Job, after: str | None, limit: int
+) -> tuple[list[JobEvent], bool]:
+    query = select(JobEvent).where(JobEvent.job_id == job.id)
+    if after:
+        anchor = session.scalar(
+            select(JobEvent.pk).where(JobEvent.id == after, JobEvent.job_id == job.id)
+        )
+        if anchor is None:
+            raise invalid(f"No event with id '{after}' to list after.", "after")
+        query = query.where(JobEvent.pk < anchor)
+    rows = list(session.scalars(query.order_by(JobEvent.pk.desc()).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+def list_checkpoints(
+    *, session: Session, job: Job, after: str | None, limit: int
+) -> tuple[list[Checkpoint], bool]:
+    query = select(Checkpoint).where(Checkpoint.job_id == job.id)
+    if after:
+        anchor = session.scalar(
+            select(Checkpoint.pk).where(Checkpoint.id == after, Checkpoint.job_id == job.id)
+        )
+        if anchor is None:
+            raise invalid(f"No checkpoint with id '{after}' to list after.", "after")
+        query = query.where(Checkpoint.pk < anchor)
+    rows = list(session.scalars(query.order_by(Checkpoint.step_number.desc()).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+def metric_series(
+    *,
+    session: Session,
+    job: Job,
+    start_step: int | None,
+    end_step: int | None,
+    max_points: int | None,
+    type: str | None,
+) -> list[dict[str, Any]]:
+    """Train and eval records in step order, evenly thinned to at most `max_points` (the first
+    and last kept) so a chart of a long run stays cheap."""
+    query = select(JobMetric.record).where(
+        JobMetric.job_id == job.id, JobMetric.type.in_([type] if type else ["train", "eval"])
+    )
+    if start_step is not None:
+        query = query.where(JobMetric.step >= start_step)
+    if end_step is not None:
+        query = query.where(JobMetric.step <= end_step)
+    records = list(session.scalars(query.order_by(JobMetric.step, JobMetric.pk)))
+    if max_points is not None and 0 < max_points < len(records):
+        if max_points == 1:
+            return [records[-1]]
+        last = len(records) - 1
+        picks = sorted({round(i * last / (max_points - 1)) for i in range(max_points)})
+        records = [records[i] for i in picks]
+    return records
+
+
+# ---------------------------------------------------------------------------- public shapes
+def _public_hyperparameters(job: Job) -> dict[str, Any]:
+    spec = job.spec
+    total_steps = (job.plan or {}).get("total_steps", spec.get("total_steps"))
+    return {
+        "n_epochs": spec["n_epochs"],
+        "batch_size": spec["batch_size"],
+        "learning_rate_multiplier": spec["learning_rate"] / DEFAULT_LEARNING_RATE,
+        "learning_rate": spec["learning_rate"],
+        "seq_len": spec["seq_len"],
+        "total_steps": total_steps,
+        "lr_scheduler": spec["lr_scheduler"],
+        "optimizer_state": spec["optimizer_state"],
+    }
+
+
+def _public_replay(job: Job) -> dict[str, Any] | None:
+    request = job.replay_request or {}
+    plan = job.plan
+    if plan is None:
+        return dict(request) if request else None
+    return {
+        "dataset": request.get("dataset"),
+        "fraction": plan["replay_fraction"],
+        "target_stage2_allocation": plan["target_stage2_allocation"],
+        "stage2_duration": plan["stage2_duration"],
+        "target_fraction": plan["target_fraction"],
+        "transition_step": plan["transition_step"],
+        "total_steps": plan["total_steps"],
+        "stages": plan["stages"],
+        "warnings": plan.get("warnings", []),
+    }
+
+
+def to_public(job: Job) -> JobPublic:
+    hyperparameters = _public_hyperparameters(job)
+    progress = dict(job.progress or {})
+    progress.setdefault("total_steps", hyperparameters["total_steps"])
+    return JobPublic(
+        id=job.id,
+        created_at=job.created_at,
+        finished_at=job.finished_at,
+        model=job.model,
+        fine_tuned_model=job.fine_tuned_model,
+        organization_id=job.team_id,
+        status=job.status,
+        error=job.error,
+        hyperparameters=hyperparameters,
+        method={"type": "supervised", "supervised": {"hyperparameters": hyperparameters}},
+        training_file=job.training_file,
+        validation_file=job.validation_file,
+        result_files=job.result_files or [],
+        trained_tokens=job.trained_tokens,
+        seed=job.seed,
+        estimated_finish=job.estimated_finish,
+        metadata=job.job_metadata,
+        suffix=job.suffix,
+        progress=Progress(**progress),
+        replay=_public_replay(job),
+    )
+
+
+def event_public(event: JobEvent) -> JobEventPublic:
+    return JobEventPublic(
+        id=event.id,
+        created_at=event.created_at,
+        level=event.level,
+        message=event.message,
+        type=event.type,
+        data=event.data,
+    )
+
+
+def checkpoint_public(ckpt: Checkpoint) -> CheckpointPublic:
+    return CheckpointPublic(
+        id=ckpt.id,
+        created_at=ckpt.created_at,
+        fine_tuned_model_checkpoint=ckpt.fine_tuned_model_checkpoint,
+        fine_tuning_job_id=ckpt.job_id,
+        step_number=ckpt.step_number,
+        metrics=ckpt.metrics,
+    )
+
+
+def checkpoint_folder(*, session: Session, job: Job, checkpoint_id: str) -> Path:
+    ckpt = session.scalar(
+        select(Checkpoint).where(Checkpoint.id == checkpoint_id, Checkpoint.job_id == job.id)
+    )
+    if ckpt is None or not Path(ckpt.path).is_dir():
+        raise APIError(
+            404,
+            f"No checkpoint with id '{checkpoint_id}' for job {job.id} (older checkpoints are "
+            f"pruned as new ones are saved).",
+            param="checkpoint_id",
+            code="not_found",
+        )
+    return Path(ckpt.path)

@@ -1,0 +1,91 @@
+"""Models a team can train from, and how a model id turns into what the engine loads.
+
+Three sources: the engine's presets (built from config, trained from scratch), base models an
+admin registered by path (`replayft models add`), and the team's own fine-tuned outputs, named
+`ft:<base>:<team>:<suffix>:<job id>` (and `...:ckpt-step-N` for an intermediate checkpoint), which
+resolve to checkpoint folders. Nothing else is accepted: the API never lets a client name an
+arbitrary server path or make the server download from a hub.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.db.models import Checkpoint, Job, Model, Team
+from api.errors import invalid, not_found
+from api.schemas.models import ModelPublic
+
+PRESETS_CREATED = 1735689600  # presets are built from code; a fixed date keeps `created` stable
+
+
+def _presets() -> list[str]:
+    from replay_engine.models import PRESETS
+
+    return list(PRESETS)
+
+
+def fine_tuned_name(*, base: str, team: Team, suffix: str | None, job_id: str) -> str:
+    root = base.split(":")[1] if base.startswith("ft:") else base
+    return f"ft:{root}:{team.name.replace(':', '-')}:{suffix or ''}:{job_id}"
+
+
+def list_models(*, session: Session, team: Team) -> list[ModelPublic]:
+    models = [
+        ModelPublic(id=name, created=PRESETS_CREATED, owned_by="replayft") for name in _presets()
+    ]
+    for row in session.scalars(select(Model).where(Model.kind == "base").order_by(Model.pk)):
+        models.append(ModelPublic(id=row.id, created=row.created_at, owned_by=row.owned_by))
+    jobs = session.scalars(
+        select(Job)
+        .where(Job.team_id == team.id, Job.fine_tuned_model.is_not(None))
+        .order_by(Job.pk.desc())
+    )
+    for job in jobs:
+        models.append(
+            ModelPublic(
+                id=job.fine_tuned_model,
+                created=job.finished_at or job.created_at,
+                owned_by=team.id,
+            )
+        )
+    return models
+
+
+def get_model(*, session: Session, team: Team, model_id: str) -> ModelPublic:
+    for model in list_models(session=session, team=team):
+        if model.id == model_id:
+            return model
+    raise not_found("model", model_id, param="model")
+
+
+def resolve_model(*, session: Session, team: Team, model_id: str) -> tuple[str, str | None]:
+    """-> (what the engine's `model` field gets, gguf_file). 400 with param `model` if unknown."""
+    if model_id in _presets():
+        return model_id, None
+    row = session.scalar(select(Model).where(Model.id == model_id, Model.kind == "base"))
+    if row is not None:
+        return row.paths[0], row.gguf_file
+    if model_id.startswith("ft:"):
+        if model_id.rsplit(":", 1)[-1].startswith("ckpt-step-"):
+            ckpt = session.scalar(
+                select(Checkpoint)
+                .join(Job, Job.id == Checkpoint.job_id)
+                .where(Checkpoint.fine_tuned_model_checkpoint == model_id, Job.team_id == team.id)
+            )
+            if ckpt is not None and Path(ckpt.path).is_dir():
+                return ckpt.path, None
+        else:
+            job = session.scalar(
+                select(Job).where(Job.fine_tuned_model == model_id, Job.team_id == team.id)
+            )
+            if job is not None and job.final_checkpoint and Path(job.final_checkpoint).is_dir():
+                return job.final_checkpoint, None
+    raise invalid(
+        f"Model {model_id!r} does not exist or you do not have access to it; "
+        f"GET /v1/models lists the available ones.",
+        "model",
+        code="model_not_found",
+    )

@@ -1,0 +1,73 @@
+"""Admin registrations by server-side path: base models and replay corpora (`models` table),
+and the demo data that `replayft serve --demo` gives the default team."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.db.models import File, Model, Team
+from api.settings import Settings
+
+
+def register(
+    *, session: Session, name: str, kind: str, paths: list[str], gguf_file: str | None = None
+) -> Model:
+    """Create or replace a registration; paths are stored absolute and must exist."""
+    resolved = [str(Path(p).expanduser().resolve()) for p in paths]
+    missing = [p for p in resolved if not Path(p).exists()]
+    if missing:
+        raise FileNotFoundError(f"no such file or folder: {', '.join(missing)}")
+    row = session.scalar(select(Model).where(Model.id == name))
+    if row is None:
+        row = Model(id=name, kind=kind, paths=resolved, gguf_file=gguf_file)
+        session.add(row)
+    else:
+        row.kind, row.paths, row.gguf_file = kind, resolved, gguf_file
+    session.commit()
+    return row
+
+
+def corpus_paths(*, session: Session, name: str) -> list[str] | None:
+    row = session.scalar(select(Model).where(Model.id == name, Model.kind == "corpus"))
+    return list(row.paths) if row else None
+
+
+DEMO_FILES = {
+    # filename -> (purpose, which half of demo_documents())
+    "demo-stdlib-code.jsonl": ("fine-tune", 0),
+    "demo-python-help-topics.jsonl": ("replay", 1),
+}
+
+
+def register_demo(*, session: Session, team: Team, settings: Settings) -> list[File]:
+    """Write the demo documents as JSONL text files owned by `team` (once); returns new rows."""
+    from replay_engine.demo import demo_documents
+
+    existing = set(
+        session.scalars(
+            select(File.filename).where(
+                File.team_id == team.id, File.filename.in_(list(DEMO_FILES))
+            )
+        )
+    )
+    documents = demo_documents()
+    created = []
+    settings.files_dir.mkdir(parents=True, exist_ok=True)
+    for filename, (purpose, half) in DEMO_FILES.items():
+        if filename in existing:
+            continue
+        file = File(team_id=team.id, filename=filename, purpose=purpose, bytes=0, path="")
+        session.add(file)
+        session.flush()
+        path = settings.files_dir / f"{file.id}.jsonl"
+        with open(path, "w") as f:
+            for doc in documents[half]:
+                f.write(json.dumps({"text": doc}) + "\n")
+        file.path, file.bytes = str(path), path.stat().st_size
+        created.append(file)
+    session.commit()
+    return created

@@ -1,0 +1,78 @@
+"""Service settings, read once from `REPLAYFT_*` environment variables (pydantic-settings).
+
+Every default points inside one data directory, so `replayft serve` with no configuration needs no
+external service: SQLite for the database and kombu's SQLAlchemy transport over a second SQLite
+file as the Celery broker. Setting `REPLAYFT_DATABASE_URL=postgresql://...` and
+`REPLAYFT_BROKER_URL=redis://...` switches the same code to the distributed setup.
+
+Paths are made absolute here, because the API and the worker are separate processes that may be
+started from different working directories and must agree on where files live.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REPLAYFT_", extra="ignore")
+
+    data_dir: Path = Field(Path("./replayft-data"), description="Uploads, job artifacts, SQLite.")
+    database_url: str = Field("", description="SQLAlchemy URL; empty = SQLite in data_dir.")
+    broker_url: str = Field("", description="Celery broker URL; empty = embedded SQLite broker.")
+    max_upload_bytes: int = Field(1 << 30, description="Largest accepted upload, in bytes.")
+    cache_dir: Path | None = Field(None, description="Engine token cache; unset = data_dir/cache.")
+    heartbeat_timeout: float = Field(
+        60.0, description="Seconds without a heartbeat after which a running job is presumed lost."
+    )
+    max_job_attempts: int = Field(3, description="Times a job is started before it is failed.")
+    default_tokenizer_model: str = Field(
+        "replayft/llama-tiny", description="Tokenizer used for the token counts in file stats."
+    )
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Settings:
+        self.data_dir = self.data_dir.expanduser().resolve()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'replayft.db'}"
+        # SQLAlchemy's bare "postgresql://" means psycopg2; we ship psycopg 3.
+        for prefix in ("postgresql://", "postgres://"):
+            if self.database_url.startswith(prefix):
+                self.database_url = "postgresql+psycopg://" + self.database_url[len(prefix) :]
+        if not self.broker_url:
+            self.broker_url = f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
+        self.cache_dir = (self.cache_dir or self.data_dir / "cache").expanduser().resolve()
+        return self
+
+    @property
+    def files_dir(self) -> Path:
+        return self.data_dir / "files"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def ensure_dirs(self) -> None:
+        for path in (self.data_dir, self.files_dir, self.jobs_dir, self.cache_dir):
+            path.mkdir(parents=True, exist_ok=True)
+
+    def export_env(self) -> None:
+        """Make the resolved values visible to child processes and to the engine."""
+        os.environ["REPLAYFT_DATA_DIR"] = str(self.data_dir)
+        os.environ["REPLAYFT_DATABASE_URL"] = self.database_url
+        os.environ["REPLAYFT_BROKER_URL"] = self.broker_url
+        os.environ["REPLAYFT_CACHE_DIR"] = str(self.cache_dir)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

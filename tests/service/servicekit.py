@@ -1,0 +1,511 @@
+"""Helpers for the service tests: subprocesses with log files, a team's HTTP client with polling
+waits, and the PostgreSQL/Redis isolation of a test session. Fixtures live in conftest.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import redis
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = "replayft/llama-tiny"
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+PG_ADMIN_DSN = os.environ.get(
+    "REPLAYFT_TEST_PG_ADMIN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+)
+PG_URL_BASE = os.environ.get("REPLAYFT_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432")
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+
+MAX_UPLOAD_BYTES = 256 * 1024  # the session server's limit; every legitimate upload is far below
+HEARTBEAT_TIMEOUT_S = 5
+FILE_TIMEOUT_S = 90  # upload -> processed
+JOB_TIMEOUT_S = 300  # a tiny job, on a busy 2-core machine
+TARGET_EXAMPLES = 30
+REPLAY_DOCS = 20
+
+# Every process the tests start carries this in its environment, so teardown can find (and end)
+# any descendant that outlived its process group, e.g. a worker that `replayft serve` detached.
+RUN_TOKEN = f"{os.getpid()}-{secrets.token_hex(4)}"
+
+
+# ---------------------------------------------------------------------------- processes
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def service_env(tag: str = RUN_TOKEN, **settings: str | Path) -> dict[str, str]:
+    """The environment of a service process: ours minus any REPLAYFT_* setting, plus `settings`.
+
+    `tag` marks the process (and whatever it starts) for `our_survivors`.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REPLAYFT_")}
+    env.update(
+        HF_HUB_OFFLINE="1",
+        TQDM_DISABLE="1",
+        PYTHONUNBUFFERED="1",
+        TOKENIZERS_PARALLELISM="false",
+        REPLAYFT_TEST_RUN=tag,
+    )
+    # the checkout's code, whether or not it is installed in editable mode
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.update({k: str(v) for k, v in settings.items()})
+    return env
+
+
+SUCCESS_ACCESS_LINE = re.compile(r'HTTP/1\.1" [23]\d\d ')
+
+
+class Proc:
+    """`python -m ARGS` in a new process group, stdout and stderr to `log_path`."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_path: Path, cwd: Path):
+        self.name, self.log_path = name, log_path
+        self.queues: list[str] = []
+        self._log = open(log_path, "ab")
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", *args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+
+    @property
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError as exc:
+            return f"(no log: {exc})"
+        status = "running" if self.alive else f"exited {self.popen.returncode}"
+        # uvicorn's access lines for successful polls would crowd out everything else
+        kept = [line for line in text.splitlines() if not SUCCESS_ACCESS_LINE.search(line)]
+        body = "\n".join(kept[-lines:])
+        return f"----- {self.name} ({status}), last {lines} lines of {self.log_path} -----\n{body}"
+
+    def _signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.popen.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def kill(self) -> None:
+        """SIGKILL the whole group: the process and its pool children die at once, like a lost machine."""
+        self._signal_group(signal.SIGKILL)
+        self.popen.wait(timeout=30)
+
+    def stop(self, grace: float = 20) -> None:
+        if self.alive:
+            self._signal_group(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                pass
+        self._signal_group(signal.SIGKILL)  # stragglers left in the group
+        try:
+            self.popen.wait(timeout=30)
+        finally:
+            self._log.close()
+
+
+def our_survivors(tag: str = RUN_TOKEN) -> list[int]:
+    """Pids of live processes whose environment carries `tag` (so these tests started them)."""
+    found = []
+    needle = f"REPLAYFT_TEST_RUN={tag}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state != "Z":
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def end_survivors(tag: str = RUN_TOKEN) -> None:
+    for pid in our_survivors(tag):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def cli(env: dict[str, str], cwd: Path, *args: str, timeout: float = 180):
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def files_under(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*") if p.is_file()} if root.exists() else set()
+
+
+# ---------------------------------------------------------------------------- HTTP helpers
+def error_of(resp: httpx.Response) -> dict[str, Any]:
+    """The `error` object of an error response, after checking the documented shape."""
+    try:
+        body = resp.json()
+    except ValueError:
+        raise AssertionError(
+            f"{resp.request.method} {resp.request.url.path} -> {resp.status_code}, body is not JSON: {resp.text[:500]}"
+        ) from None
+    err = body.get("error") if isinstance(body, dict) else None
+    assert isinstance(err, dict) and {"message", "type", "param", "code"} <= set(err), (
+        f"{resp.request.method} {resp.request.url.path} -> {resp.status_code}: error body shape is {body}"
+    )
+    assert isinstance(err["message"], str) and err["message"], body
+    return err
+
+
+def assert_error(resp: httpx.Response, status: int | Iterable[int], param: str | None = None):
+    statuses = {status} if isinstance(status, int) else set(status)
+    assert resp.status_code in statuses, (
+        f"{resp.request.method} {resp.request.url.path}: expected {sorted(statuses)}, got "
+        f"{resp.status_code} {resp.text[:1000]}"
+    )
+    err = error_of(resp)
+    if param is not None:
+        assert err["param"] == param, (
+            f"{resp.request.method} {resp.request.url.path} -> {resp.status_code}: param should be "
+            f"{param!r}: {resp.text[:1000]}"
+        )
+    return err
+
+
+def train_records(records: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Metric records that describe an optimizer step (they carry train_loss), by step."""
+    return {r["step"]: r for r in records if r.get("train_loss") is not None}
+
+
+class Team:
+    """One team's view of a server: an authenticated HTTP client plus polling helpers."""
+
+    def __init__(self, url: str, key: str, name: str, diagnostics: Callable[[], str]):
+        self.url, self.key, self.name = url, key, name
+        self.diagnostics = diagnostics
+        self.http = httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60
+        )
+        self.job_ids: list[str] = []
+
+    # --- plain requests
+    def get(self, path: str, **kw) -> httpx.Response:
+        return self.http.get(path, **kw)
+
+    def post(self, path: str, **kw) -> httpx.Response:
+        return self.http.post(path, **kw)
+
+    def delete(self, path: str, **kw) -> httpx.Response:
+        return self.http.delete(path, **kw)
+
+    def ok(self, resp: httpx.Response, status: int = 200) -> Any:
+        assert resp.status_code == status, (
+            f"{resp.request.method} {resp.request.url.path}: expected {status}, got "
+            f"{resp.status_code} {resp.text[:2000]}"
+        )
+        return resp.json()
+
+    def fail(self, message: str) -> None:
+        raise AssertionError(f"{message}\n{self.diagnostics()}")
+
+    def poll(
+        self, fetch: Callable[[], Any], done: Callable[[Any], bool], timeout: float, what: str
+    ):
+        deadline = time.monotonic() + timeout
+        while True:
+            value = fetch()
+            if done(value):
+                return value
+            if time.monotonic() > deadline:
+                self.fail(
+                    f"timed out after {timeout:.0f}s waiting for {what}; last seen: "
+                    f"{json.dumps(value, default=str)[:3000]}"
+                )
+            time.sleep(0.25)
+
+    def list_all(self, path: str, **params) -> list[dict[str, Any]]:
+        """Every item of a cursor-paginated list, in the server's order."""
+        items: list[dict[str, Any]] = []
+        params.setdefault("limit", 50)
+        for _ in range(200):
+            page = self.ok(self.get(path, params=params))
+            assert page.get("object") == "list" and isinstance(page.get("data"), list), page
+            items += page["data"]
+            if not page.get("has_more") or not page["data"]:
+                return items
+            params["after"] = page["data"][-1]["id"]
+        self.fail(f"{path}: more than 200 pages")
+
+    # --- files
+    def upload(self, path: Path, purpose: str, filename: str | None = None) -> httpx.Response:
+        with open(path, "rb") as f:
+            return self.post(
+                "/v1/files",
+                files={"file": (filename or path.name, f, "application/jsonl")},
+                data={"purpose": purpose},
+            )
+
+    def wait_file(self, file_id: str, timeout: float = FILE_TIMEOUT_S) -> dict[str, Any]:
+        return self.poll(
+            lambda: self.ok(self.get(f"/v1/files/{file_id}")),
+            lambda f: f.get("status") in ("processed", "error"),
+            timeout,
+            f"file {file_id} to be validated",
+        )
+
+    def processed_file(self, path: Path, purpose: str) -> dict[str, Any]:
+        uploaded = self.ok(self.upload(path, purpose))
+        file = self.wait_file(uploaded["id"])
+        if file["status"] != "processed":
+            self.fail(f"{path.name} ({purpose}) was not processed: {file}")
+        return file
+
+    def file_ids(self) -> list[str]:
+        return [f["id"] for f in self.list_all("/v1/files")]
+
+    # --- jobs
+    @staticmethod
+    def tiny_job(
+        training_file: str,
+        replay_file: str | None = None,
+        *,
+        fraction: float = 0.25,
+        n_epochs: float = 1,
+        seed: int = 7,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        """A job body small enough for a CPU test: llama-tiny, batch 4 x 64 tokens.
+
+        The 30 GSM8K examples pack into about 98 target sequences, so a job takes about
+        n_epochs * 98 / (4 * (1 - r)) steps: ~33 per epoch with r = 0.25, ~25 without replay.
+        Lengths are set through n_epochs (the step count follows from the data) and read back
+        from the job's `progress.total_steps`.
+        """
+        hp: dict[str, Any] = {"n_epochs": n_epochs, "batch_size": 4, "seq_len": 64}
+        hp["eval_sequences"] = 4
+        body: dict[str, Any] = {
+            "model": TINY,
+            "training_file": training_file,
+            "seed": seed,
+            "method": {"type": "supervised", "supervised": {"hyperparameters": hp}},
+        }
+        if replay_file is not None:
+            body["replay"] = {"dataset": replay_file, "fraction": fraction}
+        body.update(extra)
+        return body
+
+    def create_job(self, body: dict[str, Any], headers: dict[str, str] | None = None):
+        job = self.ok(self.post("/v1/fine_tuning/jobs", json=body, headers=headers or {}))
+        assert job.get("object") == "fine_tuning.job" and str(job.get("id")).startswith("ftjob-"), (
+            job
+        )
+        if job["id"] not in self.job_ids:
+            self.job_ids.append(job["id"])
+        return job
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self.ok(self.get(f"/v1/fine_tuning/jobs/{job_id}"))
+
+    def wait_job(self, job_id: str, *statuses: str, timeout: float = JOB_TIMEOUT_S):
+        def done(job: dict[str, Any]) -> bool:
+            if job["status"] in statuses:
+                return True
+            if job["status"] in TERMINAL:
+                self.fail(
+                    f"job {job_id} ended {job['status']} while waiting for {statuses}: "
+                    f"error={job.get('error')} progress={job.get('progress')}"
+                )
+            return False
+
+        return self.poll(lambda: self.job(job_id), done, timeout, f"job {job_id} to be {statuses}")
+
+    def wait_step(self, job_id: str, step: int, timeout: float = JOB_TIMEOUT_S):
+        """Wait until the job is running and has completed at least `step` steps."""
+
+        def done(job: dict[str, Any]) -> bool:
+            if job["status"] in TERMINAL:
+                self.fail(f"job {job_id} ended {job['status']} before step {step}: {job}")
+            return job["status"] == "running" and (job.get("progress") or {}).get("step", 0) >= step
+
+        return self.poll(lambda: self.job(job_id), done, timeout, f"job {job_id} at step {step}")
+
+    def events(self, job_id: str) -> list[dict[str, Any]]:
+        """All events, oldest first (the API lists newest first)."""
+        events = self.list_all(f"/v1/fine_tuning/jobs/{job_id}/events")
+        return sorted(reversed(events), key=lambda e: e["created_at"])
+
+    def checkpoints(self, job_id: str) -> list[dict[str, Any]]:
+        ckpts = self.list_all(f"/v1/fine_tuning/jobs/{job_id}/checkpoints")
+        return sorted(ckpts, key=lambda c: c["step_number"])
+
+    def metrics(self, job_id: str, max_points: int = 100_000) -> list[dict[str, Any]]:
+        body = self.ok(
+            self.get(f"/v1/fine_tuning/jobs/{job_id}/metrics", params={"max_points": max_points})
+        )
+        records = body["data"] if isinstance(body, dict) else body
+        assert isinstance(records, list), body
+        return records
+
+    def close(self) -> None:
+        """Cancel this team's unfinished jobs so that the next test finds the workers free."""
+        try:
+            pending = []
+            for job_id in self.job_ids:
+                resp = self.get(f"/v1/fine_tuning/jobs/{job_id}")
+                if resp.status_code == 200 and resp.json()["status"] not in TERMINAL:
+                    self.post(f"/v1/fine_tuning/jobs/{job_id}/cancel")
+                    pending.append(job_id)
+            deadline = time.monotonic() + 90
+            while pending and time.monotonic() < deadline:
+                pending = [j for j in pending if self.job(j)["status"] not in TERMINAL]
+                time.sleep(0.5)
+        except (httpx.HTTPError, AssertionError):
+            pass  # cleanup is best effort; the session teardown ends every process anyway
+        finally:
+            self.http.close()
+
+
+def wait_ready(url: str, proc: Proc, timeout: float, diagnostics: Callable[[], str]) -> None:
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if not proc.alive:
+            raise AssertionError(f"{proc.name} exited before it was ready\n{diagnostics()}")
+        try:
+            resp = httpx.get(f"{url}/readyz", timeout=5)
+            if resp.status_code == 200:
+                return
+            last = f"{resp.status_code} {resp.text[:300]}"
+        except httpx.HTTPError as exc:
+            last = repr(exc)
+        time.sleep(0.5)
+    raise AssertionError(f"{url}/readyz not 200 after {timeout}s (last: {last})\n{diagnostics()}")
+
+
+# ---------------------------------------------------------------------------- the deployment
+class Service:
+    """The session's API server and workers on PostgreSQL + Redis."""
+
+    def __init__(self, root: Path, env: dict[str, str]):
+        self.root, self.env = root, env
+        self.data_dir = Path(env["REPLAYFT_DATA_DIR"])
+        self.tmp_dir = Path(env["TMPDIR"])
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.api: Proc | None = None
+        self.workers: list[Proc] = []
+        self._n = 0
+
+    def _start(self, name: str, *args: str) -> Proc:
+        self._n += 1
+        log = self.root / f"{self._n:02d}-{name}.log"
+        return Proc(name, ["api.cli", *args], self.env, log, cwd=self.root)
+
+    def start_api(self) -> None:
+        self.api = self._start("api", "api", "--host", "127.0.0.1", "--port", str(self.port))
+        wait_ready(self.url, self.api, 120, self.diagnostics)
+
+    def start_worker(self, queues: str = "training,files") -> Proc:
+        """A `replayft worker` with one process; `training_workers` lists those that train."""
+        kind = "worker" if "training" in queues else "files-worker"
+        worker = self._start(
+            f"{kind}{len(self.workers) + 1}", "worker", "--queues", queues, "--concurrency", "1"
+        )
+        worker.queues = queues.split(",")
+        self.workers.append(worker)
+        return worker
+
+    def training_workers(self) -> list[Proc]:
+        return [w for w in self.workers if w.alive and "training" in w.queues]
+
+    def cli(self, *args: str):
+        return cli(self.env, self.root, *args)
+
+    def diagnostics(self) -> str:
+        procs = ([self.api] if self.api else []) + self.workers
+        return "\n".join(p.tail() for p in procs)
+
+    def team(self, label: str) -> Team:
+        name = re.sub(r"[^A-Za-z0-9_-]+", "-", label)[:40] + "-" + secrets.token_hex(3)
+        result = self.cli("keys", "create", "--team", name)
+        assert result.returncode == 0, f"keys create failed: {result.stderr}\n{self.diagnostics()}"
+        key = result.stdout.strip()
+        assert key and len(key.split()) == 1, (
+            f"keys create should print only the key: {result.stdout!r}"
+        )
+        return Team(self.url, key, name, self.diagnostics)
+
+    def stop(self) -> None:
+        for proc in [*self.workers, *([self.api] if self.api else [])]:
+            proc.stop()
+
+
+def create_database() -> str:
+    name = f"replayft_test_{os.getpid()}_{secrets.token_hex(4)}"
+    try:
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"the service tests need PostgreSQL ({PG_ADMIN_DSN}): {exc}")
+    return name
+
+
+def drop_database(name: str) -> None:
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+REDIS_CLAIM_KEY = "replayft-tests:claimed-by"
+
+
+def claim_redis_db() -> int:
+    """An empty Redis database index, marked as ours so that no concurrent run takes it too."""
+    for index in range(15, 1, -1):
+        r = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=index, socket_timeout=10)
+        try:
+            if r.dbsize() == 0 and r.set(REDIS_CLAIM_KEY, RUN_TOKEN, nx=True):
+                return index
+        except redis.ConnectionError as exc:
+            pytest.fail(f"the service tests need Redis at {REDIS_HOST}:{REDIS_PORT}: {exc}")
+        finally:
+            r.close()
+    pytest.fail("no empty Redis database index among 2..15 to run the service tests in")
+
+
+def release_redis_db(index: int) -> None:
+    r = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=index, socket_timeout=10)
+    try:
+        if r.get(REDIS_CLAIM_KEY) == RUN_TOKEN.encode():
+            r.flushdb()
+    finally:
+        r.close()

@@ -1,0 +1,99 @@
+"""The Celery application: two queues, explicit task names, settings for long GPU tasks.
+
+- `training`: one long task per worker process. `task_acks_late` + `worker_prefetch_multiplier=1`
+  mean a worker holds exactly the job it runs, and the message is only acknowledged when the job
+  ends; with `task_reject_on_worker_lost` a killed worker's job goes back to the queue. Running a
+  job twice is safe anyway: `runner.run_job` claims the job with an atomic lease and resumes from
+  its newest checkpoint.
+- `files`: cheap work (file validation and token counts, job plan resolution) that must never wait
+  behind training; `replayft worker --queues files` runs a CPU-only worker for it.
+
+`task_create_missing_queues=False` turns a typo in a queue name into an error instead of a queue
+that nobody consumes. Results are not stored: state lives in the service's database.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from api.settings import get_settings
+
+TRAINING_QUEUE = "training"
+FILES_QUEUE = "files"
+
+RUN_JOB = "replayft.run_job"
+VALIDATE_FILE = "replayft.validate_file"
+PREPARE_JOB = "replayft.prepare_job"
+
+
+def create_celery_app() -> Celery:
+    settings = get_settings()
+    app = Celery("replayft", broker=settings.broker_url, include=["worker.tasks"])
+    transport_options: dict = {}
+    if settings.broker_url.startswith("sqla+sqlite"):
+        # the embedded broker is a SQLite file shared by the API and worker processes
+        transport_options = {"connect_args": {"timeout": 60}}
+    elif settings.broker_url.startswith(("redis://", "rediss://")):
+        # unacknowledged messages are redelivered after this long; a training job can run for
+        # days, and lost workers are detected by heartbeat instead (runner.requeue_lost_jobs)
+        transport_options = {"visibility_timeout": 7 * 24 * 3600}
+    app.conf.update(
+        broker_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        task_queues=[
+            Queue(name, Exchange(name, type="direct"), routing_key=name)
+            for name in (TRAINING_QUEUE, FILES_QUEUE)
+        ],
+        task_default_queue=FILES_QUEUE,
+        task_routes={
+            RUN_JOB: {"queue": TRAINING_QUEUE, "routing_key": TRAINING_QUEUE},
+            VALIDATE_FILE: {"queue": FILES_QUEUE, "routing_key": FILES_QUEUE},
+            PREPARE_JOB: {"queue": FILES_QUEUE, "routing_key": FILES_QUEUE},
+        },
+        task_create_missing_queues=False,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        worker_hijack_root_logger=False,
+        # one training run per child process: release its (GPU) memory when it ends
+        worker_max_tasks_per_child=1,
+    )
+    return app
+
+
+celery_app = create_celery_app()
+
+
+def send(task_name: str, *args: str) -> None:
+    """Enqueue a task by name (callers commit their database changes first)."""
+    celery_app.send_task(task_name, args=list(args))
+
+
+# ---------------------------------------------------------------------------- worker start-up
+def _on_worker_init(**_kwargs) -> None:
+    from api.db.migrate import upgrade
+
+    get_settings().ensure_dirs()
+    upgrade()
+
+
+def _on_worker_ready(**_kwargs) -> None:
+    import threading
+
+    from worker.runner import lost_job_monitor
+
+    threading.Thread(target=lost_job_monitor, name="lost-job-monitor", daemon=True).start()
+
+
+def _connect_signals() -> None:
+    from celery import signals
+
+    signals.worker_init.connect(_on_worker_init, weak=False)
+    signals.worker_ready.connect(_on_worker_ready, weak=False)
+
+
+_connect_signals()

@@ -1,0 +1,526 @@
+"""What the workers do, as plain functions (Celery tasks in worker.tasks only call these).
+
+`run_job(job_id)` is the heart:
+  1. claim the job with one atomic UPDATE: it sets `lease_owner` and `heartbeat_at` only if the job
+     is queued/running and no live worker holds it (no lease, or a heartbeat older than
+     REPLAYFT_HEARTBEAT_TIMEOUT). Whoever's UPDATE matched runs it; a duplicate delivery of the
+     same message finds the lease taken and returns. A job therefore never runs twice at once.
+  2. a heartbeat thread refreshes `heartbeat_at` while the job runs, and notices a lost lease.
+  3. `replay_engine.trainer.train(spec, job_dir, hooks)`: the engine resumes by itself from the
+     newest checkpoint in the job's folder, so a requeued or resumed job continues, not restarts.
+     `DBHooks` batches metric rows, writes events and checkpoint rows, keeps `progress` current,
+     and turns the API's cancel/pause requests (`jobs.control`) into `should_stop`.
+  4. the outcome: succeeded (fine_tuned_model, trained_tokens, finished_at), paused, cancelled,
+     or failed with a readable `error.message`; the traceback goes to the log and to an error
+     event of the job (visible to its own team only).
+
+`requeue_lost_jobs()` finds running jobs whose heartbeat is too old (their worker died), puts them
+back in the queue, or fails them after `max_job_attempts` starts. It runs in the API process and in
+each worker's main process; its UPDATE is conditional, so concurrent checks do not double-enqueue.
+
+`validate_file` and `prepare_job` are the `files` queue's work: format checks with line numbers
+plus token counts, and tokenizing a new job's data to resolve its schedule before it is queued.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from api.db.models import Checkpoint, File, Job, JobEvent, JobMetric, Team, now
+from api.db.session import session_scope
+from api.settings import get_settings
+
+log = logging.getLogger("replayft.worker")
+
+RETRY_LATER = "retry-later"
+_ACTIVE = ("queued", "running")
+
+
+# ---------------------------------------------------------------------------- helpers
+def _event(session: Session, job_id: str, message: str, level: str = "info", **data: Any) -> None:
+    session.add(JobEvent(job_id=job_id, message=message, level=level, data=data or None))
+
+
+def readable_error(exc: BaseException) -> tuple[str, str, str | None]:
+    """-> (code, message, param) for a client: no traceback and no server paths."""
+    from api.services.jobs import api_param
+    from replay_engine.data import DataFormatError
+    from replay_engine.spec import SpecError
+    from replay_engine.trainer import TrainingDiverged
+
+    if isinstance(exc, SpecError):
+        path, message = exc.errors[0]
+        return "invalid_spec", f"{api_param(path)}: {message}", api_param(path)
+    if isinstance(exc, DataFormatError):
+        where = Path(exc.path).stem
+        where += f", line {exc.line}" if exc.line else ""
+        return "invalid_file", f"{where}: {exc.reason}", None
+    if isinstance(exc, TrainingDiverged):
+        return "training_diverged", str(exc), None
+    if "out of memory" in str(exc).lower():
+        return "out_of_memory", f"The accelerator ran out of memory: {exc}", None
+    return "internal_error", f"Training failed: {type(exc).__name__}: {exc}", None
+
+
+def fail_job(job_id: str, exc: BaseException, *, owner: str | None = None) -> None:
+    code, message, param = readable_error(exc)
+    tb = "".join(traceback.format_exception(exc))
+    log.error("job %s failed: %s\n%s", job_id, message, tb)
+    with session_scope() as session:
+        query = update(Job).where(Job.id == job_id, Job.status.in_(("validating_files", *_ACTIVE)))
+        if owner is not None:
+            query = query.where(Job.lease_owner == owner)
+        result = session.execute(
+            query.values(
+                status="failed",
+                error={"code": code, "message": message, "param": param},
+                finished_at=now(),
+                lease_owner=None,
+            )
+        )
+        if result.rowcount:
+            _event(session, job_id, message, level="error", traceback=tb)
+        session.commit()
+
+
+# ---------------------------------------------------------------------------- files queue
+def file_stats(path: str) -> dict[str, Any]:
+    """Format, number of examples and tokens (with one EOS per document, as packed)."""
+    from replay_engine.data import read_documents
+    from replay_engine.models import load_tokenizer
+
+    name = get_settings().default_tokenizer_model
+    tokenizer = load_tokenizer(name)
+    fmt, docs = read_documents(path, tokenizer)
+    texts = [segment.text for doc in docs for segment in doc]
+    tokens = 0
+    for start in range(0, len(texts), 4096):
+        batch = tokenizer(texts[start : start + 4096], add_special_tokens=False)["input_ids"]
+        tokens += sum(len(ids) for ids in batch)
+    return {"format": fmt, "examples": len(docs), "tokens": tokens + len(docs), "tokenizer": name}
+
+
+def validate_file(file_id: str) -> None:
+    from replay_engine.data import DataFormatError
+
+    with session_scope() as session:
+        file = session.scalar(select(File).where(File.id == file_id))
+        if file is None or file.status != "uploaded":
+            return  # deleted meanwhile, or a duplicate delivery
+        path = file.path
+    stats, details = None, None
+    try:
+        stats = file_stats(path)
+    except DataFormatError as exc:
+        details = f"line {exc.line}: {exc.reason}" if exc.line else exc.reason
+    except Exception as exc:
+        log.exception("validating %s failed", file_id)
+        details = f"could not read the file: {type(exc).__name__}: {exc}"
+    with session_scope() as session:
+        session.execute(
+            update(File)
+            .where(File.id == file_id)
+            .values(status="error" if details else "processed", status_details=details, stats=stats)
+        )
+        session.commit()
+
+
+def prepare_job(job_id: str) -> None:
+    """Tokenize a new job's data (warming the cache for the trainer) and resolve its plan."""
+    from replay_engine.spec import JobSpec
+    from replay_engine.trainer import prepare
+    from worker.app import RUN_JOB, send
+
+    with session_scope() as session:
+        job = session.scalar(select(Job).where(Job.id == job_id))
+        if job is None or job.status != "validating_files":
+            return
+        spec = JobSpec.model_validate(job.spec)
+    try:
+        plan = prepare(spec).plan.summary()
+    except Exception as exc:
+        fail_job(job_id, exc)
+        return
+    with session_scope() as session:
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "validating_files")
+            .values(
+                status="queued",
+                plan=plan,
+                progress={"step": 0, "total_steps": plan["total_steps"], "tokens_seen": 0},
+            )
+        )
+        if not result.rowcount:
+            return  # cancelled while its files were being prepared
+        transition = plan["transition_step"]
+        _event(
+            session,
+            job_id,
+            f"Files validated; {plan['total_steps']} steps planned"
+            + (f", stage 2 from step {transition}" if transition is not None else "")
+            + ". Job queued.",
+            plan=plan,
+        )
+        session.commit()
+    send(RUN_JOB, job_id)
+
+
+# ---------------------------------------------------------------------------- training
+class DBHooks:
+    """Engine hooks writing to the database; see the module docstring."""
+
+    FLUSH_EVERY = 50  # metric rows
+    FLUSH_SECONDS = 2.0
+    CONTROL_POLL_SECONDS = 0.5
+
+    def __init__(self, *, job: Job, owner: str, model_name: str, batch_size: int, seq_len: int):
+        self.job_id = job.id
+        self.owner = owner
+        self.ckpt_prefix = f"{model_name}:ckpt-step-"
+        self.tokens_per_step = batch_size * seq_len
+        self.total_steps = (job.plan or {}).get("total_steps")
+        self.buffer: list[dict[str, Any]] = []
+        self.pending_events: list[tuple[str, str, dict]] = []
+        self.progress: dict[str, Any] = dict(job.progress or {})
+        self.stage: int | None = self.progress.get("stage")  # set when resuming
+        self.last_train: dict[str, Any] = {}
+        self.last_eval: dict[str, Any] = {}
+        self.step_times: list[float] = []
+        self.last_flush = time.monotonic()
+        self.last_poll = 0.0
+        self.stop_reason: str | None = None  # "cancel" | "pause" | "lost"
+
+    # -- engine callbacks
+    def on_metrics(self, record: dict[str, Any]) -> None:
+        kind = record.get("type")
+        self.buffer.append(record)
+        if kind == "train":
+            self.last_train = record
+            self.step_times = (self.step_times + [record["step_time"]])[-20:]
+            if record["stage"] != self.stage:
+                if self.stage is not None or record["step"] > 1:
+                    self.pending_events.append(
+                        ("info", f"Stage {record['stage']} started at step {record['step']}.", {})
+                    )
+                self.stage = record["stage"]
+            self._update_progress(record)
+        elif kind == "eval":
+            self.last_eval = record
+            losses = {k: v for k, v in record.items() if k.startswith("val_loss") and v is not None}
+            text = ", ".join(f"{k} {v:.4f}" for k, v in losses.items())
+            self.pending_events.append(("info", f"Eval at step {record['step']}: {text}", losses))
+        due = time.monotonic() - self.last_flush > self.FLUSH_SECONDS
+        if kind != "train" or due or len(self.buffer) >= self.FLUSH_EVERY:
+            self.flush()
+
+    def on_checkpoint(self, path: Path, step: int) -> None:
+        self.flush()
+        metrics = {
+            "step": step,
+            "train_loss": self.last_train.get("train_loss"),
+            "valid_loss": self.last_eval.get("val_loss_target")
+            if self.last_eval.get("step") == step
+            else None,
+            "train_loss_target": self.last_train.get("train_loss_target"),
+            "train_loss_generic": self.last_train.get("train_loss_generic"),
+            "val_loss_target": self.last_eval.get("val_loss_target"),
+            "val_loss_generic": self.last_eval.get("val_loss_generic"),
+        }
+        with session_scope() as session:
+            ckpt = session.scalar(
+                select(Checkpoint).where(
+                    Checkpoint.job_id == self.job_id, Checkpoint.step_number == step
+                )
+            )
+            if ckpt is None:
+                ckpt = Checkpoint(job_id=self.job_id, step_number=step)
+                session.add(ckpt)
+            ckpt.path = str(path)
+            ckpt.fine_tuned_model_checkpoint = f"{self.ckpt_prefix}{step}"
+            ckpt.metrics = metrics
+            ckpt.created_at = now()
+            # the engine prunes old step folders; drop the rows that point at nothing now
+            for old in session.scalars(
+                select(Checkpoint).where(
+                    Checkpoint.job_id == self.job_id, Checkpoint.step_number != step
+                )
+            ):
+                if not Path(old.path).is_dir():
+                    session.delete(old)
+            _event(session, self.job_id, f"Checkpoint saved at step {step}.", step=step)
+            session.commit()
+
+    def should_stop(self, step: int) -> bool:
+        if time.monotonic() - self.last_poll >= self.CONTROL_POLL_SECONDS:
+            self.last_poll = time.monotonic()
+            self.poll_control()
+        if self.stop_reason:
+            self.flush()
+        return self.stop_reason is not None
+
+    # -- database
+    def poll_control(self) -> None:
+        with session_scope() as session:
+            row = session.execute(
+                select(Job.status, Job.control, Job.lease_owner).where(Job.id == self.job_id)
+            ).first()
+        if row is None or row.lease_owner != self.owner:
+            self.stop_reason = "lost"
+        elif row.status == "cancelled" or row.control == "cancel":
+            self.stop_reason = "cancel"
+        elif row.control == "pause":
+            self.stop_reason = "pause"
+
+    def _update_progress(self, record: dict[str, Any]) -> None:
+        step = record["step"]
+        eta = None
+        if self.total_steps and self.step_times:
+            eta = (self.total_steps - step) * sum(self.step_times) / len(self.step_times)
+        self.progress = {
+            "step": step,
+            "total_steps": self.total_steps,
+            "stage": record["stage"],
+            "tokens_seen": record["tokens_seen"],
+            "eta_seconds": eta,
+        }
+
+    def flush(self) -> None:
+        self.last_flush = time.monotonic()
+        if not self.buffer and not self.pending_events:
+            return
+        eta = self.progress.get("eta_seconds")
+        with session_scope() as session:
+            session.add_all(
+                JobMetric(
+                    job_id=self.job_id,
+                    step=int(record.get("step", 0)),
+                    type=str(record.get("type")),
+                    record=record,
+                )
+                for record in self.buffer
+            )
+            for level, message, data in self.pending_events:
+                _event(session, self.job_id, message, level=level, **data)
+            session.execute(
+                update(Job)
+                .where(Job.id == self.job_id, Job.lease_owner == self.owner)
+                .values(
+                    progress=self.progress,
+                    heartbeat_at=time.time(),
+                    estimated_finish=int(time.time() + eta) if eta is not None else None,
+                )
+            )
+            session.commit()
+        self.buffer, self.pending_events = [], []
+
+
+class Heartbeat(threading.Thread):
+    """Refreshes the lease while the engine runs (including long tokenization or checkpoint
+    writes, when no hook is called), and flags a lease taken over by someone else."""
+
+    def __init__(self, job_id: str, owner: str, hooks: DBHooks):
+        super().__init__(name=f"heartbeat-{job_id}", daemon=True)
+        self.job_id, self.owner, self.hooks = job_id, owner, hooks
+        self.interval = max(0.5, min(10.0, get_settings().heartbeat_timeout / 4))
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            try:
+                with session_scope() as session:
+                    result = session.execute(
+                        update(Job)
+                        .where(Job.id == self.job_id, Job.lease_owner == self.owner)
+                        .values(heartbeat_at=time.time())
+                    )
+                    session.commit()
+                if not result.rowcount:
+                    self.hooks.stop_reason = "lost"
+            except Exception:  # a missed beat is not fatal; the next one may get through
+                log.exception("heartbeat for %s failed", self.job_id)
+
+
+def claim_job(job_id: str, owner: str) -> bool:
+    """Atomically take the job if it is runnable and no live worker holds it."""
+    cutoff = time.time() - get_settings().heartbeat_timeout
+    with session_scope() as session:
+        result = session.execute(
+            update(Job)
+            .where(
+                Job.id == job_id,
+                Job.status.in_(_ACTIVE),
+                or_(Job.lease_owner.is_(None), Job.heartbeat_at < cutoff),
+            )
+            .values(
+                status="running",
+                lease_owner=owner,
+                heartbeat_at=time.time(),
+                attempts=Job.attempts + 1,
+            )
+        )
+        session.commit()
+        return bool(result.rowcount)
+
+
+def run_job(job_id: str) -> str | None:
+    """Claim and run (or resume) a job; returns RETRY_LATER if it must wait for a lease."""
+    from api.services.models import fine_tuned_name
+    from replay_engine import checkpoint as ckpt
+    from replay_engine.spec import JobSpec
+    from replay_engine.trainer import train
+
+    owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    if not claim_job(job_id, owner):
+        with session_scope() as session:
+            status = session.scalar(select(Job.status).where(Job.id == job_id))
+        # queued but leased: its previous worker is still stopping (pause then quick resume)
+        return RETRY_LATER if status == "queued" else None
+
+    with session_scope() as session:
+        job = session.scalar(select(Job).where(Job.id == job_id))
+        team = session.scalar(select(Team).where(Team.id == job.team_id))
+        name = fine_tuned_name(base=job.model, team=team, suffix=job.suffix, job_id=job.id)
+        if job.started_at is None:
+            job.started_at = now()
+        resume = ckpt.latest_checkpoint(job.artifact_dir)
+        start_step = int(ckpt.read_meta(resume)["step"]) if resume else 0
+        _event(
+            session,
+            job_id,
+            f"Resuming from the checkpoint at step {start_step}."
+            if resume
+            else "Fine-tuning job started.",
+            attempt=job.attempts,
+        )
+        session.commit()
+        spec = JobSpec.model_validate(job.spec)
+        artifact_dir = job.artifact_dir
+
+    hooks = DBHooks(
+        job=job, owner=owner, model_name=name, batch_size=spec.batch_size, seq_len=spec.seq_len
+    )
+    heartbeat = Heartbeat(job_id, owner, hooks)
+    heartbeat.start()
+    try:
+        result = train(spec, artifact_dir, hooks)
+        hooks.flush()
+    except Exception as exc:
+        try:
+            hooks.flush()
+        except Exception:
+            log.exception("flushing metrics of failed job %s", job_id)
+        fail_job(job_id, exc, owner=owner)
+        return None
+    finally:
+        heartbeat.stopped.set()
+
+    with session_scope() as session:
+        mine = (Job.id == job_id, Job.lease_owner == owner)
+        if not result.stopped:
+            plan = result.summary
+            outcome = session.execute(
+                update(Job)
+                .where(*mine, Job.status == "running")
+                .values(
+                    status="succeeded",
+                    fine_tuned_model=name,
+                    final_checkpoint=str(result.final_checkpoint),
+                    trained_tokens=result.total_steps * spec.batch_size * spec.seq_len,
+                    finished_at=now(),
+                    estimated_finish=None,
+                    lease_owner=None,
+                    control=None,
+                )
+            )
+            if outcome.rowcount:
+                loss = plan.get("final_val_loss_target")
+                detail = f" Final val_loss_target {loss:.4f}." if loss is not None else ""
+                _event(session, job_id, f"New fine-tuned model created: {name}.{detail}")
+                _event(session, job_id, "The job has successfully completed.", summary=plan)
+            else:  # cancelled during the last step
+                session.execute(update(Job).where(*mine).values(lease_owner=None))
+        elif hooks.stop_reason == "pause":
+            session.execute(
+                update(Job)
+                .where(*mine, Job.status == "running")
+                .values(status="paused", control=None, lease_owner=None, estimated_finish=None)
+            )
+            _event(session, job_id, f"Job paused after step {result.steps_completed}.")
+        elif hooks.stop_reason == "cancel":
+            session.execute(update(Job).where(*mine).values(lease_owner=None, control=None))
+            _event(session, job_id, f"Training stopped at step {result.steps_completed}.")
+        else:
+            log.warning("job %s: lease lost to another worker; stopped", job_id)
+        session.commit()
+    return None
+
+
+def requeue_lost_jobs() -> list[str]:
+    """Requeue (or fail, after too many attempts) running jobs whose worker stopped beating."""
+    from worker.app import RUN_JOB, send
+
+    settings = get_settings()
+    cutoff = time.time() - settings.heartbeat_timeout
+    requeued = []
+    with session_scope() as session:
+        lost = list(
+            session.execute(
+                select(Job.id, Job.attempts).where(
+                    Job.status == "running",
+                    or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < cutoff),
+                )
+            )
+        )
+        for job_id, attempts in lost:
+            stale = (
+                Job.id == job_id,
+                Job.status == "running",
+                or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < cutoff),
+            )
+            if attempts >= settings.max_job_attempts:
+                message = (
+                    f"The worker running this job stopped responding ({attempts} attempts); "
+                    f"giving up. Resume is possible from its last checkpoint with a new job."
+                )
+                values = dict(
+                    status="failed",
+                    error={"code": "worker_lost", "message": message, "param": None},
+                    finished_at=now(),
+                    lease_owner=None,
+                )
+            else:
+                message = (
+                    f"The worker running this job stopped responding for over "
+                    f"{settings.heartbeat_timeout:g}s; requeued to resume from its last checkpoint."
+                )
+                values = dict(status="queued", lease_owner=None)
+            if session.execute(update(Job).where(*stale).values(**values)).rowcount:
+                _event(session, job_id, message, level="warn")
+                session.commit()
+                if values["status"] == "queued":
+                    send(RUN_JOB, job_id)
+                    requeued.append(job_id)
+        session.commit()
+    return requeued
+
+
+def lost_job_monitor() -> None:
+    interval = max(1.0, min(30.0, get_settings().heartbeat_timeout / 3))
+    while True:
+        try:
+            requeue_lost_jobs()
+        except Exception:
+            log.exception("lost-job check failed")
+        time.sleep(interval)
