@@ -89,10 +89,20 @@ def _on_worker_ready(**_kwargs) -> None:
     threading.Thread(target=lost_job_monitor, name="lost-job-monitor", daemon=True).start()
 
 
+def _on_child_start(**_kwargs) -> None:
+    # A task child is forked from the main process, whose lost-job monitor holds pooled database
+    # connections. Sharing a socket across processes corrupts it, so the child drops its
+    # inherited pool (without closing the parent's connections) and opens its own.
+    from api.db.session import get_engine
+
+    get_engine().dispose(close=False)
+
+
 def _connect_signals() -> None:
     from celery import signals
 
     signals.worker_init.connect(_on_worker_init, weak=False)
+    signals.worker_process_init.connect(_on_child_start, weak=False)
     signals.worker_ready.connect(_on_worker_ready, weak=False)
 
 
