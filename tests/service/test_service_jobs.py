@@ -106,10 +106,11 @@ def test_replay_job_from_upload_to_downloadable_checkpoint(
     assert_error(other_team.get(f"{JOBS}/{job['id']}"), 404)
     assert_error(other_team.get(f"{JOBS}/{job['id']}/checkpoints/{final['id']}/download"), 404)
 
-    # downsampling: at most N records, and the train series survives it
+    # downsampling: at most N points per series (train, eval), and neither series vanishes
     few = team.metrics(job["id"], max_points=5)
-    assert 0 < len(few) <= 5, few
-    assert train_records(few), f"downsampled to 5 points, the series lost train_loss: {few}"
+    few_evals = [r for r in few if r.get("val_loss_target") is not None]
+    assert 0 < len(few) <= 10 and len(few_evals) <= 5, few
+    assert 0 < len(train_records(few)) <= 5, f"max_points=5 lost the train_loss series: {few}"
 
 
 def test_cancel_stops_a_running_job_within_a_few_steps(team: Team, team_files):
