@@ -115,7 +115,7 @@ def run(name: str, spec_dict: dict[str, Any], out_root: Path, log) -> dict[str, 
         "generic_sequences": plan["generic_sequences"],
         "target_epochs": plan["target_epochs"],
         "generic_epochs": plan["generic_epochs"],
-        "target_per_batch": sorted({r["target_sequences"] for r in trains}),
+        "target_per_batch": sum(r["target_sequences"] for r in trains) / max(1, len(trains)),
         "final_val_loss_target": summary["final_val_loss_target"],
         "final_val_loss_generic": summary["final_val_loss_generic"],
         "loss_spike": summary["loss_spike"],
@@ -150,7 +150,7 @@ def markdown_table(
     head = [
         "r",
         "steps",
-        "target/generic seqs per batch",
+        "target/generic seqs per batch (mean)",
         "final val_loss_target",
         "best val_loss_target (step)",
         "final val_loss_generic",
@@ -168,15 +168,13 @@ def markdown_table(
     )
     for info in runs + ([control] if control else []):
         spike = info["loss_spike"] or {}
-        per_batch = "/".join(str(t) for t in info["target_per_batch"])
+        per_batch = info["target_per_batch"]
         batch = info["batch_size"]
         duration = spike.get("duration")
         row = [
             info.get("label", f"{info['r']:g}"),
             str(info["steps"]),
-            f"{per_batch}/{batch - info['target_per_batch'][0]}"
-            if len(info["target_per_batch"]) == 1
-            else f"{per_batch} of {batch}",
+            f"{per_batch:.3g}/{batch - per_batch:.3g}",
             fmt(info["final_val_loss_target"]),
             f"{fmt(info.get('best_val_loss_target'))} ({info.get('best_step')})",
             fmt(info["final_val_loss_generic"]),

@@ -284,6 +284,12 @@ def load_model(
             attn_implementation="sdpa",
             **kwargs,
         )
+        if gguf_file is not None:
+            # transformers marks GGUF models as quantized even though the weights are now plain
+            # fp32, and then refuses save_pretrained; the marker is wrong after de-quantising
+            net.hf_quantizer = None
+            if hasattr(net.config, "quantization_config"):
+                del net.config.quantization_config
     return net.to(device)
 
 

@@ -135,7 +135,7 @@ def build_optimizer(
         lr=spec.learning_rate,
         betas=tuple(spec.adam_betas),
         eps=spec.adam_eps,
-        fused=device.type == "cuda",
+        fused=True,  # one kernel over all parameters, on CPU as well as CUDA
     )
 
 
@@ -160,12 +160,14 @@ def gather_batch(
 
 def token_losses(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
     """Per-token next-token cross-entropy, shape (batch, seq_len - 1), in fp32."""
-    logits = model(input_ids=input_ids).logits[:, :-1]
-    targets = input_ids[:, 1:]
+    logits = model(input_ids=input_ids).logits
+    # Shift the labels, not the logits: slicing the (B, L, V) logits would make reshape copy
+    # them, and the slice's backward would fill another full-size gradient.
+    labels = torch.roll(input_ids, shifts=-1, dims=1)
     loss = F.cross_entropy(
-        logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="none"
+        logits.float().view(-1, logits.size(-1)), labels.view(-1), reduction="none"
     )
-    return loss.view(targets.shape)
+    return loss.view(input_ids.shape)[:, :-1]  # the last position has no next token
 
 
 @torch.no_grad()
