@@ -357,34 +357,47 @@ def list_jobs(
     return matched[:limit], len(matched) > limit
 
 
+def _page_of_job_rows(
+    *, session: Session, job: Job, model: Any, order: Any, after: str | None, limit: int, what: str
+) -> tuple[list[Any], bool]:
+    """Newest first by `order`; `after` is the id of the last row of the previous page."""
+    query = select(model).where(model.job_id == job.id)
+    if after:
+        anchor = session.scalar(select(order).where(model.id == after, model.job_id == job.id))
+        if anchor is None:
+            raise invalid(f"No {what} with id '{after}' to list after.", "after")
+        query = query.where(order < anchor)
+    rows = list(session.scalars(query.order_by(order.desc()).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
 def list_events(
     *, session: Session, job: Job, after: str | None, limit: int
 ) -> tuple[list[JobEvent], bool]:
-    query = select(JobEvent).where(JobEvent.job_id == job.id)
-    if after:
-        anchor = session.scalar(
-            select(JobEvent.pk).where(JobEvent.id == after, JobEvent.job_id == job.id)
-        )
-        if anchor is None:
-            raise invalid(f"No event with id '{after}' to list after.", "after")
-        query = query.where(JobEvent.pk < anchor)
-    rows = list(session.scalars(query.order_by(JobEvent.pk.desc()).limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
+    return _page_of_job_rows(
+        session=session,
+        job=job,
+        model=JobEvent,
+        order=JobEvent.pk,
+        after=after,
+        limit=limit,
+        what="event",
+    )
 
 
 def list_checkpoints(
     *, session: Session, job: Job, after: str | None, limit: int
 ) -> tuple[list[Checkpoint], bool]:
-    query = select(Checkpoint).where(Checkpoint.job_id == job.id)
-    if after:
-        anchor = session.scalar(
-            select(Checkpoint.pk).where(Checkpoint.id == after, Checkpoint.job_id == job.id)
-        )
-        if anchor is None:
-            raise invalid(f"No checkpoint with id '{after}' to list after.", "after")
-        query = query.where(Checkpoint.pk < anchor)
-    rows = list(session.scalars(query.order_by(Checkpoint.step_number.desc()).limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
+    # ordered and paged by step, so the cursor and the order always agree
+    return _page_of_job_rows(
+        session=session,
+        job=job,
+        model=Checkpoint,
+        order=Checkpoint.step_number,
+        after=after,
+        limit=limit,
+        what="checkpoint",
+    )
 
 
 def metric_series(
