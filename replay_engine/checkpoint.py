@@ -116,6 +116,9 @@ def upgrade_meta(meta: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(
             f"checkpoint format {version} is newer than this ReplayFT understands ({FORMAT_VERSION})"
         )
+    if isinstance(meta.get("spec"), dict):
+        # spec fields added since: their defaults are what those runs used
+        meta["spec"].setdefault("target_subset_fraction", 1.0)
     return meta
 
 

@@ -5,6 +5,7 @@ Pipeline, one function per step:
     read_documents(path)   file -> (format, documents); a document is a list[Segment]
     render_chat(messages)  one chat example -> segments, trainable only on assistant text
     _holdout(docs)         documents -> (train, val), split by document, never by sequence
+    nested_subset(docs)    train documents -> a seeded share of them (reference runs of a sweep)
     _pack(docs)            documents -> (n_sequences, seq_len) token and loss-mask arrays
     prepare_dataset(...)   all of the above, behind a content-addressed on-disk cache
 
@@ -498,6 +499,21 @@ def _holdout(docs: list, val_fraction: float, seed: int, where: str) -> tuple[li
     return train, val
 
 
+def nested_subset(docs: list, fraction: float, seed: int) -> list:
+    """The first round(fraction * n) documents (at least one) of one seeded order, kept in file
+    order. The order depends only on `seed` and n, so with the same seed a smaller fraction
+    always selects a subset of a larger one (1/16 of the data inside 1/8, inside 1/4, ...): the
+    nested target amounts of a data-efficiency reference curve. Applied after the holdout, so
+    every fraction is validated on the same held-out documents."""
+    if fraction >= 1:
+        return docs
+    n = len(docs)
+    k = min(n, max(1, round(fraction * n)))
+    # Its own random stream: the holdout already drew from default_rng(seed).
+    order = np.random.default_rng([seed, 1]).permutation(n)
+    return [docs[i] for i in np.sort(order[:k])]
+
+
 # -----------------------------------------------------------------------------
 # Cache
 
@@ -523,7 +539,7 @@ def _file_sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()  # streams in chunks
 
 
-def _cache_key(paths, val_paths, fingerprint, seq_len, val_fraction, seed) -> str:
+def _cache_key(paths, val_paths, fingerprint, seq_len, val_fraction, seed, subset_fraction) -> str:
     # The suffix is part of a file's identity: the same bytes mean different documents as
     # .txt and as .jsonl.
     def ident(p: Path):
@@ -538,6 +554,8 @@ def _cache_key(paths, val_paths, fingerprint, seq_len, val_fraction, seed) -> st
         "val_fraction": val_fraction,
         "seed": seed,
     }
+    if subset_fraction < 1:  # only then: entries made before subsets existed stay valid
+        parts["subset_fraction"] = subset_fraction
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -599,12 +617,14 @@ def prepare_dataset(
     val_paths: list[str] = (),
     val_fraction: float = 0.05,
     seed: int = 0,
+    subset_fraction: float = 1.0,
 ) -> PackedDataset:
     """Read, split, tokenize and pack `paths` (and `val_paths`), or load the same from the cache.
 
     With `val_paths`, all of `paths` is training data and `val_paths` is the validation split.
     Without, round(val_fraction * n_documents) documents (at least one) are held out, chosen by
-    `seed`; the others keep their file order.
+    `seed`; the others keep their file order. `subset_fraction` < 1 then keeps only that share
+    of the training documents (`nested_subset`); the validation split does not change.
     """
     if isinstance(paths, str | os.PathLike):  # a lone path would iterate as characters
         paths = [paths]
@@ -619,7 +639,10 @@ def prepare_dataset(
         )
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    if not 0 < subset_fraction <= 1:
+        raise ValueError(f"subset_fraction must be in (0, 1], got {subset_fraction!r}")
     seq_len, val_fraction, seed = int(seq_len), float(val_fraction), int(seed)  # JSON-able
+    subset_fraction = float(subset_fraction)
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no EOS token; it is needed to separate documents")
     for p in paths + val_paths:
@@ -628,7 +651,13 @@ def prepare_dataset(
 
     cache_dir = Path(cache_dir)
     key = _cache_key(
-        paths, val_paths, tokenizer_fingerprint(tokenizer), seq_len, val_fraction, seed
+        paths,
+        val_paths,
+        tokenizer_fingerprint(tokenizer),
+        seq_len,
+        val_fraction,
+        seed,
+        subset_fraction,
     )
     entry = cache_dir / key
     if _is_entry(entry):
@@ -647,6 +676,7 @@ def prepare_dataset(
             raise DataFormatError(", ".join(map(str, val_paths)), None, "no documents")
     else:
         train_docs, val_docs = _holdout(docs, val_fraction, seed, where)
+    train_docs = nested_subset(train_docs, subset_fraction, seed)  # after the holdout
     fmt = formats[0] if len(set(formats)) == 1 else "mixed"
 
     t1 = time.perf_counter()
@@ -675,6 +705,7 @@ def prepare_dataset(
             "version": FORMAT_VERSION,
             "format": fmt,
             "seq_len": seq_len,
+            "subset_fraction": subset_fraction,
             "token_dtype": dtype.name,
             "paths": [str(p) for p in paths],  # for people reading the cache; not in the key
             "val_paths": [str(p) for p in val_paths],

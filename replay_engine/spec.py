@@ -105,6 +105,12 @@ class JobSpec(_Strict):
         description="Held-out target data; empty = hold out documents of `training_file`.",
     )
     replay: ReplaySpec = Field(default_factory=ReplaySpec)
+    target_subset_fraction: float = Field(
+        1.0,
+        description="Train on this share of the target documents (after the validation holdout); "
+        "with one seed, smaller shares are subsets of larger ones. For data-efficiency reference "
+        "runs.",
+    )
 
     # --- hyperparameters (names as in the API)
     n_epochs: float = Field(1.0, description="Passes over the target training data.")
@@ -209,6 +215,12 @@ class JobSpec(_Strict):
                     "must be 1 when stage2_duration is 1 (there is no stage 1)",
                 )
             )
+        if not 0 < self.target_subset_fraction <= 1:
+            errors.append(
+                ("target_subset_fraction", f"must be in (0, 1], got {self.target_subset_fraction}")
+            )
+        if self.target_subset_fraction < 1 and not self.training_file:
+            errors.append(("target_subset_fraction", "given without training_file"))
         if self.n_epochs <= 0:
             errors.append(("n_epochs", f"must be > 0, got {self.n_epochs}"))
         if self.batch_size < 1:
@@ -270,6 +282,12 @@ def parse_spec(data: dict[str, Any]) -> JobSpec:
 
 def load_spec(path: str | Path) -> JobSpec:
     """Load a YAML spec. Relative data paths are taken relative to the spec file."""
+    return parse_spec(read_spec_yaml(path))
+
+
+def read_spec_yaml(path: str | Path) -> Any:
+    """A YAML spec file as plain data, relative data paths resolved against its folder, not yet
+    checked (for tools that add their own keys, such as a sweep file's `sweep:`)."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
@@ -277,7 +295,7 @@ def load_spec(path: str | Path) -> JobSpec:
         raise SpecError([("spec", f"{path} is not valid YAML: {exc}")]) from None
     if isinstance(data, dict):
         data = _resolve_paths(data, path.parent)
-    return parse_spec(data)
+    return data
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:

@@ -79,7 +79,9 @@ def prepare(spec: JobSpec) -> RunData:
     tokenizer = load_tokenizer(spec.model, spec.gguf_file)
     cache_dir = Path(spec.cache_dir) if spec.cache_dir else default_cache_dir()
 
-    def packed(paths: list[str], val_paths: list[str]) -> PackedDataset | None:
+    def packed(
+        paths: list[str], val_paths: list[str], subset_fraction: float = 1.0
+    ) -> PackedDataset | None:
         if not paths:
             return None
         return prepare_dataset(
@@ -90,9 +92,10 @@ def prepare(spec: JobSpec) -> RunData:
             val_paths=val_paths,
             val_fraction=spec.val_fraction,
             seed=spec.seed,
+            subset_fraction=subset_fraction,
         )
 
-    target = packed(spec.training_file, spec.validation_file)
+    target = packed(spec.training_file, spec.validation_file, spec.target_subset_fraction)
     generic = packed(spec.replay.dataset, spec.replay.validation_dataset)
     plan = resolve_plan(
         spec, len(target.train) if target else 0, len(generic.train) if generic else 0
