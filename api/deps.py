@@ -2,7 +2,7 @@
 
 - `SessionDep`: a database session per request.
 - `CurrentTeam`: the team owning the `Authorization: Bearer` key (401 otherwise).
-- `FileDep`, `JobDep`: the row named in the path, if it belongs to the caller's team. Another
+- `FileDep`, `JobDep`, `SweepDep`: the row named in the path, if it belongs to the caller's team. Another
   team's id answers 404 exactly like a missing one, so ids never leak across teams.
 """
 
@@ -15,7 +15,7 @@ from fastapi import Depends, Header
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.db.models import File, Job, Team
+from api.db.models import File, Job, Sweep, Team
 from api.db.session import get_sessionmaker
 from api.errors import APIError, not_found
 from api.services.teams import team_for_key
@@ -71,3 +71,13 @@ def get_job(job_id: str, session: SessionDep, team: CurrentTeam) -> Job:
 
 
 JobDep = Annotated[Job, Depends(get_job)]
+
+
+def get_sweep(sweep_id: str, session: SessionDep, team: CurrentTeam) -> Sweep:
+    sweep = session.scalar(select(Sweep).where(Sweep.id == sweep_id, Sweep.team_id == team.id))
+    if sweep is None:
+        raise not_found("sweep", sweep_id, param="sweep_id")
+    return sweep
+
+
+SweepDep = Annotated[Sweep, Depends(get_sweep)]

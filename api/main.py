@@ -17,7 +17,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
 from api.errors import install_error_handlers
-from api.routes import files, fine_tuning_jobs, health, models
+from api.routes import files, fine_tuning_jobs, health, models, sweeps
 from api.settings import get_settings
 
 log = logging.getLogger("replayft.api")
@@ -74,5 +74,6 @@ def create_app() -> FastAPI:
     v1.include_router(files.router)
     v1.include_router(fine_tuning_jobs.router)
     v1.include_router(models.router)
+    v1.include_router(sweeps.router)
     app.include_router(v1)
     return app

@@ -167,3 +167,40 @@ class IdempotencyKey(Base):
     key: Mapped[str] = mapped_column(String(255))
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     created_at: Mapped[int] = mapped_column(Integer, default=now)
+
+
+class Sweep(Base):
+    """A family of fine-tuning jobs on one model, target and replay data (see api.services.sweeps).
+    The request is kept as sent; the member jobs and their roles are `SweepMember` rows."""
+
+    __tablename__ = "sweeps"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True, default=lambda: new_id("sweep"))
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    model: Mapped[str] = mapped_column(String(500))
+    training_file: Mapped[str] = mapped_column(String(64))
+    seed: Mapped[int] = mapped_column(Integer, default=0)
+    replay_fractions: Mapped[list[float]] = mapped_column(JSON)
+    target_stage2_allocations: Mapped[list[float] | None] = mapped_column(JSON, nullable=True)
+    reference_subsets: Mapped[list[float]] = mapped_column(JSON)
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    sweep_metadata: Mapped[dict[str, str] | None] = mapped_column("metadata", JSON, nullable=True)
+    created_at: Mapped[int] = mapped_column(Integer, default=now)
+
+
+class SweepMember(Base):
+    """One job of a sweep and what it stands for: a replay configuration (r, a) on all the target
+    data, a no-replay reference run on a nested subset of it, or both (r = 0 on all the data is
+    the baseline and the reference curve's largest point)."""
+
+    __tablename__ = "sweep_members"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sweep_id: Mapped[str] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)
+    replay_fraction: Mapped[float] = mapped_column(Float)
+    target_stage2_allocation: Mapped[float | None] = mapped_column(Float, nullable=True)
+    target_subset_fraction: Mapped[float] = mapped_column(Float, default=1.0)
+    is_configuration: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_reference: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -50,6 +50,9 @@ class Hyperparameters(_Strict):
     checkpoint_interval: int | None = None
     keep_checkpoints: int | None = None
     eval_sequences: int | None = None
+    target_subset_fraction: float | None = Field(
+        None, description="Train on this share of the target documents (nested per seed)."
+    )
 
 
 class Supervised(_Strict):

@@ -210,6 +210,26 @@ def create_job(
         existing = find_idempotent(session=session, team=team, key=idempotency_key)
         if existing is not None:
             return existing, False
+    job = add_job(session=session, team=team, body=body, settings=settings)
+    if idempotency_key:
+        session.add(IdempotencyKey(team_id=team.id, key=idempotency_key, job_id=job.id))
+    try:
+        session.commit()
+    except IntegrityError:
+        # a concurrent request with the same key won the race: answer with its job
+        session.rollback()
+        existing = find_idempotent(session=session, team=team, key=idempotency_key or "")
+        if existing is None:
+            raise
+        return existing, False
+    send(PREPARE_JOB, job.id)
+    return job, True
+
+
+def add_job(*, session: Session, team: Team, body: JobCreate, settings: Settings) -> Job:
+    """Check a create request and add its job row (and first event) to the session, without
+    committing: the caller commits, then enqueues PREPARE_JOB (a sweep adds all its members in
+    one transaction this way). Raises APIError(400) naming the field."""
     spec = build_spec(session=session, team=team, body=body, settings=settings)
     job_id = new_id("ftjob")
     job = Job(
@@ -233,19 +253,7 @@ def create_job(
     session.add(job)
     session.flush()
     session.add(JobEvent(job_id=job.id, message=f"Created fine-tuning job: {job.id}"))
-    if idempotency_key:
-        session.add(IdempotencyKey(team_id=team.id, key=idempotency_key, job_id=job.id))
-    try:
-        session.commit()
-    except IntegrityError:
-        # a concurrent request with the same key won the race: answer with its job
-        session.rollback()
-        existing = find_idempotent(session=session, team=team, key=idempotency_key or "")
-        if existing is None:
-            raise
-        return existing, False
-    send(PREPARE_JOB, job.id)
-    return job, True
+    return job
 
 
 def plan_job(*, session: Session, team: Team, body: JobCreate, settings: Settings) -> dict:
@@ -277,13 +285,18 @@ def cancel_job(*, session: Session, job: Job) -> Job:
             f"Job {job.id} has already {job.status}; it cannot be cancelled.",
             code="invalid_state",
         )
+    mark_cancelled(session=session, job=job)
+    session.commit()
+    return job
+
+
+def mark_cancelled(*, session: Session, job: Job, reason: str = "by request") -> None:
+    """Cancel an unfinished job in the session (uncommitted)."""
     if job.status == "running":
         job.control = "cancel"  # the worker stops at the next step and releases the job
     job.status = "cancelled"
     job.finished_at = now()
-    add_event(session, job.id, "Job cancelled by request.")
-    session.commit()
-    return job
+    add_event(session, job.id, f"Job cancelled {reason}.")
 
 
 def pause_job(*, session: Session, job: Job) -> Job:

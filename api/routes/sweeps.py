@@ -1,0 +1,48 @@
+"""`/v1/sweeps`: a family of fine-tuning jobs over replay fractions (plus the no-replay reference
+runs of the efficiency fit), and its data-efficiency report."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from api.deps import CurrentTeam, SessionDep, SweepDep
+from api.schemas.common import ListResponse
+from api.schemas.sweeps import SweepCreate, SweepPublic, SweepReport
+from api.services import sweeps as service
+from api.settings import get_settings
+
+router = APIRouter(prefix="/sweeps", tags=["sweeps"])
+
+
+@router.post("", response_model=SweepPublic)
+def create_sweep(body: SweepCreate, session: SessionDep, team: CurrentTeam) -> SweepPublic:
+    sweep = service.create_sweep(session=session, team=team, body=body, settings=get_settings())
+    return service.to_public(session, sweep)
+
+
+@router.get("", response_model=ListResponse[SweepPublic])
+def list_sweeps(
+    session: SessionDep,
+    team: CurrentTeam,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> ListResponse[SweepPublic]:
+    sweeps, has_more = service.list_sweeps(session=session, team=team, after=after, limit=limit)
+    return ListResponse(data=[service.to_public(session, s) for s in sweeps], has_more=has_more)
+
+
+@router.get("/{sweep_id}", response_model=SweepPublic)
+def retrieve_sweep(sweep: SweepDep, session: SessionDep) -> SweepPublic:
+    return service.to_public(session, sweep)
+
+
+@router.post("/{sweep_id}/cancel", response_model=SweepPublic)
+def cancel_sweep(sweep: SweepDep, session: SessionDep) -> SweepPublic:
+    return service.to_public(session, service.cancel_sweep(session=session, sweep=sweep))
+
+
+@router.get("/{sweep_id}/report", response_model=SweepReport)
+def sweep_report(sweep: SweepDep, session: SessionDep) -> dict[str, Any]:
+    return service.report(session=session, sweep=sweep)

@@ -1,0 +1,150 @@
+"""The sweep report (api.services.sweep_report.build_report, the function GET
+/v1/sweeps/{id}/report serves) on the paper's own losses, and on partial and failed sweeps."""
+
+import pytest
+
+from api.services.sweep_report import MemberResult, build_report, sweep_status
+
+# science.md: reference losses at x = 16, 8, 4, 2, 1 units (no replay)
+FINEMATH_REFERENCE = [2.99478, 3.16164, 3.39593, 3.49087, 3.62532]
+FLAN_REFERENCE = [3.2712, 3.27876, 3.37226, 3.41444, 3.54749]
+UNITS = [16, 8, 4, 2, 1]
+
+
+def references(losses, status="succeeded"):
+    """Reference members on nested subsets 1, 1/2, ... 1/16, measured in target sequences."""
+    return [
+        MemberResult(
+            job_id=f"ftjob-ref-{units}",
+            status=status,
+            replay_fraction=0.0,
+            target_stage2_allocation=None,
+            target_subset_fraction=units / 16,
+            is_configuration=False,
+            is_reference=True,
+            target_sequences=units * 100,
+            final_val_loss_target=loss,
+            final_val_loss_generic=3.0,
+        )
+        for units, loss in zip(UNITS, losses, strict=True)
+    ]
+
+
+def configuration(r, loss, status="succeeded", a=None, **kw):
+    return MemberResult(
+        job_id=f"ftjob-r{r}-a{a}",
+        status=status,
+        replay_fraction=r,
+        target_stage2_allocation=a,
+        target_subset_fraction=1.0,
+        is_configuration=True,
+        is_reference=False,
+        target_sequences=1600,
+        final_val_loss_target=loss,
+        final_val_loss_generic=3.1,
+        **kw,
+    )
+
+
+def row(report, r):
+    return next(c for c in report["configurations"] if c["replay_fraction"] == r)
+
+
+@pytest.mark.parametrize(
+    "reference, baseline, candidate, expected, method",
+    [
+        (FINEMATH_REFERENCE, 3.99417, 3.90261, 1.49, "log-linear"),  # fine-tuning, FineMath
+        (FLAN_REFERENCE, 3.65354, 3.51, 1.87, "power"),  # fine-tuning, Flan
+    ],
+)
+def test_report_reproduces_the_papers_fine_tuning_multipliers(
+    reference, baseline, candidate, expected, method
+):
+    spike = {"height": 0.42, "peak_step": 3, "duration": 9}
+    members = [
+        *references(reference),
+        configuration(0.0, baseline),
+        configuration(0.25, candidate, loss_spike=spike),
+    ]
+    report = build_report("sweep-paper", members)
+
+    assert report["status"] == "complete" and report["sweep_status"] == "succeeded"
+    fit = report["reference"]["fit"]
+    assert fit["method"] == method and fit["degenerate"] == (method != "power")
+    assert [p["x"] for p in report["reference"]["points"]] == [u / 16 for u in UNITS[::-1]]
+    assert report["baseline"]["job_id"] == "ftjob-r0.0-aNone"
+    assert row(report, 0.0)["multiplier"] == pytest.approx(1.0)
+    replay = row(report, 0.25)
+    assert round(replay["multiplier"], 2) == expected, replay
+    assert replay["loss_spike_height"] == 0.42 and replay["final_val_loss_generic"] == 3.1
+    rec = report["recommendation"]
+    assert rec["replay_fraction"] == 0.25 and not rec["provisional"]
+    assert (
+        f"{expected:.2f}x" in rec["reason"]
+        and "lowest final target validation loss" in rec["reason"]
+    )
+
+
+def test_report_reproduces_the_papers_mid_training_multiplier():
+    members = [
+        *references(FLAN_REFERENCE),
+        configuration(0.0, 3.44407, a=1.0),
+        configuration(0.5, 3.35773, a=1.0),
+    ]
+    report = build_report("sweep-mid", members)
+    assert report["baseline"]["job_id"] == "ftjob-r0.0-a1.0"
+    assert round(row(report, 0.5)["multiplier"], 2) == 2.06
+
+
+def test_partial_report_while_members_run():
+    refs = references(FLAN_REFERENCE)
+    refs[0:3] = [
+        MemberResult(**{**m.__dict__, "status": "running", "final_val_loss_target": None})
+        for m in refs[0:3]
+    ]
+    running = configuration(0.25, None, status="running", progress={"step": 5, "total_steps": 9})
+    report = build_report("sweep-partial", [*refs, configuration(0.0, 3.65354), running])
+    assert report["status"] == "partial" and report["sweep_status"] == "running"
+    assert report["reference"]["fit"] is None
+    assert "2 of 5 reference runs" in report["reference"]["fit_error"]
+    assert row(report, 0.25)["progress"] == {"step": 5, "total_steps": 9}
+    assert row(report, 0.0)["multiplier"] is None
+    rec = report["recommendation"]
+    assert rec["replay_fraction"] == 0.0 and rec["provisional"] and "still running" in rec["reason"]
+    assert report["counts"] == {
+        "total": 7,
+        "succeeded": 3,
+        "failed": 0,
+        "cancelled": 0,
+        "unfinished": 4,
+    }
+
+
+def test_a_failed_member_is_reported_not_hidden():
+    error = {"code": "training_diverged", "message": "training diverged at step 3", "param": None}
+    failed = configuration(0.5, None, status="failed", error=error)
+    members = [*references(FLAN_REFERENCE), configuration(0.0, 3.65354), failed]
+    report = build_report("sweep-failed", [*members, configuration(0.25, 3.51)])
+    assert report["status"] == "incomplete" and report["sweep_status"] == "failed"
+    assert row(report, 0.5)["status"] == "failed" and row(report, 0.5)["error"] == error
+    assert any("training diverged at step 3" in note for note in report["notes"])
+    assert report["recommendation"]["replay_fraction"] == 0.25  # from the finished ones
+
+
+def test_a_curve_that_does_not_fall_gives_no_fit_but_a_reason():
+    flat = [3.5, 3.5, 3.5, 3.5, 3.5]
+    report = build_report("sweep-flat", [*references(flat), configuration(0.25, 3.4)])
+    assert report["reference"]["fit"] is None
+    assert "do not decrease" in report["reference"]["fit_error"]
+    assert row(report, 0.25)["multiplier"] is None
+    # the reference run on all the data stands in as the baseline when r = 0 is not swept
+    assert report["baseline"]["job_id"] == "ftjob-ref-16"
+
+
+def test_sweep_status():
+    assert sweep_status(["queued", "validating_files"]) == "queued"
+    assert sweep_status(["succeeded", "running"]) == "running"
+    assert sweep_status(["succeeded", "paused"]) == "running"
+    assert sweep_status(["succeeded", "succeeded"]) == "succeeded"
+    assert sweep_status(["succeeded", "cancelled", "failed"]) == "failed"
+    assert sweep_status(["succeeded", "cancelled"]) == "cancelled"
