@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from api.client_cli import add_client_commands
+from api.sweeps_cli import add_sweep_commands
 from replay_engine import cli as engine_cli
 
 ENGINE_COMMANDS = ("train", "plan", "efficiency", "demo")
@@ -184,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     engine_cli.add_engine_commands(sub)
     add_client_commands(sub)  # files, jobs: HTTP client commands against any server
+    add_sweep_commands(sub)  # sweeps: the same, for replay sweeps and their reports
 
     p = sub.add_parser("serve", help="API + one worker; embedded SQLite and broker by default")
     p.add_argument("--host", default="127.0.0.1")

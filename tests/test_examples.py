@@ -26,3 +26,16 @@ def test_midtraining_example_plans(shared_data, cache_dir, monkeypatch):
     summary = plan.summary()
     assert summary["mode"] == "midtrain" and summary["target_epochs"] == pytest.approx(2, abs=0.01)
     assert summary["stages"][1]["target_weight"] == 0.75
+
+
+@pytest.mark.parametrize(
+    "path", sorted(EXAMPLES[0].parent.glob("sweeps/*.yaml")), ids=lambda p: p.name
+)
+def test_sweep_example_parses(path, shared_data):
+    from api.sweeps_cli import load_sweep_file
+
+    spec, sweep = load_sweep_file(path)
+    assert f"replayft sweeps submit examples/sweeps/{path.name}" in path.read_text()
+    assert spec.replay.fraction is None and sweep["replay_fractions"]
+    for data_file in [*spec.training_file, *spec.replay.dataset]:
+        assert Path(data_file).is_file(), data_file

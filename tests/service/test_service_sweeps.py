@@ -1,0 +1,197 @@
+"""Sweeps on the real deployment (PostgreSQL, Redis, uvicorn, Celery workers): bad requests are
+400s naming the field and create nothing; a small sweep submitted with `replayft sweeps submit
+--wait` runs its members in parallel on two training workers to a complete data-efficiency
+report; cancelling a sweep cancels every unfinished member."""
+
+import json
+import logging
+import time
+
+import yaml
+from servicekit import TERMINAL, TINY, Team, assert_error, cli, service_env
+
+log = logging.getLogger(__name__)
+
+SWEEPS = "/v1/sweeps"
+JOBS = "/v1/fine_tuning/jobs"
+SWEEP_TIMEOUT_S = 900  # five tiny jobs on a busy 2-core machine
+
+
+def sweep_body(target: str, replay: str, **extra) -> dict:
+    hp = {"n_epochs": 1, "batch_size": 4, "seq_len": 64, "eval_sequences": 4}
+    body = {
+        "model": TINY,
+        "training_file": target,
+        "replay": {"dataset": replay},
+        "seed": 7,
+        "method": {"type": "supervised", "supervised": {"hyperparameters": hp}},
+        "replay_fractions": [0, 0.25],
+        "reference_subsets": [0.25, 0.5, 1],
+    }
+    body.update(extra)
+    return body
+
+
+def test_bad_sweep_requests_name_the_field_and_create_nothing(team: Team, team_files):
+    target, replay = team_files
+    cases = [
+        ({"replay_fractions": [0, 1.0]}, "replay_fractions"),
+        ({"replay_fractions": [-0.1]}, "replay_fractions"),
+        ({"replay_fractions": []}, "replay_fractions"),
+        ({"replay_fractions": [0.25, 0.25]}, "replay_fractions"),
+        ({"reference_subsets": [0, 0.5]}, "reference_subsets"),
+        ({"reference_subsets": [0.5, 2]}, "reference_subsets"),
+        ({"reference_subsets": [0.5]}, "reference_subsets"),  # with 1: two points, no fit
+        ({"target_stage2_allocations": [0]}, "target_stage2_allocations"),
+        ({"target_stage2_allocations": [0.5]}, "target_stage2_allocations"),  # no total_steps
+        ({"replay_fractions": ["lots"]}, "replay_fractions.0"),
+        ({"replay_fraction": [0.1]}, "replay_fraction"),  # a typo is not the default grid
+        ({"training_file": replay}, "training_file"),
+        ({"replay": {"dataset": "no-such-corpus"}}, "replay.dataset"),
+        ({"model": "replayft/no-such-model"}, "model"),
+    ]
+    for change, param in cases:
+        err = assert_error(team.post(SWEEPS, json={**sweep_body(target, replay), **change}), 400)
+        assert err["param"] == param, (change, err)
+    # a member that the engine rejects (here: replay without replay data) rejects the sweep
+    no_replay = sweep_body(target, replay)
+    del no_replay["replay"]
+    err = assert_error(team.post(SWEEPS, json=no_replay), 400, "replay.dataset")
+    assert "r=0.25" in err["message"], err
+    assert team.list_all(SWEEPS) == [] and team.list_all(JOBS) == [], "nothing half-created"
+
+
+def test_small_sweep_runs_in_parallel_to_a_complete_report(
+    service, team: Team, other_team: Team, target_jsonl, replay_jsonl, tmp_path
+):
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(
+        yaml.safe_dump(
+            {
+                "model": TINY,
+                "training_file": str(target_jsonl),
+                "replay": {"dataset": str(replay_jsonl)},
+                "seed": 7,
+                "n_epochs": 1,
+                "batch_size": 4,
+                "seq_len": 64,
+                "learning_rate": 2e-3,
+                "eval_sequences": 4,
+                "sweep": {"replay_fractions": [0, 0.25], "reference_subsets": [0.25, 0.5, 1]},
+            }
+        )
+    )
+    env = service_env(REPLAYFT_URL=service.url, REPLAYFT_API_KEY=team.key)
+    extra = service.start_worker()  # two training workers: members must not wait in line
+    try:
+        started = time.monotonic()
+        result = cli(
+            env,
+            tmp_path,
+            "sweeps",
+            "submit",
+            str(sweep_file),
+            "--wait",
+            "--timeout",
+            str(SWEEP_TIMEOUT_S - 60),
+            timeout=SWEEP_TIMEOUT_S,
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        extra.stop()
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{service.diagnostics()}"
+    sweep_id = result.stdout.split()[0]
+    assert sweep_id.startswith("sweep-"), result.stdout
+    assert "recommended:" in result.stdout and "MULTIPLIER" in result.stdout, result.stdout
+
+    sweep = team.ok(team.get(f"{SWEEPS}/{sweep_id}"))
+    assert sweep["status"] == "succeeded" and sweep["counts"]["succeeded"] == 4, sweep
+    members = {(m["replay_fraction"], m["target_subset_fraction"]): m for m in sweep["members"]}
+    # r=0 on all the data is configuration, reference and baseline at once: created once
+    assert set(members) == {(0.0, 1.0), (0.25, 1.0), (0.0, 0.5), (0.0, 0.25)}, members
+    assert members[(0.0, 1.0)]["roles"] == ["configuration", "reference"]
+
+    # members are ordinary jobs, listed with their sweep
+    listed = team.ok(team.get(JOBS, params={"metadata[sweep_id]": sweep_id, "limit": 50}))["data"]
+    assert {j["id"] for j in listed} == {m["job_id"] for m in sweep["members"]}
+    jobs = {j["id"]: j for j in listed}
+    assert all(j["seed"] == 7 and j["status"] == "succeeded" for j in listed), listed
+    # fine-tuning compute rule: replay adds steps, a reference on less data takes fewer
+    steps = {key: jobs[m["job_id"]]["progress"]["total_steps"] for key, m in members.items()}
+    assert steps[(0.0, 0.25)] < steps[(0.0, 0.5)] < steps[(0.0, 1.0)] < steps[(0.25, 1.0)], steps
+
+    # two workers: at least two members were training at the same time
+    def span(job_id: str) -> tuple[int, int]:
+        events = team.events(job_id)
+        start = next(e["created_at"] for e in events if "job started" in e["message"])
+        return start, team.job(job_id)["finished_at"]
+
+    spans = [span(i) for i in jobs]
+    overlapping = any(
+        a[0] < b[1] and b[0] < a[1] for i, a in enumerate(spans) for b in spans[i + 1 :]
+    )
+    assert overlapping, f"members ran one after another: {spans}"
+
+    report = team.ok(team.get(f"{SWEEPS}/{sweep_id}/report"))
+    assert report["status"] == "complete" and report["object"] == "sweep.report", report
+    # the report's losses are the members' own final evaluations
+    for point in report["reference"]["points"]:
+        evals = [
+            r
+            for r in team.metrics(point["job_id"])
+            if r.get("type") == "eval" and r.get("val_loss_target") is not None
+        ]
+        assert point["final_val_loss_target"] == evals[-1]["val_loss_target"], point
+    xs = [p["x"] for p in report["reference"]["points"]]
+    assert xs == sorted(xs) and xs[-1] == 1.0 and 0.15 < xs[0] < 0.35, xs
+    fit = report["reference"]["fit"]
+    assert fit is not None and fit["method"] in ("power", "log-linear"), report["reference"]
+    assert report["reference"]["fit_error"] is None
+    configurations = {c["replay_fraction"]: c for c in report["configurations"]}
+    assert set(configurations) == {0.0, 0.25}
+    assert configurations[0.0]["is_baseline"] and configurations[0.0]["multiplier"] == 1.0
+    replay_row = configurations[0.25]
+    assert replay_row["multiplier"] > 0 and replay_row["final_val_loss_generic"] is not None
+    assert replay_row["loss_spike"] is not None and replay_row["loss_spike_height"] >= 0
+    best = min(report["configurations"], key=lambda c: c["final_val_loss_target"])
+    rec = report["recommendation"]
+    assert rec["replay_fraction"] == best["replay_fraction"] and not rec["provisional"], rec
+    assert rec["reason"], rec
+
+    # `sweeps show` reads the same report; another team sees nothing of it
+    shown = cli(env, tmp_path, "sweeps", "show", sweep_id, "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["report"]["recommendation"] == rec
+    for path in (f"{SWEEPS}/{sweep_id}", f"{SWEEPS}/{sweep_id}/report"):
+        assert_error(other_team.get(path), 404, "sweep_id")
+    assert_error(other_team.post(f"{SWEEPS}/{sweep_id}/cancel"), 404, "sweep_id")
+    assert other_team.list_all(SWEEPS) == []
+
+    # the measurement, for `pytest --log-cli-level=INFO`
+    summary = {k: report[k] for k in ("reference", "configurations", "recommendation")}
+    log.info("sweep e2e: %.0fs for %d jobs; report: %s", elapsed, len(jobs), json.dumps(summary))
+
+
+def test_cancel_stops_every_unfinished_member(team: Team, team_files):
+    target, replay = team_files
+    body = sweep_body(target, replay, replay_fractions=[0, 0.5], reference_subsets=[0.5, 0.75])
+    body["method"]["supervised"]["hyperparameters"]["n_epochs"] = 20  # long: ~500 steps each
+    sweep = team.ok(team.post(SWEEPS, json=body))
+    assert sweep["status"] == "queued" and len(sweep["members"]) == 4, sweep
+    team.job_ids += [m["job_id"] for m in sweep["members"]]  # cancelled at teardown if left
+    # partial report while nothing has finished
+    report = team.ok(team.get(f"{SWEEPS}/{sweep['id']}/report"))
+    assert report["status"] == "partial" and report["recommendation"] is None, report
+    assert "reference runs have a final loss" in report["reference"]["fit_error"]
+
+    cancelled = team.ok(team.post(f"{SWEEPS}/{sweep['id']}/cancel"))
+    assert cancelled["status"] == "cancelled", cancelled
+    assert all(m["status"] == "cancelled" for m in cancelled["members"]), cancelled
+    for m in cancelled["members"]:
+        assert team.wait_job(m["job_id"], *TERMINAL, timeout=120)["status"] == "cancelled"
+    assert_error(team.post(f"{SWEEPS}/{sweep['id']}/cancel"), 409)
+    report = team.ok(team.get(f"{SWEEPS}/{sweep['id']}/report"))
+    assert report["status"] == "incomplete" and report["counts"]["cancelled"] == 4, report
+    assert len(report["notes"]) >= 4, report["notes"]
+    listed = team.list_all(SWEEPS)
+    assert [s["id"] for s in listed] == [sweep["id"]], listed
