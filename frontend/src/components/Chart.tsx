@@ -1,0 +1,139 @@
+// A uPlot chart as a React component. uPlot draws to a canvas and copes with 50,000-point series;
+// the plot is built once per series layout and new data only goes through setData(), so live
+// updates do not rebuild it. Vertical markers (the loss spike, the stage transition) are drawn by
+// a small plugin on top of the series.
+
+import { useEffect, useRef } from "react";
+import uPlot from "uplot";
+import "uplot/dist/uPlot.min.css";
+import type { Aligned } from "../lib/series";
+
+export interface SeriesStyle {
+  label: string;
+  color: string;
+  dash?: number[];
+  /** draw points only (a scatter plot), no line */
+  pointsOnly?: boolean;
+  width?: number;
+}
+
+export interface Marker {
+  x: number;
+  label: string;
+  color: string;
+}
+
+export interface ChartProps {
+  title: string;
+  data: Aligned;
+  series: SeriesStyle[];
+  xLabel?: string;
+  yLabel?: string;
+  markers?: Marker[];
+  height?: number;
+  logY?: boolean;
+  formatY?: (v: number) => string;
+  testId?: string;
+}
+
+function markerPlugin(markers: { current: Marker[] }): uPlot.Plugin {
+  return {
+    hooks: {
+      draw: (u: uPlot) => {
+        const ctx = u.ctx;
+        const { top, height } = u.bbox;
+        ctx.save();
+        ctx.font = `${12 * devicePixelRatio}px system-ui, sans-serif`;
+        for (const m of markers.current) {
+          const x = u.valToPos(m.x, "x", true);
+          if (!Number.isFinite(x) || x < u.bbox.left || x > u.bbox.left + u.bbox.width) continue;
+          ctx.strokeStyle = m.color;
+          ctx.fillStyle = m.color;
+          ctx.lineWidth = devicePixelRatio;
+          ctx.setLineDash([4 * devicePixelRatio, 3 * devicePixelRatio]);
+          ctx.beginPath();
+          ctx.moveTo(x, top);
+          ctx.lineTo(x, top + height);
+          ctx.stroke();
+          ctx.fillText(m.label, x + 4 * devicePixelRatio, top + 14 * devicePixelRatio);
+        }
+        ctx.restore();
+      },
+    },
+  };
+}
+
+export function Chart(props: ChartProps) {
+  const { title, data, series, xLabel = "step", yLabel, markers = [], height = 260 } = props;
+  const holder = useRef<HTMLDivElement>(null);
+  const plot = useRef<uPlot | null>(null);
+  const markerRef = useRef<Marker[]>(markers);
+  markerRef.current = markers;
+  const layout = JSON.stringify([series, xLabel, yLabel, height, props.logY]);
+
+  useEffect(() => {
+    const el = holder.current;
+    if (!el) return;
+    const fmt = props.formatY;
+    const opts: uPlot.Options = {
+      width: Math.max(200, el.clientWidth),
+      height,
+      plugins: [markerPlugin(markerRef)],
+      cursor: { focus: { prox: 16 } },
+      legend: { live: true },
+      scales: { x: { time: false }, y: { distr: props.logY ? 3 : 1 } },
+      axes: [
+        { label: xLabel, stroke: "#5b6472", grid: { stroke: "#eef0f3" } },
+        {
+          label: yLabel,
+          stroke: "#5b6472",
+          grid: { stroke: "#eef0f3" },
+          size: 64,
+          values: fmt ? (_u, vals) => vals.map((v) => (v === null ? "" : fmt(v))) : undefined,
+        },
+      ],
+      series: [
+        { label: xLabel },
+        ...series.map((s) => ({
+          label: s.label,
+          stroke: s.color,
+          width: s.width ?? 1.5,
+          dash: s.dash,
+          spanGaps: true,
+          value: fmt ? (_u: uPlot, v: number | null) => (v === null ? "—" : fmt(v)) : undefined,
+          ...(s.pointsOnly
+            ? { paths: () => null, points: { show: true, size: 9, fill: s.color } }
+            : { points: { show: false } }),
+        })),
+      ],
+    };
+    const u = new uPlot(opts, data as uPlot.AlignedData, el);
+    plot.current = u;
+    const resize = new ResizeObserver(() => u.setSize({ width: Math.max(200, el.clientWidth), height }));
+    resize.observe(el);
+    return () => {
+      resize.disconnect();
+      u.destroy();
+      plot.current = null;
+    };
+    // rebuilt only when the layout changes; data goes through setData below
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [layout]);
+
+  useEffect(() => {
+    plot.current?.setData(data as uPlot.AlignedData);
+  }, [data]);
+
+  useEffect(() => {
+    plot.current?.redraw(false);
+  }, [JSON.stringify(markers)]);
+
+  const points = data[0].length;
+  return (
+    <figure className="chart" data-testid={props.testId} data-points={points}>
+      <figcaption>{title}</figcaption>
+      <div ref={holder} className="chart-canvas" />
+      {points === 0 && <p className="chart-empty">No data points yet.</p>}
+    </figure>
+  );
+}

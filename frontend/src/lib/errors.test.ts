@@ -1,0 +1,56 @@
+import { describe, expect, it } from "vitest";
+import { ApiError, SseParser, toApiError } from "../api";
+import { errorLine, fieldForParam, formErrors } from "./errors";
+
+describe("API error -> form field", () => {
+  it.each([
+    ["training_file", "training_file"],
+    ["validation_file", "validation_file"],
+    ["model", "model"],
+    ["replay.fraction", "fraction"],
+    ["replay.dataset", "replay_dataset"],
+    ["replay.target_stage2_allocation", "target_stage2_allocation"],
+    ["replay.stage2_duration", "target_stage2_allocation"],
+    ["hyperparameters.n_epochs", "n_epochs"],
+    ["method.supervised.hyperparameters.learning_rate", "learning_rate"],
+    ["hyperparameters.lr_scheduler.warmup_ratio", "lr_scheduler"],
+    ["hyperparameters.seq_len", "seq_len"],
+  ])("%s -> %s", (param, field) => {
+    expect(fieldForParam(param)).toBe(field);
+  });
+
+  it("has no field for unknown or missing params", () => {
+    expect(fieldForParam("hyperparameters.eval_interval")).toBeNull();
+    expect(fieldForParam(null)).toBeNull();
+    expect(fieldForParam("metadata")).toBeNull();
+  });
+
+  it("puts a field's message under the field and the rest in general", () => {
+    const body = { error: { message: "replay.fraction: must be < 1", type: "invalid_request_error", param: "replay.fraction", code: "invalid_value" } };
+    const err = toApiError(400, body);
+    expect(err).toBeInstanceOf(ApiError);
+    expect(formErrors(err)).toEqual({ fields: { fraction: "replay.fraction: must be < 1" }, general: null });
+    expect(formErrors(new ApiError(500, "Internal server error."))).toEqual({ fields: {}, general: "Internal server error." });
+    expect(toApiError(502, "<html>bad gateway</html>").message).toBe("HTTP 502");
+  });
+
+  it("reads the line number of a file validation error", () => {
+    expect(errorLine("line 12: not valid JSON")).toBe(12);
+    expect(errorLine("file is empty")).toBeNull();
+    expect(errorLine(null)).toBeNull();
+  });
+});
+
+describe("SseParser", () => {
+  it("parses events split anywhere across chunks", () => {
+    const got: [string, unknown][] = [];
+    const p = new SseParser((e, d) => got.push([e, d]));
+    const text = 'event: metrics\ndata: {"step": 1}\n\nevent: job\ndata: {"status": "running"}\n\n: comment\n\nevent: done\ndata: {"status": "succeeded"}\n\n';
+    for (let i = 0; i < text.length; i += 7) p.push(text.slice(i, i + 7));
+    expect(got).toEqual([
+      ["metrics", { step: 1 }],
+      ["job", { status: "running" }],
+      ["done", { status: "succeeded" }],
+    ]);
+  });
+});

@@ -1,0 +1,70 @@
+// API errors -> the form field to show them next to. The API names the offending field in
+// `param` as a request path (`replay.fraction`, `hyperparameters.n_epochs`, or the full
+// `method.supervised.hyperparameters.n_epochs`); the new-job form has flat field names.
+
+import { ApiError } from "../api";
+
+export type FormField =
+  | "model"
+  | "training_file"
+  | "validation_file"
+  | "replay_dataset"
+  | "fraction"
+  | "target_stage2_allocation"
+  | "n_epochs"
+  | "learning_rate"
+  | "lr_scheduler"
+  | "batch_size"
+  | "seq_len"
+  | "suffix";
+
+const DIRECT: Record<string, FormField> = {
+  model: "model",
+  gguf_file: "model",
+  training_file: "training_file",
+  validation_file: "validation_file",
+  suffix: "suffix",
+  "replay.dataset": "replay_dataset",
+  "replay.fraction": "fraction",
+  "replay.target_stage2_allocation": "target_stage2_allocation",
+  // d is derived from r and a in this form: its errors are about those two knobs
+  "replay.stage2_duration": "target_stage2_allocation",
+};
+
+const HYPER: Record<string, FormField> = {
+  n_epochs: "n_epochs",
+  learning_rate: "learning_rate",
+  learning_rate_multiplier: "learning_rate",
+  lr_scheduler: "lr_scheduler",
+  batch_size: "batch_size",
+  seq_len: "seq_len",
+};
+
+export function fieldForParam(param: string | null | undefined): FormField | null {
+  if (!param) return null;
+  if (param in DIRECT) return DIRECT[param];
+  const hp = param.replace(/^(method\.supervised\.)?hyperparameters\./, "");
+  if (hp !== param) return HYPER[hp.split(".")[0]] ?? null;
+  return null;
+}
+
+export interface FormErrors {
+  fields: Partial<Record<FormField, string>>;
+  /** errors that belong to no field of the form */
+  general: string | null;
+}
+
+export function formErrors(error: unknown): FormErrors {
+  if (error instanceof ApiError) {
+    const field = fieldForParam(error.param);
+    if (field) return { fields: { [field]: error.message }, general: null };
+    return { fields: {}, general: error.message };
+  }
+  return { fields: {}, general: error instanceof Error ? error.message : String(error) };
+}
+
+/** The line number a file validation error names (`line 12: ...`), or null. */
+export function errorLine(details: string | null | undefined): number | null {
+  const m = /^line (\d+):/.exec(details ?? "");
+  return m ? Number(m[1]) : null;
+}

@@ -1,0 +1,40 @@
+import { describe, expect, it } from "vitest";
+import { formatBytes, formatCount, formatEta, formatLoss, formatPercent } from "./format";
+
+describe("formatEta", () => {
+  it.each([
+    [null, "—"],
+    [undefined, "—"],
+    [-1, "—"],
+    [Number.POSITIVE_INFINITY, "—"],
+    [0, "0s"],
+    [44.6, "45s"],
+    [60, "1m 00s"],
+    [125, "2m 05s"],
+    [3600, "1h 00m"],
+    [7530, "2h 05m"],
+    [3 * 86400 + 5 * 3600, "3d 5h"],
+  ])("%s s -> %s", (seconds, text) => {
+    expect(formatEta(seconds as number | null)).toBe(text);
+  });
+});
+
+describe("numbers", () => {
+  it("abbreviates counts", () => {
+    expect(formatCount(950)).toBe("950");
+    expect(formatCount(12_345)).toBe("12k");
+    expect(formatCount(1_250_000)).toBe("1.3M");
+    expect(formatCount(25_000_000)).toBe("25M");
+    expect(formatCount(3.2e9)).toBe("3.2B");
+    expect(formatCount(null)).toBe("—");
+  });
+  it("formats bytes, losses and percentages", () => {
+    expect(formatBytes(512)).toBe("512 B");
+    expect(formatBytes(1536)).toBe("1.5 KiB");
+    expect(formatBytes(300 * 1024 * 1024)).toBe("300 MiB");
+    expect(formatLoss(2.345678)).toBe("2.3457");
+    expect(formatLoss(null)).toBe("—");
+    expect(formatPercent(0.25)).toBe("25%");
+    expect(formatPercent(1 / 3)).toBe("33.3%");
+  });
+});

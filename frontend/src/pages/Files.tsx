@@ -1,0 +1,174 @@
+// Files: drag-and-drop (or pick) upload with a progress bar, the validation result of each file
+// (format, examples, tokens, or the error with its line number), and delete.
+
+import { useRef, useState, type DragEvent } from "react";
+import type { FileObject } from "../api";
+import { useClient, useOnError } from "../auth";
+import { Empty, ErrorNote, Loading, ProgressBar } from "../components/ui";
+import { usePolled } from "../hooks";
+import { errorLine } from "../lib/errors";
+import { formatBytes, formatCount, formatTime } from "../lib/format";
+
+interface Upload {
+  id: number;
+  name: string;
+  progress: number;
+  error: string | null;
+}
+
+export function FilesPage() {
+  const client = useClient();
+  const onError = useOnError();
+  const [purpose, setPurpose] = useState("fine-tune");
+  const [uploads, setUploads] = useState<Upload[]>([]);
+  const [dragging, setDragging] = useState(false);
+  const [actionError, setActionError] = useState<string | null>(null);
+  const picker = useRef<HTMLInputElement>(null);
+  const nextUpload = useRef(0);
+  // poll while a file is still being validated
+  const files = usePolled(
+    () => client.files(),
+    [client],
+    (list) => (list?.data.some((f) => f.status === "uploaded") ? 1500 : null),
+  );
+
+  async function send(selected: FileList | File[]) {
+    for (const file of Array.from(selected)) {
+      const id = nextUpload.current++;
+      const update = (patch: Partial<Upload>) =>
+        setUploads((all) => all.map((u) => (u.id === id ? { ...u, ...patch } : u)));
+      setUploads((all) => [...all, { id, name: file.name, progress: 0, error: null }]);
+      try {
+        await client.upload(file, purpose, (progress) => update({ progress }));
+        setUploads((all) => all.filter((u) => u.id !== id));
+        files.reload();
+      } catch (e) {
+        update({ error: onError(e) });
+      }
+    }
+  }
+
+  function onDrop(e: DragEvent) {
+    e.preventDefault();
+    setDragging(false);
+    if (e.dataTransfer.files.length) send(e.dataTransfer.files);
+  }
+
+  async function remove(file: FileObject) {
+    if (!window.confirm(`Delete ${file.filename} (${file.id})?`)) return;
+    try {
+      await client.deleteFile(file.id);
+      setActionError(null);
+      files.reload();
+    } catch (e) {
+      setActionError(onError(e));
+    }
+  }
+
+  return (
+    <section>
+      <h1>Files</h1>
+      <div
+        className={`dropzone${dragging ? " dragging" : ""}`}
+        onDragOver={(e) => {
+          e.preventDefault();
+          setDragging(true);
+        }}
+        onDragLeave={() => setDragging(false)}
+        onDrop={onDrop}
+        data-testid="dropzone"
+      >
+        <p>
+          Drop JSONL, .txt or Parquet files here, or{" "}
+          <button type="button" className="link-button" onClick={() => picker.current?.click()}>
+            choose files
+          </button>
+          .
+        </p>
+        <label>
+          Purpose{" "}
+          <select value={purpose} onChange={(e) => setPurpose(e.target.value)} aria-label="Purpose">
+            <option value="fine-tune">fine-tune (target or validation data)</option>
+            <option value="replay">replay (generic data)</option>
+          </select>
+        </label>
+        <input
+          ref={picker}
+          type="file"
+          multiple
+          hidden
+          data-testid="file-input"
+          onChange={(e) => {
+            if (e.target.files?.length) send(e.target.files);
+            e.target.value = "";
+          }}
+        />
+        {uploads.map((u) => (
+          <div key={u.id} className="upload-row">
+            <span>{u.name}</span>
+            {u.error ? (
+              <span className="field-error">{u.error}</span>
+            ) : (
+              <ProgressBar value={u.progress} label={`Uploading ${u.name}`} />
+            )}
+          </div>
+        ))}
+      </div>
+      {actionError && <ErrorNote message={actionError} />}
+      {files.loading && !files.data && <Loading what="files" />}
+      {files.error && <ErrorNote message={files.error} onRetry={files.reload} />}
+      {files.data && files.data.data.length === 0 && (
+        <Empty>No files yet. Upload target data (purpose fine-tune) and, for replay, generic data.</Empty>
+      )}
+      {files.data && files.data.data.length > 0 && (
+        <table className="table" aria-label="Files">
+          <thead>
+            <tr>
+              <th>File</th>
+              <th>Purpose</th>
+              <th>Status</th>
+              <th>Format</th>
+              <th className="num">Examples</th>
+              <th className="num">Tokens</th>
+              <th className="num">Size</th>
+              <th>Uploaded</th>
+              <th />
+            </tr>
+          </thead>
+          <tbody>
+            {files.data.data.map((f) => (
+              <tr key={f.id} data-file-id={f.id}>
+                <td>
+                  <div>{f.filename}</div>
+                  <div className="muted small mono">{f.id}</div>
+                </td>
+                <td>{f.purpose}</td>
+                <td>
+                  <span className={`badge badge-file-${f.status}`}>
+                    {f.status === "uploaded" ? "validating…" : f.status}
+                  </span>
+                  {f.status === "error" && (
+                    <div className="field-error small">
+                      {errorLine(f.status_details) !== null && <strong>Line {errorLine(f.status_details)}: </strong>}
+                      {(f.status_details ?? "").replace(/^line \d+:\s*/, "")}
+                    </div>
+                  )}
+                </td>
+                <td>{f.stats?.format ?? "—"}</td>
+                <td className="num">{formatCount(f.stats?.examples)}</td>
+                <td className="num">{formatCount(f.stats?.tokens)}</td>
+                <td className="num">{formatBytes(f.bytes)}</td>
+                <td>{formatTime(f.created_at)}</td>
+                <td>
+                  <button type="button" className="danger small" onClick={() => remove(f)} aria-label={`Delete ${f.filename}`}>
+                    Delete
+                  </button>
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </section>
+  );
+}

@@ -1,0 +1,297 @@
+// One job (deep link /jobs/<id>): live loss and LR charts with the initial loss spike and the
+// stage transition marked, the events log, checkpoints with their metrics and a download button,
+// and cancel / pause / resume. Live data comes from the job's SSE stream (read with fetch, so the
+// key travels in a header); the stream replays the job's history, so reconnecting loses nothing.
+
+import { useCallback, useEffect, useMemo, useRef, useState } from "react";
+import { Link, useParams } from "react-router-dom";
+import { FINISHED, type Checkpoint, type Job, type JobEvent, type MetricRecord } from "../api";
+import { useClient, useOnError } from "../auth";
+import { Chart, type Marker } from "../components/Chart";
+import { Empty, ErrorNote, Loading, ProgressBar, StatusBadge } from "../components/ui";
+import { formatCount, formatEta, formatLoss, formatLr, formatTime } from "../lib/format";
+import { transitionStep } from "../lib/plan";
+import { alignSeries, detectSpike, mergeRecords } from "../lib/series";
+
+const COLORS = {
+  target: "#1c7ed6",
+  generic: "#f08c00",
+  lr: "#7048e8",
+  spike: "#e03131",
+  stage: "#868e96",
+};
+
+/** Job states in which the worker may still produce data. */
+const isLive = (job: Job | null) =>
+  !!job && !FINISHED.includes(job.status) && job.status !== "paused";
+
+export function JobDetailPage() {
+  const { jobId = "" } = useParams();
+  const client = useClient();
+  const onError = useOnError();
+  const [job, setJob] = useState<Job | null>(null);
+  const [records, setRecords] = useState<MetricRecord[]>([]);
+  const [events, setEvents] = useState<JobEvent[]>([]);
+  const [checkpoints, setCheckpoints] = useState<Checkpoint[]>([]);
+  const [error, setError] = useState<string | null>(null);
+  const [actionError, setActionError] = useState<string | null>(null);
+  const [busy, setBusy] = useState<string | null>(null);
+  const [connected, setConnected] = useState(false);
+
+  const loadAll = useCallback(async () => {
+    try {
+      const [j, m, e, c] = await Promise.all([
+        client.job(jobId),
+        client.metrics(jobId),
+        client.events(jobId, 200),
+        client.checkpoints(jobId),
+      ]);
+      setJob(j);
+      setRecords((old) => mergeRecords(old, m.data));
+      setEvents(e.data);
+      setCheckpoints(c.data);
+      setError(null);
+    } catch (err) {
+      setError(onError(err));
+    }
+  }, [client, jobId, onError]);
+
+  useEffect(() => {
+    setJob(null);
+    setRecords([]);
+    setEvents([]);
+    setCheckpoints([]);
+    loadAll();
+  }, [loadAll]);
+
+  // live updates while the job can still change; records are applied in batches, so a fast run
+  // re-renders a few times a second, not once per step
+  const live = isLive(job);
+  const pending = useRef<MetricRecord[]>([]);
+  useEffect(() => {
+    if (!live) return;
+    const abort = new AbortController();
+    const flush = setInterval(() => {
+      if (pending.current.length) {
+        const batch = pending.current;
+        pending.current = [];
+        setRecords((old) => mergeRecords(old, batch));
+      }
+    }, 400);
+    let refreshCheckpoints: ReturnType<typeof setTimeout> | undefined;
+    const on = (event: string, data: unknown) => {
+      if (event === "metrics") pending.current.push(data as MetricRecord);
+      else if (event === "job") setJob(data as Job);
+      else if (event === "event") {
+        const ev = data as JobEvent;
+        setEvents((old) => (old.some((e) => e.id === ev.id) ? old : [ev, ...old]));
+        if (/checkpoint/i.test(ev.message)) {
+          clearTimeout(refreshCheckpoints);
+          refreshCheckpoints = setTimeout(
+            () => client.checkpoints(jobId).then((c) => setCheckpoints(c.data), () => undefined),
+            300,
+          );
+        }
+      }
+    };
+    (async () => {
+      while (!abort.signal.aborted) {
+        try {
+          setConnected(true);
+          await client.stream(jobId, on, abort.signal);
+        } catch (err) {
+          if (abort.signal.aborted) return;
+          onError(err);
+        }
+        setConnected(false);
+        if (abort.signal.aborted) return;
+        await loadAll(); // the stream ended: the job finished or paused, or the network broke
+        await new Promise((r) => setTimeout(r, 2000));
+      }
+    })();
+    return () => {
+      abort.abort();
+      clearInterval(flush);
+      clearTimeout(refreshCheckpoints);
+      setConnected(false);
+    };
+  }, [live, client, jobId, loadAll, onError]);
+
+  const lossData = useMemo(
+    () => alignSeries(records.filter((r) => r.type === "train"), ["train_loss_target", "train_loss_generic"]),
+    [records],
+  );
+  const valData = useMemo(
+    () => alignSeries(records.filter((r) => r.type === "eval"), ["val_loss_target", "val_loss_generic"]),
+    [records],
+  );
+  const lrData = useMemo(() => alignSeries(records.filter((r) => r.type === "train"), ["lr"]), [records]);
+  const spike = job?.summary?.loss_spike ?? detectSpike(records);
+  const transition = job?.replay?.transition_step != null ? transitionStep({ transition_step: job.replay.transition_step }) : null;
+  const markers: Marker[] = [];
+  if (transition) markers.push({ x: transition, label: "stage 2", color: COLORS.stage });
+  if (spike && spike.height > 0)
+    markers.push({ x: spike.peak_step, label: `spike +${spike.height.toFixed(3)}`, color: COLORS.spike });
+
+  async function act(action: "cancel" | "pause" | "resume") {
+    if (action === "cancel" && !window.confirm(`Cancel ${jobId}?`)) return;
+    setBusy(action);
+    try {
+      setJob(await client.control(jobId, action));
+      setActionError(null);
+      client.events(jobId, 200).then((e) => setEvents(e.data), () => undefined);
+    } catch (err) {
+      setActionError(onError(err));
+    } finally {
+      setBusy(null);
+    }
+  }
+
+  async function download(ckpt: Checkpoint) {
+    setBusy(`download-${ckpt.id}`);
+    try {
+      await client.downloadCheckpoint(jobId, ckpt);
+      setActionError(null);
+    } catch (err) {
+      setActionError(onError(err));
+    } finally {
+      setBusy(null);
+    }
+  }
+
+  if (error && !job) return <ErrorNote message={error} onRetry={loadAll} />;
+  if (!job) return <Loading what={`job ${jobId}`} />;
+
+  const { step, total_steps, stage, eta_seconds, tokens_seen } = job.progress;
+  const canCancel = !FINISHED.includes(job.status);
+  const canPause = job.status === "queued" || job.status === "running";
+  const canResume = job.status === "paused";
+
+  return (
+    <section>
+      <p className="crumbs"><Link to="/jobs">Jobs</Link> / <span className="mono">{job.id}</span></p>
+      <div className="page-head">
+        <h1>
+          <span className="mono">{job.id}</span> <StatusBadge status={job.status} />
+        </h1>
+        <div className="actions" role="group" aria-label="Job controls">
+          <button type="button" onClick={() => act("pause")} disabled={!canPause || busy !== null}>
+            {busy === "pause" ? "Pausing…" : "Pause"}
+          </button>
+          <button type="button" onClick={() => act("resume")} disabled={!canResume || busy !== null}>
+            {busy === "resume" ? "Resuming…" : "Resume"}
+          </button>
+          <button type="button" className="danger" onClick={() => act("cancel")} disabled={!canCancel || busy !== null}>
+            {busy === "cancel" ? "Cancelling…" : "Cancel"}
+          </button>
+        </div>
+      </div>
+      {actionError && <ErrorNote message={actionError} />}
+      {error && <ErrorNote message={error} onRetry={loadAll} />}
+      {job.error && <ErrorNote message={`Job failed: ${job.error.message}`} />}
+      <div className="card">
+        <ProgressBar value={total_steps ? step / total_steps : 0} label="Job progress" />
+        <dl className="facts">
+          <div><dt>Step</dt><dd data-testid="job-step">{step} / {total_steps ?? "?"}</dd></div>
+          <div><dt>Stage</dt><dd>{stage ?? "—"}</dd></div>
+          <div><dt>ETA</dt><dd>{job.status === "running" ? formatEta(eta_seconds) : "—"}</dd></div>
+          <div><dt>Tokens seen</dt><dd>{formatCount(tokens_seen)}</dd></div>
+          <div><dt>Replay r</dt><dd>{job.replay?.fraction ?? "none"}</dd></div>
+          <div><dt>Final val loss (target)</dt><dd data-testid="final-val-loss">{formatLoss(job.summary?.final_val_loss_target)}</dd></div>
+          <div><dt>Model</dt><dd>{job.fine_tuned_model ?? job.model}</dd></div>
+          <div><dt>Live</dt><dd>{connected ? "streaming" : live ? "connecting…" : "—"}</dd></div>
+        </dl>
+        {spike && (
+          <p className="muted small" data-testid="spike">
+            Initial loss spike: target loss {formatLoss(spike.initial_loss)} → peak {formatLoss(spike.peak_loss)} at
+            step {spike.peak_step} (+{spike.height.toFixed(4)}),{" "}
+            {spike.recovered_step !== null ? `back at step ${spike.recovered_step}` : "not recovered yet"}.
+          </p>
+        )}
+      </div>
+      <div className="charts">
+        <Chart
+          title="Training loss"
+          testId="chart-train-loss"
+          data={lossData}
+          yLabel="loss"
+          markers={markers}
+          series={[
+            { label: "target", color: COLORS.target },
+            { label: "generic", color: COLORS.generic },
+          ]}
+        />
+        <Chart
+          title="Validation loss"
+          testId="chart-val-loss"
+          data={valData}
+          yLabel="loss"
+          markers={markers}
+          series={[
+            { label: "val target", color: COLORS.target, width: 2 },
+            { label: "val generic", color: COLORS.generic, width: 2 },
+          ]}
+        />
+        <Chart
+          title="Learning rate"
+          testId="chart-lr"
+          data={lrData}
+          yLabel="lr"
+          formatY={formatLr}
+          markers={transition ? [markers[0]] : []}
+          series={[{ label: "lr", color: COLORS.lr }]}
+          height={180}
+        />
+      </div>
+      <div className="two-col">
+        <div className="card">
+          <h2>Checkpoints</h2>
+          {checkpoints.length === 0 ? (
+            <Empty>No checkpoints yet.</Empty>
+          ) : (
+            <table className="table" aria-label="Checkpoints">
+              <thead>
+                <tr>
+                  <th className="num">Step</th>
+                  <th className="num">Train loss</th>
+                  <th className="num">Val target</th>
+                  <th className="num">Val generic</th>
+                  <th />
+                </tr>
+              </thead>
+              <tbody>
+                {checkpoints.map((c) => (
+                  <tr key={c.id} data-checkpoint-id={c.id}>
+                    <td className="num">{c.step_number}</td>
+                    <td className="num">{formatLoss(c.metrics.train_loss)}</td>
+                    <td className="num">{formatLoss(c.metrics.val_loss_target)}</td>
+                    <td className="num">{formatLoss(c.metrics.val_loss_generic)}</td>
+                    <td>
+                      <button type="button" className="small" disabled={busy !== null} onClick={() => download(c)}>
+                        {busy === `download-${c.id}` ? "Downloading…" : "Download"}
+                      </button>
+                    </td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          )}
+        </div>
+        <div className="card">
+          <h2>Events</h2>
+          {events.length === 0 ? (
+            <Empty>No events yet.</Empty>
+          ) : (
+            <ol className="events" aria-label="Events" data-testid="events">
+              {events.map((e) => (
+                <li key={e.id} className={`event event-${e.level}`}>
+                  <time>{formatTime(e.created_at)}</time> <span>{e.message}</span>
+                </li>
+              ))}
+            </ol>
+          )}
+        </div>
+      </div>
+    </section>
+  );
+}
