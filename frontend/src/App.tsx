@@ -9,6 +9,8 @@ import { JobDetailPage } from "./pages/JobDetail";
 import { JobsPage } from "./pages/Jobs";
 import { NewJobPage } from "./pages/NewJob";
 import { SignInPage } from "./pages/SignIn";
+import { SweepDetailPage } from "./pages/SweepDetail";
+import { SweepsPage } from "./pages/Sweeps";
 
 export function App() {
   const { client, signOut } = useAuth();
@@ -27,6 +29,7 @@ export function App() {
           <NavLink to="/jobs/new">New job</NavLink>
           <NavLink to="/files">Files</NavLink>
           <NavLink to="/compare">Compare</NavLink>
+          <NavLink to="/sweeps">Sweeps</NavLink>
         </nav>
         <button type="button" className="link-button" onClick={() => signOut()}>
           Sign out
@@ -41,6 +44,8 @@ export function App() {
           <Route path="/jobs/:jobId" element={<JobDetailPage />} />
           <Route path="/files" element={<FilesPage />} />
           <Route path="/compare" element={<ComparePage />} />
+          <Route path="/sweeps" element={<SweepsPage />} />
+          <Route path="/sweeps/:sweepId" element={<SweepDetailPage />} />
           <Route path="*" element={<p className="state">No page here. <NavLink to="/jobs">Go to jobs</NavLink></p>} />
         </Routes>
       </main>

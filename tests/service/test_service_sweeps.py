@@ -5,10 +5,13 @@ report; cancelling a sweep cancels every unfinished member."""
 
 import json
 import logging
+import os
 import time
+from pathlib import Path
 
+import pytest
 import yaml
-from servicekit import TERMINAL, TINY, Team, assert_error, cli, service_env
+from servicekit import REPO, TERMINAL, TINY, Team, assert_error, cli, service_env
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +64,13 @@ def test_bad_sweep_requests_name_the_field_and_create_nothing(team: Team, team_f
     assert team.list_all(SWEEPS) == [] and team.list_all(JOBS) == [], "nothing half-created"
 
 
-def test_small_sweep_runs_in_parallel_to_a_complete_report(
-    service, team: Team, other_team: Team, target_jsonl, replay_jsonl, tmp_path
-):
+@pytest.fixture(scope="module")
+def finished_sweep(service, target_jsonl, replay_jsonl, tmp_path_factory):
+    """One small sweep, submitted with `replayft sweeps submit --wait` while two training workers
+    run, shared by the API and browser tests below:
+    (team, sweep id, CLI result, seconds it took, CLI environment, working folder)."""
+    team = service.team("sweeps-e2e")
+    tmp_path = tmp_path_factory.mktemp("sweep")
     sweep_file = tmp_path / "sweep.yaml"
     sweep_file.write_text(
         yaml.safe_dump(
@@ -101,6 +108,12 @@ def test_small_sweep_runs_in_parallel_to_a_complete_report(
         extra.stop()
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{service.diagnostics()}"
     sweep_id = result.stdout.split()[0]
+    yield team, sweep_id, result, elapsed, env, tmp_path
+    team.close()
+
+
+def test_small_sweep_runs_in_parallel_to_a_complete_report(finished_sweep, other_team: Team):
+    team, sweep_id, result, elapsed, env, tmp_path = finished_sweep
     assert sweep_id.startswith("sweep-"), result.stdout
     assert "recommended:" in result.stdout and "MULTIPLIER" in result.stdout, result.stdout
 
@@ -195,3 +208,72 @@ def test_cancel_stops_every_unfinished_member(team: Team, team_files):
     assert len(report["notes"]) >= 4, report["notes"]
     listed = team.list_all(SWEEPS)
     assert [s["id"] for s in listed] == [sweep["id"]], listed
+
+
+# ---------------------------------------------------------------------------- the dashboard page
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def test_sweep_report_page_shows_the_plots(service, finished_sweep):
+    """Headless Chromium (Playwright) on the dashboard: the sweeps list links to the report page,
+    which plots loss against replay fraction and the fitted reference curve with every
+    configuration on it, and names the recommended fraction. With REPLAYFT_SCREENSHOTS=<dir> it
+    saves sweep-report.png there (docs/screenshots/ holds the committed one)."""
+    playwright_sync = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: scripts/install.sh --dev installs Debian's chromium")
+    if not (REPO / "frontend" / "dist" / "index.html").is_file():
+        pytest.fail("the dashboard is not built: scripts/install.sh builds frontend/")
+    team, sweep_id, *_ = finished_sweep
+    report = team.ok(team.get(f"{SWEEPS}/{sweep_id}/report"))
+    errors: list[str] = []
+    with playwright_sync.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            page.set_default_timeout(30_000)
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.add_init_script(f"sessionStorage.setItem('replayft.apiKey', {team.key!r})")
+            page.goto(f"{service.url}/sweeps")
+            page.get_by_role("heading", name="Replay sweeps").wait_for()
+            page.get_by_role("link", name=sweep_id).click()
+            page.get_by_role("heading", name="Sweep report").wait_for()
+            assert page.get_by_test_id("report-status").inner_text() == "complete"
+
+            by_fraction = page.get_by_test_id("sweep-loss-vs-fraction")
+            curve = page.get_by_test_id("sweep-reference-curve")
+            by_fraction.locator("canvas").wait_for()
+            curve.locator("canvas").wait_for()
+            assert by_fraction.get_attribute("data-points") == "2"  # r = 0 and r = 0.25
+            # the sampled curve plus the reference runs and the configurations placed on it
+            assert int(curve.get_attribute("data-points") or 0) > 60
+
+            rec = report["recommendation"]
+            card = page.get_by_test_id("recommendation")
+            assert f"r={rec['replay_fraction']:g}" in card.inner_text()
+            assert rec["reason"] in card.inner_text()
+            table = page.get_by_role("table", name="Multipliers")
+            rows = table.locator("tbody tr")
+            assert rows.count() == len(report["configurations"])
+            replay = next(c for c in report["configurations"] if c["replay_fraction"] == 0.25)
+            assert (
+                f"{replay['multiplier']:.2f}×"
+                in table.locator("tr[data-fraction='0.25']").inner_text()
+            )
+            folder = os.environ.get("REPLAYFT_SCREENSHOTS")
+            if folder:
+                Path(folder).mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(Path(folder) / "sweep-report.png"), full_page=True)
+        finally:
+            browser.close()
+    assert not errors, f"uncaught errors in the page: {errors}"

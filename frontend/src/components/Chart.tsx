@@ -14,6 +14,8 @@ export interface SeriesStyle {
   dash?: number[];
   /** draw points only (a scatter plot), no line */
   pointsOnly?: boolean;
+  /** a line with a point at each value */
+  showPoints?: boolean;
   width?: number;
 }
 
@@ -32,6 +34,12 @@ export interface ChartProps {
   markers?: Marker[];
   height?: number;
   logY?: boolean;
+  /** log-scale x axis (amounts of data that double from point to point) */
+  logX?: boolean;
+  /** fixed x range, e.g. [0, 1] for a fraction */
+  xRange?: [number, number];
+  /** where the x axis has ticks (default: uPlot's choice) */
+  xTicks?: number[];
   formatY?: (v: number) => string;
   testId?: string;
 }
@@ -69,7 +77,16 @@ export function Chart(props: ChartProps) {
   const plot = useRef<uPlot | null>(null);
   const markerRef = useRef<Marker[]>(markers);
   markerRef.current = markers;
-  const layout = JSON.stringify([series, xLabel, yLabel, height, props.logY]);
+  const layout = JSON.stringify([
+    series,
+    xLabel,
+    yLabel,
+    height,
+    props.logY,
+    props.logX,
+    props.xRange,
+    props.xTicks,
+  ]);
 
   useEffect(() => {
     const el = holder.current;
@@ -81,9 +98,25 @@ export function Chart(props: ChartProps) {
       plugins: [markerPlugin(markerRef)],
       cursor: { focus: { prox: 16 } },
       legend: { live: true },
-      scales: { x: { time: false }, y: { distr: props.logY ? 3 : 1 } },
+      scales: {
+        x: { time: false, distr: props.logX ? 3 : 1, ...(props.xRange ? { range: props.xRange } : {}) },
+        y: { distr: props.logY ? 3 : 1 },
+      },
       axes: [
-        { label: xLabel, stroke: "#5b6472", grid: { stroke: "#eef0f3" } },
+        {
+          label: xLabel,
+          stroke: "#5b6472",
+          grid: { stroke: "#eef0f3" },
+          ...(props.xTicks
+            ? {
+                splits: () => props.xTicks as number[],
+                // a log axis labels only powers of ten by default; label every tick given
+                filter: (_u: uPlot, splits: number[]) => splits,
+                values: (_u: uPlot, vals: (number | null)[]) =>
+                  vals.map((v) => (v === null ? "" : String(+v.toPrecision(3)))),
+              }
+            : {}),
+        },
         {
           label: yLabel,
           stroke: "#5b6472",
@@ -103,7 +136,7 @@ export function Chart(props: ChartProps) {
           value: fmt ? (_u: uPlot, v: number | null) => (v === null ? "—" : fmt(v)) : undefined,
           ...(s.pointsOnly
             ? { paths: () => null, points: { show: true, size: 9, fill: s.color } }
-            : { points: { show: false } }),
+            : { points: s.showPoints ? { show: true, size: 8, fill: s.color } : { show: false } }),
         })),
       ],
     };
@@ -125,7 +158,9 @@ export function Chart(props: ChartProps) {
   }, [data]);
 
   useEffect(() => {
-    plot.current?.redraw(false);
+    // uPlot cannot redraw a plot that has never had data (its axes are not measured yet)
+    if (data[0].length) plot.current?.redraw(false);
+    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [JSON.stringify(markers)]);
 
   const points = data[0].length;

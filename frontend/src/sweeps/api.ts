@@ -1,0 +1,106 @@
+// Sweeps in the public API (/v1/sweeps): their shapes and calls, kept beside the shared client
+// (../api.ts) rather than in it, since only the sweep pages use them.
+
+import type { Client, JobStatus, List } from "../api";
+
+export type SweepStatus = "queued" | "running" | "succeeded" | "failed" | "cancelled";
+
+export interface SweepMember {
+  job_id: string;
+  status: JobStatus;
+  roles: ("configuration" | "reference")[];
+  replay_fraction: number;
+  target_stage2_allocation: number | null;
+  target_subset_fraction: number;
+  progress: { step: number; total_steps: number | null } | null;
+  error: { message: string } | null;
+}
+
+export interface Counts {
+  total: number;
+  succeeded: number;
+  failed: number;
+  cancelled: number;
+  unfinished: number;
+}
+
+export interface Sweep {
+  id: string;
+  object: "sweep";
+  created_at: number;
+  finished_at: number | null;
+  status: SweepStatus;
+  model: string;
+  training_file: string;
+  seed: number;
+  replay_fractions: number[];
+  target_stage2_allocations: number[] | null;
+  reference_subsets: number[];
+  counts: Counts;
+  members: SweepMember[];
+}
+
+export interface Fit {
+  A: number | null;
+  B: number | null;
+  C: number | null;
+  alpha: number;
+  beta: number;
+  method: "power" | "log-linear";
+  degenerate: boolean;
+  formula: string;
+}
+
+interface MemberRow {
+  job_id: string;
+  status: JobStatus;
+  final_val_loss_target: number | null;
+  final_val_loss_generic: number | null;
+  error: { message: string } | null;
+}
+
+export interface ReferencePoint extends MemberRow {
+  target_subset_fraction: number;
+  target_sequences: number | null;
+  x: number;
+}
+
+export interface Configuration extends MemberRow {
+  replay_fraction: number;
+  target_stage2_allocation: number | null;
+  is_baseline: boolean;
+  loss_spike_height: number | null;
+  x_eq: number | null;
+  multiplier: number | null;
+  multiplier_method: string | null;
+}
+
+export interface SweepReport {
+  object: "sweep.report";
+  sweep_id: string;
+  status: "partial" | "complete" | "incomplete";
+  sweep_status: SweepStatus;
+  counts: Counts;
+  reference: { x_unit: string; points: ReferencePoint[]; fit: Fit | null; fit_error: string | null };
+  baseline: (MemberRow & { x_eq: number | null }) | null;
+  configurations: Configuration[];
+  recommendation: {
+    replay_fraction: number;
+    target_stage2_allocation: number | null;
+    job_id: string;
+    final_val_loss_target: number;
+    multiplier: number | null;
+    provisional: boolean;
+    reason: string;
+  } | null;
+  notes: string[];
+}
+
+export const sweepsApi = (client: Client) => ({
+  list: () => client.request<List<Sweep>>("GET", "/v1/sweeps?limit=100"),
+  get: (id: string) => client.request<Sweep>("GET", `/v1/sweeps/${id}`),
+  report: (id: string) => client.request<SweepReport>("GET", `/v1/sweeps/${id}/report`),
+  cancel: (id: string) => client.request<Sweep>("POST", `/v1/sweeps/${id}/cancel`),
+});
+
+export const SWEEP_FINISHED: SweepStatus[] = ["succeeded", "failed", "cancelled"];
