@@ -32,6 +32,8 @@ export interface ChartProps {
   markers?: Marker[];
   height?: number;
   logY?: boolean;
+  /** fixed x range, e.g. [0, 1] for a fraction */
+  xRange?: [number, number];
   formatY?: (v: number) => string;
   testId?: string;
 }
@@ -69,7 +71,7 @@ export function Chart(props: ChartProps) {
   const plot = useRef<uPlot | null>(null);
   const markerRef = useRef<Marker[]>(markers);
   markerRef.current = markers;
-  const layout = JSON.stringify([series, xLabel, yLabel, height, props.logY]);
+  const layout = JSON.stringify([series, xLabel, yLabel, height, props.logY, props.xRange]);
 
   useEffect(() => {
     const el = holder.current;
@@ -81,7 +83,10 @@ export function Chart(props: ChartProps) {
       plugins: [markerPlugin(markerRef)],
       cursor: { focus: { prox: 16 } },
       legend: { live: true },
-      scales: { x: { time: false }, y: { distr: props.logY ? 3 : 1 } },
+      scales: {
+        x: props.xRange ? { time: false, range: props.xRange } : { time: false },
+        y: { distr: props.logY ? 3 : 1 },
+      },
       axes: [
         { label: xLabel, stroke: "#5b6472", grid: { stroke: "#eef0f3" } },
         {
@@ -125,7 +130,9 @@ export function Chart(props: ChartProps) {
   }, [data]);
 
   useEffect(() => {
-    plot.current?.redraw(false);
+    // uPlot cannot redraw a plot that has never had data (its axes are not measured yet)
+    if (data[0].length) plot.current?.redraw(false);
+    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [JSON.stringify(markers)]);
 
   const points = data[0].length;
