@@ -163,7 +163,7 @@ def test_sign_in_upload_train_watch_download_compare(
 
     # a second job through the API, for the comparison
     other = team.create_job(
-        team.tiny_job(target["id"], job["replay"]["dataset"], fraction=0.5, n_epochs=0.6)
+        team.tiny_job(target["id"], job["replay"]["dataset"], fraction=0.5, n_epochs=0.4)
     )
 
     # --- watch it: live progress, then succeeded, with charts that have data
@@ -204,6 +204,8 @@ def test_sign_in_upload_train_watch_download_compare(
     assert f"{final:.4f}" in row.inner_text() and "0.25" in row.inner_text()
     page.get_by_role("button", name="succeeded", exact=True).click()
     page.wait_for_url("**/jobs?status=succeeded")
+    page.locator('button[aria-pressed="true"]', has_text="succeeded").wait_for()
+    page.mouse.move(0, 0)
     shot(page, "04-jobs")
     page.get_by_role("button", name="cancelled", exact=True).click()
     page.get_by_role("button", name="succeeded", exact=True).click()
