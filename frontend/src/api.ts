@@ -175,6 +175,7 @@ export interface JobRequest {
     dataset: string;
     fraction?: number;
     target_stage2_allocation?: number;
+    stage2_duration?: number;
   };
 }
 

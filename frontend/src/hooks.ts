@@ -50,7 +50,7 @@ export function usePolled<T>(
       alive = false;
       clearTimeout(timer);
     };
-    // eslint-disable-next-line react-hooks/exhaustive-deps
+    // `load` is a new closure every render: the caller's `deps` say when it really changed
   }, [...deps, tick]);
 
   const reload = useCallback(() => setTick((t) => t + 1), []);

@@ -150,7 +150,6 @@ export function Chart(props: ChartProps) {
       plot.current = null;
     };
     // rebuilt only when the layout changes; data goes through setData below
-    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [layout]);
 
   useEffect(() => {
@@ -160,7 +159,6 @@ export function Chart(props: ChartProps) {
   useEffect(() => {
     // uPlot cannot redraw a plot that has never had data (its axes are not measured yet)
     if (data[0].length) plot.current?.redraw(false);
-    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [JSON.stringify(markers)]);
 
   const points = data[0].length;

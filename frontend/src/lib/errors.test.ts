@@ -10,7 +10,7 @@ describe("API error -> form field", () => {
     ["replay.fraction", "fraction"],
     ["replay.dataset", "replay_dataset"],
     ["replay.target_stage2_allocation", "target_stage2_allocation"],
-    ["replay.stage2_duration", "target_stage2_allocation"],
+    ["replay.stage2_duration", "stage2_duration"],
     ["hyperparameters.n_epochs", "n_epochs"],
     ["method.supervised.hyperparameters.learning_rate", "learning_rate"],
     ["hyperparameters.lr_scheduler.warmup_ratio", "lr_scheduler"],

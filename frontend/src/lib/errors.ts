@@ -11,6 +11,7 @@ export type FormField =
   | "replay_dataset"
   | "fraction"
   | "target_stage2_allocation"
+  | "stage2_duration"
   | "n_epochs"
   | "learning_rate"
   | "lr_scheduler"
@@ -27,8 +28,7 @@ const DIRECT: Record<string, FormField> = {
   "replay.dataset": "replay_dataset",
   "replay.fraction": "fraction",
   "replay.target_stage2_allocation": "target_stage2_allocation",
-  // d is derived from r and a in this form: its errors are about those two knobs
-  "replay.stage2_duration": "target_stage2_allocation",
+  "replay.stage2_duration": "stage2_duration",
 };
 
 const HYPER: Record<string, FormField> = {

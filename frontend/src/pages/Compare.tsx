@@ -86,6 +86,7 @@ export function ComparePage() {
                 data={scatter}
                 xLabel="replay fraction r"
                 yLabel="final val loss (target)"
+                xRange={[0, 1]}
                 series={[{ label: "job", color: "#1c7ed6", pointsOnly: true }]}
                 height={220}
               />

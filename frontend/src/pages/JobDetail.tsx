@@ -114,8 +114,20 @@ export function JobDetailPage() {
       clearInterval(flush);
       clearTimeout(refreshCheckpoints);
       setConnected(false);
+      // the job's last records may have come with the status change that ended the stream
+      const rest = pending.current;
+      pending.current = [];
+      if (rest.length) setRecords((old) => mergeRecords(old, rest));
     };
   }, [live, client, jobId, loadAll, onError]);
+
+  // when the job stops (finished or paused), read everything once more: the summary, the
+  // final checkpoint and the last events are written as it ends
+  const wasLive = useRef(false);
+  useEffect(() => {
+    if (wasLive.current && !live) loadAll();
+    wasLive.current = live;
+  }, [live, loadAll]);
 
   const lossData = useMemo(
     () => alignSeries(records.filter((r) => r.type === "train"), ["train_loss_target", "train_loss_generic"]),
@@ -198,14 +210,27 @@ export function JobDetailPage() {
           <div><dt>Tokens seen</dt><dd>{formatCount(tokens_seen)}</dd></div>
           <div><dt>Replay r</dt><dd>{job.replay?.fraction ?? "none"}</dd></div>
           <div><dt>Final val loss (target)</dt><dd data-testid="final-val-loss">{formatLoss(job.summary?.final_val_loss_target)}</dd></div>
-          <div><dt>Model</dt><dd>{job.fine_tuned_model ?? job.model}</dd></div>
-          <div><dt>Live</dt><dd>{connected ? "streaming" : live ? "connecting…" : "—"}</dd></div>
+          {live && <div><dt>Live</dt><dd>{connected ? "streaming" : "connecting…"}</dd></div>}
         </dl>
+        <p className="small">
+          <span className="muted">Base model</span> <span className="mono">{job.model}</span>
+          {job.fine_tuned_model && (
+            <>
+              {" "}· <span className="muted">fine-tuned</span> <span className="mono">{job.fine_tuned_model}</span>
+            </>
+          )}
+        </p>
         {spike && (
           <p className="muted small" data-testid="spike">
-            Initial loss spike: target loss {formatLoss(spike.initial_loss)} → peak {formatLoss(spike.peak_loss)} at
-            step {spike.peak_step} (+{spike.height.toFixed(4)}),{" "}
-            {spike.recovered_step !== null ? `back at step ${spike.recovered_step}` : "not recovered yet"}.
+            {spike.height > 0 ? (
+              <>
+                Initial loss spike: target loss {formatLoss(spike.initial_loss)} → peak{" "}
+                {formatLoss(spike.peak_loss)} at step {spike.peak_step} (+{spike.height.toFixed(4)}),{" "}
+                {spike.recovered_step !== null ? `back at step ${spike.recovered_step}` : "not recovered yet"}.
+              </>
+            ) : (
+              <>No initial loss spike: the target loss fell from its first value ({formatLoss(spike.initial_loss)}).</>
+            )}
           </p>
         )}
       </div>

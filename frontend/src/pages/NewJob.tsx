@@ -20,6 +20,7 @@ interface Form {
   replay_dataset: string;
   fraction: string;
   target_stage2_allocation: string;
+  stage2_duration: string;
   n_epochs: string;
   learning_rate: string;
   lr_scheduler: string;
@@ -35,6 +36,7 @@ const INITIAL: Form = {
   replay_dataset: "",
   fraction: "0.25",
   target_stage2_allocation: "1",
+  stage2_duration: "",
   n_epochs: "",
   learning_rate: "",
   lr_scheduler: "wsd",
@@ -68,7 +70,10 @@ export function toRequest(form: Form): JobRequest {
       dataset: form.replay_dataset,
       fraction: num(form.fraction),
       target_stage2_allocation: num(form.target_stage2_allocation),
+      stage2_duration: num(form.stage2_duration),
     };
+    for (const k of ["fraction", "target_stage2_allocation", "stage2_duration"] as const)
+      if (body.replay[k] === undefined) delete body.replay[k];
   }
   return body;
 }
@@ -217,11 +222,17 @@ export function NewJobPage() {
                 <input id="f-fraction" type="number" step="0.05" min="0" max="0.99" value={form.fraction}
                   onChange={set("fraction")} disabled={!form.replay_dataset} {...described("fraction")} />
               </Field>
-              <Field id="target_stage2_allocation" label="Target stage-2 allocation a" error={err("target_stage2_allocation")}
+              <Field id="target_stage2_allocation" label="Stage-2 target share a" error={err("target_stage2_allocation")}
                 hint="Share of the target data placed in stage 2.">
                 <input id="f-target_stage2_allocation" type="number" step="0.05" min="0" max="1"
                   value={form.target_stage2_allocation} onChange={set("target_stage2_allocation")}
                   disabled={!form.replay_dataset} {...described("target_stage2_allocation")} />
+              </Field>
+              <Field id="stage2_duration" label="Stage-2 duration d" error={err("stage2_duration")}
+                hint="Stage 2's share of all steps; needed when a < 1.">
+                <input id="f-stage2_duration" type="number" step="0.05" min="0" max="1" placeholder="from r, a"
+                  value={form.stage2_duration} onChange={set("stage2_duration")}
+                  disabled={!form.replay_dataset} {...described("stage2_duration")} />
               </Field>
             </div>
           </fieldset>

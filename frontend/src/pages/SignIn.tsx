@@ -41,7 +41,10 @@ export function SignInPage({ next }: { next: string }) {
           autoComplete="off"
           autoFocus
           value={key}
-          onChange={(e) => setKey(e.target.value)}
+          onChange={(e) => {
+            setKey(e.target.value);
+            setError(null);
+          }}
           aria-invalid={error ? true : undefined}
           aria-describedby={error ? "signin-error" : undefined}
           placeholder="rft-…"
