@@ -29,11 +29,7 @@ else
 fi
 # the dashboard (frontend/): static files in frontend/dist, served by the API at /
 if command -v npm >/dev/null 2>&1; then
-    # npm ci refuses the lock when an optional dependency of vite (napi-windows-process-start-time,
-    # Windows only) is missing from it, as it is wherever the registry does not serve that
-    # package; npm install skips the missing optional package and installs the locked versions.
-    (cd frontend && { npm ci --no-audit --no-fund --loglevel=error 2>/dev/null \
-        || npm install --no-audit --no-fund --loglevel=error; } && npm run build --silent)
+    (cd frontend && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent)
 else
     echo "WARNING: node/npm not found: the dashboard is NOT built (the API still works; / says" \
          "how to build it). Install Node.js 20+ with npm and rerun scripts/install.sh." >&2
