@@ -15,11 +15,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from api.db.models import Job, JobEvent, JobMetric
 from api.db.session import session_scope
 from api.deps import CurrentTeam, JobDep, SessionDep
+from api.errors import invalid
 from api.schemas.common import ListResponse
 from api.schemas.jobs import (
     TERMINAL_STATUSES,
@@ -217,18 +218,57 @@ def _poll(job_id: str, last_event: int, last_metric: int) -> tuple[JobPublic, li
         return public, events, metrics
 
 
+def _start_cursors(
+    session: SessionDep, job_id: str, since_step: int | None, after: str | None
+) -> tuple[int, int]:
+    """(event pk, metric pk) to stream after. Metric rows are written in step order, and a resumed
+    run's rewritten steps get new rows, so every row past the last one at or before `since_step`
+    is a later step."""
+    last_event = last_metric = 0
+    if after is not None:
+        anchor = session.scalar(
+            select(JobEvent.pk).where(JobEvent.job_id == job_id, JobEvent.id == after)
+        )
+        if anchor is None:
+            raise invalid(f"No event with id '{after}' in job {job_id}.", "after")
+        last_event = anchor
+    if since_step is not None:
+        last_metric = (
+            session.scalar(
+                select(func.max(JobMetric.pk)).where(
+                    JobMetric.job_id == job_id, JobMetric.step <= since_step
+                )
+            )
+            or 0
+        )
+    return last_event, last_metric
+
+
 @router.get(
     "/jobs/{job_id}/stream",
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {}}}},
 )
-def stream_job(job: JobDep, request: Request) -> StreamingResponse:
+def stream_job(
+    job: JobDep,
+    request: Request,
+    session: SessionDep,
+    since_step: Annotated[
+        int | None, Query(description="Only metric records of later steps (ReplayFT extra).")
+    ] = None,
+    after: Annotated[
+        str | None, Query(description="Only events after this event id (ReplayFT extra).")
+    ] = None,
+) -> StreamingResponse:
     """Server-Sent Events: `event` (a job event), `metrics` (an engine record) and `job` (the job
-    object whenever its status changes). Ends when the job is finished or paused."""
+    object whenever its status changes). Ends when the job is finished or paused. By default the
+    stream starts with the job's whole history; a client that already fetched it (the dashboard)
+    passes `since_step` and `after` to get only what is new."""
     job_id = job.id
+    start_event, start_metric = _start_cursors(session, job_id, since_step, after)
 
     async def events() -> AsyncIterator[str]:
-        last_event = last_metric = 0
+        last_event, last_metric = start_event, start_metric
         last_status = None
         while True:
             current, new_events, new_metrics = await run_in_threadpool(

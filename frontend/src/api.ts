@@ -301,13 +301,18 @@ export class Client {
   }
 
   /** The job's Server-Sent Events stream, read with fetch (EventSource cannot send headers).
-   * Calls `on(event, data)` per message; resolves when the server ends the stream. */
+   * Calls `on(event, data)` per message; resolves when the server ends the stream. `from` skips
+   * what the caller already has: metric records up to `sinceStep`, events up to `afterEvent`. */
   async stream(
     jobId: string,
     on: (event: string, data: unknown) => void,
     signal: AbortSignal,
+    from: { sinceStep?: number; afterEvent?: string } = {},
   ): Promise<void> {
-    const resp = await fetch(`${this.base}/v1/fine_tuning/jobs/${jobId}/stream`, {
+    const query = new URLSearchParams();
+    if (from.sinceStep !== undefined) query.set("since_step", String(from.sinceStep));
+    if (from.afterEvent) query.set("after", from.afterEvent);
+    const resp = await fetch(`${this.base}/v1/fine_tuning/jobs/${jobId}/stream?${query}`, {
       headers: this.headers({ Accept: "text/event-stream" }),
       signal,
     });

@@ -1,5 +1,8 @@
 """What the dashboard needs from the API, beyond the OpenAI shape: the jobs list filtered by
-status, and the dashboard itself served at `/` without shadowing any API path."""
+status, the plan's LR curve, a stream that starts after what the page already has, and the
+dashboard itself served at `/` without shadowing any API path."""
+
+import json
 
 import httpx
 from servicekit import Team, assert_error
@@ -67,3 +70,46 @@ def test_plan_answers_the_schedule_with_its_lr_curve(team: Team, team_files):
     assert team.list_all(JOBS) == []
     bad = team.tiny_job(target, replay, fraction=1.5)
     assert_error(team.post("/v1/fine_tuning/plan", json=bad), 400, param="replay.fraction")
+
+
+def sse_messages(team: Team, job_id: str, **params) -> list[tuple[str, dict]]:
+    """Every (event, data) of a finished job's stream (the server ends it)."""
+    messages = []
+    with team.http.stream("GET", f"{JOBS}/{job_id}/stream", params=params, timeout=120) as resp:
+        assert resp.status_code == 200, resp.read()[:500]
+        event = None
+        for line in resp.iter_lines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:"):
+                messages.append((event, json.loads(line.split(":", 1)[1])))
+    return messages
+
+
+def test_stream_resumes_after_a_step_and_an_event(team: Team, team_files):
+    target, replay = team_files
+    job = team.create_job(team.tiny_job(target, replay, n_epochs=0.3))
+    job = team.wait_job(job["id"], "succeeded")
+    total = job["progress"]["total_steps"]
+    assert total >= 4, job["progress"]
+
+    whole = sse_messages(team, job["id"])
+    steps = [d["step"] for e, d in whole if e == "metrics" and d["type"] == "train"]
+    assert steps == list(range(1, total + 1)), steps
+    events = [d for e, d in whole if e == "event"]
+    assert whole[-1] == ("done", {"status": "succeeded"}), whole[-1]
+    job_objects = [d for e, d in whole if e == "job"]
+    assert job_objects[-1]["summary"]["final_val_loss_target"] is not None, job_objects[-1]
+
+    half = total // 2
+    mid = events[len(events) // 2]
+    rest = sse_messages(team, job["id"], since_step=half, after=mid["id"])
+    metrics = [d for e, d in rest if e == "metrics"]
+    assert metrics and all(d["step"] > half for d in metrics), [d["step"] for d in metrics]
+    assert [d["step"] for d in metrics if d["type"] == "train"] == list(range(half + 1, total + 1))
+    later = [d["id"] for e, d in rest if e == "event"]
+    assert later == [e["id"] for e in events[len(events) // 2 + 1 :]], later
+
+    assert_error(
+        team.get(f"{JOBS}/{job['id']}/stream", params={"after": "ftevent-nope"}), 400, "after"
+    )

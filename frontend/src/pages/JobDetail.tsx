@@ -68,6 +68,13 @@ export function JobDetailPage() {
   // re-renders a few times a second, not once per step
   const live = isLive(job);
   const pending = useRef<MetricRecord[]>([]);
+  // where the stream picks up: one step of overlap, as a step's eval row is written just after
+  // its train row (merging drops the duplicates)
+  const resumeFrom = useRef<{ sinceStep?: number; afterEvent?: string }>({});
+  resumeFrom.current = {
+    sinceStep: records.length ? Math.max(0, records[records.length - 1].step - 1) : undefined,
+    afterEvent: events[0]?.id,
+  };
   useEffect(() => {
     if (!live) return;
     const abort = new AbortController();
@@ -98,7 +105,7 @@ export function JobDetailPage() {
       while (!abort.signal.aborted) {
         try {
           setConnected(true);
-          await client.stream(jobId, on, abort.signal);
+          await client.stream(jobId, on, abort.signal, resumeFrom.current);
         } catch (err) {
           if (abort.signal.aborted) return;
           onError(err);
