@@ -307,6 +307,10 @@ class JobSpec(_Strict):
             errors.append(("method.lora.r", f"must be >= 1, got {lora.r}"))
         if not 0 <= lora.dropout < 1:
             errors.append(("method.lora.dropout", f"must be in [0, 1), got {lora.dropout}"))
+        if self.method.type != "full" and self.optimizer_state == "carry":
+            errors.append(
+                ("optimizer_state", "carry is for full fine-tuning; LoRA starts fresh adapters")
+            )
         if self.peak_flops is not None and not self.peak_flops > 0:
             errors.append(("peak_flops", "must be > 0"))
         if errors:

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint as ckpt
-from . import distributed
+from . import distributed, lora
 from .data import PackedDataset, prepare_dataset
 from .flops import device_peak_flops, mfu, model_flops_per_token
 from .hooks import NoHooks, TrainingHooks
@@ -367,12 +367,18 @@ def _train(
 
     # 4. model: loaded whole on every rank (FSDP then keeps only its shard on the device)
     load_device = torch.device("cpu") if d.enabled and d.strategy == "fsdp" else device
-    if resume is not None:
+    if spec.method.type != "full":
+        if d.enabled and d.strategy == "fsdp":
+            raise SpecError([("distributed.strategy", "LoRA trains with ddp, not fsdp")])
+        model = lora.build_model(spec, load_device, resume)  # base from the spec + adapter
+    elif resume is not None:
         model = load_model(str(resume), device=load_device)
     else:
         model = load_model(spec.model, gguf_file=spec.gguf_file, seed=spec.seed, device=load_device)
     if spec.activation_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(
+            activation_checkpointing_kwargs={"use_reentrant": False}
+        )
     if spec.compile:
         for block in distributed.transformer_blocks(model) or [model]:
             block.compile()  # in place: parameter names (and so checkpoints) are unchanged
@@ -456,6 +462,9 @@ def _train(
                 optimizer=optimizer,
                 optimizer_state=optimizer_state,
                 model_state=model_state,
+                write_model=None
+                if spec.method.type == "full"
+                else lambda folder: lora.write_checkpoint_weights(raw_model, folder, spec),
                 meta={
                     "spec": spec_json,
                     "plan": plan.summary(),
