@@ -43,6 +43,7 @@ from .mixture import TARGET, Mixture
 from .models import load_model, load_tokenizer, model_info
 from .schedule import Plan, resolve_plan
 from .spec import JobSpec, SpecError
+from .streaming import prepare_sharded, should_stream
 
 
 class TrainingDiverged(RuntimeError):
@@ -84,7 +85,9 @@ def prepare(spec: JobSpec) -> RunData:
     def packed(paths: list[str], val_paths: list[str]) -> PackedDataset | None:
         if not paths:
             return None
-        return prepare_dataset(
+        # large sharded corpora: one background process per shard, flat memory (streaming.py)
+        prepare_fn = prepare_sharded if should_stream(paths) else prepare_dataset
+        return prepare_fn(
             paths,
             tokenizer=tokenizer,
             seq_len=spec.seq_len,
