@@ -379,9 +379,14 @@ def _train(
     else:
         model = load_model(spec.model, gguf_file=spec.gguf_file, seed=spec.seed, device=load_device)
     if spec.activation_checkpointing:
-        model.activation_checkpointing_enable(
-            activation_checkpointing_kwargs={"use_reentrant": False}
-        )
+        # transformers 5.2x renamed gradient_checkpointing_enable; accept both names
+        enable = getattr(model, "activation_checkpointing_enable", None)
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
     if spec.compile:
         for block in distributed.transformer_blocks(model) or [model]:
             block.compile()  # in place: parameter names (and so checkpoints) are unchanged
