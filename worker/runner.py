@@ -435,6 +435,10 @@ def run_job(job_id: str) -> str | None:
             )
         if spec.distributed.world_size > 1:
             # torchrun child processes; rank 0's bridge files drive the same hooks
+            world, strategy = spec.distributed.world_size, spec.distributed.strategy
+            with session_scope() as session:
+                _event(session, job_id, f"Training on {world} processes ({strategy}).")
+                session.commit()
             result = launch(spec, artifact_dir, hooks)
         else:
             result = train(spec, artifact_dir, hooks)
