@@ -158,3 +158,49 @@ def test_launch_command(tmp_path, monkeypatch):
     monkeypatch.setenv("REPLAYFT_RDZV_ENDPOINT", "node0:29400")
     cmd = launch_command(tmp_path / "s.json", tmp_path, tmp_path / "c", gpus_per_node=8, nodes=2)
     assert "--nnodes=2" in cmd and "--rdzv-endpoint=node0:29400" in cmd
+
+
+def test_ranks_die_with_a_killed_launcher(data, tmp_path):
+    """A worker killed with SIGKILL must not leave training processes behind (they would hold
+    the GPUs): torchrun's agent gets SIGTERM from the kernel (PR_SET_PDEATHSIG) and stops them."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    spec = make_spec(data, n_epochs=20, distributed={"gpus_per_node": 2})  # long enough
+    (tmp_path / "spec.json").write_text(spec.model_dump_json())
+    out = tmp_path / "run"
+    code = (
+        "import sys; from pathlib import Path; from replay_engine.spec import JobSpec; "
+        "from replay_engine.distributed import launch; "
+        "launch(JobSpec.model_validate_json(Path(sys.argv[1]).read_text()), sys.argv[2])"
+    )
+    launcher = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "spec.json"), str(out)])
+
+    def ranks() -> list[int]:  # processes whose command line names this run's folder
+        found = []
+        for pid in os.listdir("/proc"):
+            if pid.isdigit() and int(pid) != launcher.pid:
+                try:
+                    cmdline = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+                except OSError:
+                    continue
+                if f"--out={out}" in cmdline:
+                    found.append(int(pid))
+        return found
+
+    deadline = time.monotonic() + 120
+    while not (out / "metrics.jsonl").exists() or len(ranks()) < 3:  # agent + 2 ranks
+        assert time.monotonic() < deadline and launcher.poll() is None, "never started"
+        time.sleep(0.5)
+    launcher.send_signal(signal.SIGKILL)
+    launcher.wait()
+    deadline = time.monotonic() + 60
+    while ranks() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = ranks()
+    for pid in left:  # do not leak them into the rest of the suite
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes outlived their launcher: {left}"
