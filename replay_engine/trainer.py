@@ -297,6 +297,11 @@ _RESUME_IGNORED = {
 
 
 def _comparable(spec_dict: dict[str, Any]) -> dict[str, Any]:
+    # through JobSpec first, so a checkpoint written before a field existed gets its default
+    try:
+        spec_dict = JobSpec.model_validate(spec_dict).model_dump(mode="json")
+    except ValueError:
+        pass  # a field since removed: compared as written, so the specs differ
     return {k: v for k, v in spec_dict.items() if k not in _RESUME_IGNORED}
 
 
