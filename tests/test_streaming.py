@@ -63,8 +63,8 @@ def measure(mode, cache, paths):
 
 
 def test_memory_stays_flat_as_the_corpus_grows(tmp_path):
-    small = write_shards(tmp_path / "small", n_shards=2, docs_per_shard=3000)  # ~6 MB
-    large = write_shards(tmp_path / "large", n_shards=8, docs_per_shard=3000, seed=1)  # ~24 MB
+    small = write_shards(tmp_path / "small", n_shards=2, docs_per_shard=2000)  # ~4 MB
+    large = write_shards(tmp_path / "large", n_shards=6, docs_per_shard=2000, seed=1)  # ~12 MB
 
     in_one = measure("whole", tmp_path / "c1", large)
     sharded_small = measure("sharded", tmp_path / "c2", small)
@@ -72,8 +72,8 @@ def test_memory_stays_flat_as_the_corpus_grows(tmp_path):
     assert sharded_large["rows"] > 0 and in_one["rows"] > 0
 
     # Reading the corpus in one process grows with it (text, token lists, arrays: ~10x its
-    # size); the sharded parent holds only memory maps: 4x the corpus costs it ~nothing more.
-    assert in_one["growth_kib"] > 100 * 1024
+    # size); the sharded parent holds only memory maps: 3x the corpus costs it ~nothing more.
+    assert in_one["growth_kib"] > 40 * 1024
     assert sharded_large["growth_kib"] < in_one["growth_kib"] / 5
     assert sharded_large["growth_kib"] < sharded_small["growth_kib"] + 20 * 1024
     # a worker holds one shard at a time: its peak does not grow with the number of shards
