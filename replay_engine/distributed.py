@@ -73,6 +73,7 @@ class Dist:
     world_size: int = 1
     local_rank: int = 0
     strategy: str = "ddp"
+    owns_group: bool = False  # setup() created the process group, so teardown() ends it
 
     @property
     def enabled(self) -> bool:
@@ -99,17 +100,18 @@ def setup(requested_device: str, strategy: str) -> tuple[Dist, torch.device]:
         device = torch.device("cpu")
     if world == 1:
         return Dist(strategy=strategy), device
-    if not dist.is_initialized():
+    owns_group = not dist.is_initialized()
+    if owns_group:
         dist.init_process_group(
             backend="nccl" if use_cuda else "gloo",
             timeout=datetime.timedelta(minutes=30),  # rank 0 may tokenize a large corpus first
             device_id=device if use_cuda else None,
         )
-    return Dist(dist.get_rank(), world, local_rank, strategy), device
+    return Dist(dist.get_rank(), world, local_rank, strategy, owns_group), device
 
 
 def teardown(d: Dist) -> None:
-    if d.enabled and dist.is_initialized():
+    if d.owns_group and dist.is_initialized():
         dist.destroy_process_group()
 
 

@@ -204,3 +204,13 @@ def test_ranks_die_with_a_killed_launcher(data, tmp_path):
     for pid in left:  # do not leak them into the rest of the suite
         os.kill(pid, signal.SIGKILL)
     assert not left, f"processes outlived their launcher: {left}"
+
+
+def test_lora_on_two_ddp_processes_matches_one(data, tmp_path):
+    lora = {"type": "lora", "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}}
+    one = make_spec(data, method=lora, learning_rate=1e-2)
+    two = make_spec(data, method=lora, learning_rate=1e-2, distributed={"gpus_per_node": 2})
+    train(one, tmp_path / "one")
+    launch(two, tmp_path / "two")
+    assert_same_run(tmp_path / "one", tmp_path / "two")
+    assert (tmp_path / "two/checkpoints/step-5/adapter/adapter_config.json").is_file()
