@@ -18,6 +18,8 @@ Design
   transformer block and then to the root, so parameters, gradients and AdamW moments are sharded
   and gathered one block at a time; on CUDA it gathers parameters in bf16 and reduces gradients in
   fp32 (fp32 master weights stay sharded).
+  Only rank 0 reads the weights; the others build the model on the meta device and receive
+  their shards from rank 0 after sharding (`fill_from_rank0`).
 - Checkpoints. One format for every world size and strategy: rank 0 writes the ordinary
   Hugging Face folder plus `optimizer.state_dict()` in its single-process layout (integer ids in
   the order of `build_optimizer`'s groups). FSDP gathers the full state first with
@@ -170,6 +172,25 @@ def wrap_model(model: torch.nn.Module, d: Dist, device: torch.device) -> torch.n
         # collective to each forward, which uneven eval loops cannot afford
         broadcast_buffers=False,
     )
+
+
+def fill_from_rank0(
+    model: torch.nn.Module, full_weights: dict[str, torch.Tensor], d: Dist, device: torch.device
+) -> None:
+    """After `fully_shard`: give the other ranks' empty (meta) models rank 0's weights, one
+    tensor at a time, each rank keeping its shard. Buffers (rotary tables, not in every state
+    dict) are broadcast too. So only rank 0 ever holds the whole model in host memory."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    if not d.is_main:
+        model.to_empty(device=device)
+    set_model_state_dict(
+        model,
+        full_weights,
+        options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True),
+    )
+    for buffer in model.buffers():
+        dist.broadcast(buffer, src=0)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

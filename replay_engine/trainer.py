@@ -40,7 +40,7 @@ from .data import PackedDataset, prepare_dataset
 from .flops import device_peak_flops, mfu, model_flops_per_token
 from .hooks import NoHooks, TrainingHooks
 from .mixture import TARGET, Mixture
-from .models import load_model, load_tokenizer, model_info
+from .models import build_on_meta, load_model, load_tokenizer, model_info
 from .schedule import Plan, resolve_plan
 from .spec import JobSpec, SpecError
 from .streaming import prepare_sharded, should_stream
@@ -373,12 +373,17 @@ def _train(
                 [("spec", f"{out_dir} holds a run of a different spec; use a new output folder")]
             )
 
-    # 4. model: loaded whole on every rank (FSDP then keeps only its shard on the device)
-    load_device = torch.device("cpu") if d.enabled and d.strategy == "fsdp" else device
+    # 4. model. FSDP: rank 0 loads it on CPU, the other ranks build it empty on the meta
+    # device; after sharding, rank 0 broadcasts the weights (each rank keeps only its shard)
+    fsdp = d.enabled and d.strategy == "fsdp"
+    load_device = torch.device("cpu") if fsdp else device
     if spec.method.type != "full":
-        if d.enabled and d.strategy == "fsdp":
+        if fsdp:
             raise SpecError([("distributed.strategy", "LoRA trains with ddp, not fsdp")])
         model = lora.build_model(spec, load_device, resume)  # base from the spec + adapter
+    elif fsdp and not main:
+        source = (str(resume), None) if resume is not None else (spec.model, spec.gguf_file)
+        model = build_on_meta(source[0], gguf_file=source[1])
     elif resume is not None:
         model = load_model(str(resume), device=load_device)
     else:
@@ -397,7 +402,11 @@ def _train(
             block.compile()  # in place: parameter names (and so checkpoints) are unchanged
     model.train()
     flops_per_token = model_flops_per_token(model, L)
+    full_weights = model.state_dict() if fsdp and main else {}
     model = distributed.wrap_model(model, d, device)
+    if fsdp:
+        distributed.fill_from_rank0(model, full_weights, d, device)
+        del full_weights
     raw_model = distributed.unwrap(model)  # what is saved, evaluated under DDP, optimized
 
     # 5. optimizer
