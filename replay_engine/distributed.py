@@ -246,24 +246,29 @@ def full_state(
 
 
 def load_optimizer_state(
-    model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any], d: Dist
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, checkpoint: Path, d: Dist
 ) -> None:
-    """Load a one-process-layout optimizer state (from any world size) into this run."""
+    """Load a checkpoint's one-process-layout optimizer state (from any world size) into this
+    run. Under FSDP only rank 0 reads the file and broadcasts each tensor to its shard owners."""
+    from .checkpoint import load_optimizer_state as read_state
+
     if not (d.enabled and d.strategy == "fsdp"):
-        optimizer.load_state_dict(state)
+        optimizer.load_state_dict(read_state(checkpoint))
         return
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-    order = _param_names(model, optimizer)
-    named = {
-        "state": {order[int(i)]: s for i, s in state["state"].items()},
-        "param_groups": [
-            {**g, "params": [order[int(i)] for i in g["params"]]} for g in state["param_groups"]
-        ],
-    }
-    set_optimizer_state_dict(
-        model, optimizer, named, options=StateDictOptions(full_state_dict=True)
-    )
+    named: dict[str, Any] = {}
+    if d.is_main:
+        state = read_state(checkpoint)
+        order = _param_names(model, optimizer)
+        named = {
+            "state": {order[int(i)]: s for i, s in state["state"].items()},
+            "param_groups": [
+                {**g, "params": [order[int(i)] for i in g["params"]]} for g in state["param_groups"]
+            ],
+        }
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+    set_optimizer_state_dict(model, optimizer, named, options=options)
 
 
 # ---------------------------------------------------------------------------- worker bridge

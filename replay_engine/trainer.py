@@ -412,7 +412,7 @@ def _train(
     # 5. optimizer
     optimizer = build_optimizer(raw_model, spec, device)
     if resume is not None:
-        distributed.load_optimizer_state(raw_model, optimizer, ckpt.load_optimizer_state(resume), d)
+        distributed.load_optimizer_state(raw_model, optimizer, resume, d)
         ckpt.restore_rng(resume)
     elif spec.optimizer_state == "carry":
         if not ckpt.is_replayft_checkpoint(spec.model):
@@ -424,9 +424,7 @@ def _train(
                     )
                 ]
             )
-        distributed.load_optimizer_state(
-            raw_model, optimizer, ckpt.load_optimizer_state(spec.model), d
-        )
+        distributed.load_optimizer_state(raw_model, optimizer, Path(spec.model), d)
 
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
 
