@@ -36,7 +36,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import PackedDataset, PackedSplit, _load_entry, prepare_dataset
+from .data import (
+    DataFormatError,
+    PackedDataset,
+    PackedSplit,
+    _cache_key,
+    _is_entry,
+    _load_entry,
+    prepare_dataset,
+    tokenizer_fingerprint,
+)
 
 # Generic file sets at least this large (bytes, all files together) are prepared shard by shard.
 STREAM_MIN_BYTES = int(os.environ.get("REPLAYFT_STREAM_MIN_BYTES", 256 * 2**20))
@@ -119,26 +128,47 @@ def prepare_sharded(
         val_fraction=val_fraction,
         seed=seed,
     )
-    workers = max(1, min(workers or os.cpu_count() or 1, len(paths)))
-    jobs = [(str(p), tokenizer, kwargs) for p in paths]
+    for path in [*paths, *val_paths]:
+        if not Path(path).is_file():
+            raise DataFormatError(path, None, "no such file")
+    # Shards already in the cache need no worker: hashing a file is all a hit costs.
+    fingerprint = tokenizer_fingerprint(tokenizer)
+    done: dict[int, tuple[str, bool]] = {}
+    for i, shard in enumerate(paths):
+        key = _cache_key(
+            [Path(shard)],
+            [Path(v) for v in val_paths],
+            fingerprint,
+            int(seq_len),
+            float(val_fraction),
+            int(seed),
+        )
+        if _is_entry(Path(cache_dir) / key):
+            done[i] = (key, True)
+    todo = [i for i in range(len(paths)) if i not in done]
+    jobs = [(str(paths[i]), tokenizer, kwargs) for i in todo]
+    workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
     if workers == 1:
-        done = [_prepare_shard(job) for job in jobs]
+        built = [_prepare_shard(job) for job in jobs]
     else:
         with ProcessPoolExecutor(
             workers, mp_context=get_context("spawn"), initializer=_worker_init
         ) as pool:
-            done = list(pool.map(_prepare_shard, jobs))  # in file order, not completion order
-    shards = [_load_entry(Path(cache_dir) / key, key, hit) for key, hit in done]
+            built = list(pool.map(_prepare_shard, jobs))
+    done.update(zip(todo, built, strict=True))
+    order = [done[i] for i in range(len(paths))]  # file order, not completion order
+    shards = [_load_entry(Path(cache_dir) / key, key, hit) for key, hit in order]
     formats = {s.format for s in shards}
     return PackedDataset(
         train=_concat([s.train for s in shards]),
         val=shards[0].val if val_paths else _concat([s.val for s in shards]),
         format=formats.pop() if len(formats) == 1 else "mixed",
-        cache_key="+".join(key for key, _ in done),
+        cache_key="+".join(key for key, _ in order),
         from_cache=all(s.from_cache for s in shards),
     )
 
 
 def should_stream(paths: list[str]) -> bool:
     """Many files adding up to a large corpus: prepare them shard by shard."""
-    return len(paths) > 1 and sum(Path(p).stat().st_size for p in paths) >= STREAM_MIN_BYTES
+    sizes = [Path(p).stat().st_size for p in paths if Path(p).is_file()]
+    return len(paths) > 1 and sum(sizes) >= STREAM_MIN_BYTES
