@@ -96,7 +96,16 @@ def setup(requested_device: str, strategy: str) -> tuple[Dist, torch.device]:
     if use_cuda and not torch.cuda.is_available():
         raise SpecError([("device", "cuda requested but no GPU is available")])
     if use_cuda:
-        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        if local_rank >= torch.cuda.device_count():  # NCCL cannot share one GPU between ranks
+            raise SpecError(
+                [
+                    (
+                        "distributed.gpus_per_node",
+                        f"more processes than the {torch.cuda.device_count()} GPUs of this machine",
+                    )
+                ]
+            )
+        device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
