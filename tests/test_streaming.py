@@ -30,24 +30,38 @@ def write_shards(folder, n_shards, docs_per_shard, seed=0):
     return paths
 
 
-# Run in a fresh interpreter so ru_maxrss measures this preparation alone.
+# Run in a fresh interpreter; a thread samples the resident set every 2 ms during the call, so
+# the growth is this preparation's peak over the RSS just before it (ru_maxrss would also hold
+# the peak of the imports). Workers are fresh processes: their ru_maxrss is theirs alone.
 MEASURE = textwrap.dedent(
     """
-    import json, resource, sys
+    import json, os, resource, sys, threading
     from replay_engine.models import load_tokenizer
     from replay_engine.data import prepare_dataset
     from replay_engine.streaming import prepare_sharded
     mode, cache, paths = sys.argv[1], sys.argv[2], sys.argv[3:]
     tok = load_tokenizer("replayft/llama-tiny")
     tok(["warm up the tokenizer"] * 8)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    page_kib = os.sysconf("SC_PAGE_SIZE") // 1024
+    def rss_kib():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * page_kib
+    peak, done = [rss_kib()], threading.Event()
+    def sample():
+        while not done.wait(0.002):
+            peak[0] = max(peak[0], rss_kib())
+    before = rss_kib()
+    sampler = threading.Thread(target=sample)
+    sampler.start()
     if mode == "sharded":
         ds = prepare_sharded(paths, tokenizer=tok, seq_len=256, cache_dir=cache, workers=2)
     else:
         ds = prepare_dataset(paths, tokenizer=tok, seq_len=256, cache_dir=cache)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    done.set()
+    sampler.join()
+    peak[0] = max(peak[0], rss_kib())
     workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print(json.dumps({"growth_kib": after - before, "workers_kib": workers, "rows": len(ds.train)}))
+    print(json.dumps({"growth_kib": peak[0] - before, "workers_kib": workers, "rows": len(ds.train)}))
     """
 )
 
