@@ -84,6 +84,11 @@ def peak_rss_mib() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
+def children_peak_rss_mib() -> float:
+    """Largest peak RSS of any finished child process (a DDP rank)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
 def busy_cpu_seconds() -> float | None:
     """CPU time spent by everything on the machine so far (all cores, not idle or iowait)."""
     try:
@@ -224,6 +229,7 @@ def build_spec(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "eval_sequences": args.eval_sequences,
         "device": args.device,
         "cache_dir": str(work / "cache"),
+        "compile": args.compile,  # ReplayFT only; Trainer runs with its defaults
     }
     # Tokenize and pack (the cache key does not depend on the step count or epochs).
     probe = prepare(parse_spec(spec))
@@ -238,11 +244,19 @@ def build_spec(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- engine: ours
-def run_ours(spec_dict: dict[str, Any], work: Path, warmup: int, device: str) -> dict[str, Any]:
+def run_ours(
+    spec_dict: dict[str, Any], work: Path, warmup: int, device: str, world: int = 1
+) -> dict[str, Any]:
+    """ReplayFT in this process, or with `world` > 1 as a `world`-process DDP job launched by
+    torchrun (gloo on CPU, NCCL on GPUs); then the timings are rank 0's step times, and the
+    metrics reach the hooks through the launcher, so the loop column repeats the step times."""
+    from replay_engine.distributed import launch
     from replay_engine.hooks import NoHooks
     from replay_engine.spec import parse_spec
     from replay_engine.trainer import prepare, train
 
+    if world > 1:
+        spec_dict = {**spec_dict, "distributed": {"strategy": "ddp", "gpus_per_node": world}}
     spec = parse_spec(spec_dict)
     data = prepare(spec)
     N, tokens_per_step = data.plan.total_steps, data.plan.batch_size * data.plan.seq_len
@@ -262,7 +276,10 @@ def run_ours(spec_dict: dict[str, Any], work: Path, warmup: int, device: str) ->
     # A fresh folder per run: train() would resume from a checkpoint an earlier repeat left.
     out_dir = Path(tempfile.mkdtemp(prefix="ours-", dir=work))
     t0 = time.perf_counter()
-    train(spec, out_dir, Timer(), data=data)
+    if world > 1:
+        launch(spec, out_dir, Timer())
+    else:
+        train(spec, out_dir, Timer(), data=data)
     total_s = time.perf_counter() - t0
     records = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if r["type"] == "train"]
@@ -273,8 +290,11 @@ def run_ours(spec_dict: dict[str, Any], work: Path, warmup: int, device: str) ->
     loop_times = [
         b - a for a, b in zip(step_ends[warmup - 1 : -1], step_ends[warmup:], strict=True)
     ]
+    if world > 1:
+        loop_times = step_times
+        at_last_step["peak_rss_mib"] = max(peak_rss_mib(), children_peak_rss_mib())
     return {
-        "engine": "ours",
+        "engine": "ours" if world == 1 else "ddp",
         **timing_summary(step_times, loop_times, tokens_per_step),
         "data_share": sum(data_times) / sum(step_times),
         "step_times": step_times,
@@ -444,6 +464,8 @@ def child_main(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     if args.engine == "ours":
         result = run_ours(spec, work, args.warmup, device)
+    elif args.engine == "ddp":
+        result = run_ours(spec, work, args.warmup, device, world=args.ddp)
     else:
         result = run_hf(spec, work, args.warmup, device, args.hf_optim)
     print(RESULT_PREFIX + json.dumps(result), flush=True)
@@ -543,6 +565,8 @@ def run_child(engine: str, spec_file: Path, args: argparse.Namespace) -> dict[st
     ]
     if args.hf_optim:
         cmd += ["--hf-optim", args.hf_optim]
+    if args.ddp:
+        cmd += ["--ddp", str(args.ddp)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(REPO))
@@ -603,7 +627,10 @@ def parent_main(args: argparse.Namespace) -> None:
         order = []
         for r in range(args.repeats):
             order += ["ours", "hf"] if r % 2 == 0 else ["hf", "ours"]
+            order += ["ddp"] if args.ddp else []
         runs: dict[str, list[dict[str, Any]]] = {"ours": [], "hf": []}
+        if args.ddp:
+            runs["ddp"] = []
         for engine in order:
             result = run_child(engine, spec_file, args)
             runs[engine].append(result)
@@ -666,7 +693,10 @@ def parent_main(args: argparse.Namespace) -> None:
         rule += "---:|"
     print(header)
     print(rule)
-    for name, label in (("ours", "ReplayFT train()"), ("hf", "HF Trainer")):
+    labels = [("ours", "ReplayFT train()"), ("hf", "HF Trainer")]
+    if args.ddp:
+        labels.append(("ddp", f"ReplayFT, {args.ddp}-process DDP (torchrun)"))
+    for name, label in labels:
         a = agg[name]
         row = (
             f"| {label} | {a['tokens_per_s_median']:.0f} | {a['tokens_per_s_mean']:.0f} "
@@ -681,6 +711,15 @@ def parent_main(args: argparse.Namespace) -> None:
         f"| {ratios['tokens_per_s_loop']:.3f} | | {ratios['peak_rss_train']:.3f} | |"
         + (f" {ratios['cuda_peak']:.3f} |" if device == "cuda" else "")
     )
+    if args.ddp:
+        ddp_ratio = agg["ddp"]["tokens_per_s_median"] / agg["hf"]["tokens_per_s_median"]
+        ratios["ddp_tokens_per_s_median"] = ddp_ratio
+        print(f"| DDP / HF | {ddp_ratio:.3f} | | | | | |")
+        diff = max(
+            abs(a - b) / abs(a)
+            for a, b in zip(ours[0]["losses"], runs["ddp"][0]["losses"], strict=True)
+        )
+        print(f"DDP vs one process, worst relative loss difference: {diff:.1e}")
     print()
     shares = [r["other_processes_cpu_share"] for r in ours + hf]
     contention = max((x for x in shares if x is not None), default=None)
@@ -773,7 +812,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
     # internal: one engine in this process
-    p.add_argument("--engine", choices=["ours", "hf"], help=argparse.SUPPRESS)
+    p.add_argument(
+        "--compile", action="store_true", help="ReplayFT with torch.compile on each block"
+    )
+    p.add_argument(
+        "--ddp",
+        type=int,
+        default=0,
+        help="also run ReplayFT as an N-process DDP job (gloo on CPU; batch must divide by N)",
+    )
+    p.add_argument("--engine", choices=["ours", "hf", "ddp"], help=argparse.SUPPRESS)
     p.add_argument("--spec-file", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.warmup < 1 or args.steps < 1 or args.repeats < 1:

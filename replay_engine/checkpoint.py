@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,14 @@ def save_checkpoint(
     tokenizer: Any,
     optimizer: torch.optim.Optimizer,
     meta: dict[str, Any],
+    optimizer_state: dict[str, Any] | None = None,
+    model_state: dict[str, Any] | None = None,
+    write_model: Callable[[Path], None] | None = None,
 ) -> Path:
+    """Write `checkpoints/step-<step>/` atomically. `optimizer_state` and `model_state`, when
+    given, replace `optimizer.state_dict()` and the model's own weights (a sharded run passes the
+    full state it gathered; see distributed.full_state). `write_model(folder)` replaces the
+    model's save_pretrained (LoRA writes merged weights and/or an adapter, see lora.py)."""
     root = checkpoints_root(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step}"
@@ -52,9 +60,12 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
 
-    model.save_pretrained(tmp, safe_serialization=True)
+    if write_model is not None:
+        write_model(tmp)
+    else:
+        model.save_pretrained(tmp, state_dict=model_state)
     tokenizer.save_pretrained(tmp)
-    torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+    torch.save(optimizer_state or optimizer.state_dict(), tmp / OPTIMIZER_FILE)
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()

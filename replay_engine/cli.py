@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"resuming from {resume}", file=sys.stderr)
     hooks = ProgressHooks(data.plan.total_steps, start)
     try:
-        result = train(spec, args.out, hooks, data=data)
+        if spec.distributed.world_size > 1 and "WORLD_SIZE" not in os.environ:
+            from .distributed import launch  # starts torchrun with one process per GPU
+
+            result = launch(spec, args.out, hooks)
+        else:
+            result = train(spec, args.out, hooks, data=data)
     finally:
         hooks.close()
     print(json.dumps(result.summary, indent=2))

@@ -293,6 +293,21 @@ def load_model(
     return net.to(device)
 
 
+def build_on_meta(model: str, *, gguf_file: str | None = None) -> PreTrainedModel:
+    """`model`'s architecture with no weights (meta device), in fp32: what the FSDP ranks other
+    than 0 build, to be filled from rank 0 after sharding (distributed.fill_from_rank0)."""
+    kind, target, gguf_file, from_hub = _resolve(model, gguf_file)
+    if kind == "preset":
+        config = LlamaConfig(**PRESETS[target], attn_implementation="sdpa")
+        with torch.device("meta"):
+            return LlamaForCausalLM(config).to(torch.float32)
+    kwargs = {"gguf_file": gguf_file} if gguf_file is not None else {}
+    config = _from_pretrained(AutoConfig, target, from_hub, **kwargs)
+    with torch.device("meta"):
+        net = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+    return net.to(torch.float32)
+
+
 # Different architectures name the context length differently; first match wins.
 _CONTEXT_LENGTH_ATTRS = ("max_position_embeddings", "n_positions", "max_sequence_length", "n_ctx")
 

@@ -85,6 +85,51 @@ class LRSchedulerSpec(_Strict):
     min_lr_ratio: float = Field(0.0, description="the LR decays to min_lr_ratio * learning_rate")
 
 
+class DistributedSpec(_Strict):
+    """How many processes (one per GPU) train the job together, and how they share the model.
+
+    `ddp` replicates the model and all-reduces gradients; `fsdp` (FSDP2, `fully_shard`) shards
+    parameters, gradients and optimizer state, for models whose training state does not fit one
+    GPU. Both take disjoint slots of the same global batch, so the run's data and losses do not
+    depend on the process count. Launched with torchrun (the worker does it for you).
+    """
+
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    gpus_per_node: int = Field(
+        1, description="Processes per machine, one per GPU (torchrun's nproc-per-node)."
+    )
+    nodes: int = Field(1, description="Machines; more than 1 needs a torchrun per machine.")
+
+    @property
+    def world_size(self) -> int:
+        return self.gpus_per_node * self.nodes
+
+
+class LoraSpec(_Strict):
+    """LoRA adapter settings (peft's LoraConfig)."""
+
+    r: int = Field(16, description="Adapter rank.")
+    alpha: float = Field(32.0, description="Scaling numerator: updates are scaled by alpha / r.")
+    dropout: float = Field(0.0, description="Dropout on the adapter input.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear",
+        description="Module names to adapt, or all-linear (every linear but the head).",
+    )
+
+
+class MethodSpec(_Strict):
+    """What is trained: every weight (full), or low-rank adapters on a frozen base (lora), or
+    adapters on a 4-bit quantized base (qlora: CUDA + bitsandbytes only)."""
+
+    type: Literal["full", "lora", "qlora"] = "full"
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+    export: Literal["merged", "adapter"] = Field(
+        "merged",
+        description="LoRA checkpoints: merged = a plain model folder (adapter folded in), "
+        "adapter = the adapter only (load with peft onto the base).",
+    )
+
+
 class JobSpec(_Strict):
     """Everything that determines a run. Same spec + same seed = same tokens and same losses."""
 
@@ -151,6 +196,16 @@ class JobSpec(_Strict):
 
     # --- where and how
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    distributed: DistributedSpec = Field(default_factory=DistributedSpec)
+    method: MethodSpec = Field(default_factory=MethodSpec)
+    compile: bool = Field(False, description="torch.compile each transformer block (GPU speed).")
+    activation_checkpointing: bool = Field(
+        False, description="Recompute activations in backward: less memory, ~30% more compute."
+    )
+    peak_flops: float | None = Field(
+        None,
+        description="Peak FLOP/s of one device for the mfu metric; unset = looked up for known GPUs.",
+    )
     cache_dir: str | None = Field(
         None, description="Tokenized-data cache; unset = $REPLAYFT_CACHE_DIR or ~/.cache/replayft."
     )
@@ -258,8 +313,45 @@ class JobSpec(_Strict):
             errors.append(("val_fraction", "must be in (0, 1)"))
         if self.keep_checkpoints < 1:
             errors.append(("keep_checkpoints", "must be >= 1"))
+        errors += self._check_distributed()
+        lora = self.method.lora
+        if lora.r < 1:
+            errors.append(("method.lora.r", f"must be >= 1, got {lora.r}"))
+        if not 0 <= lora.dropout < 1:
+            errors.append(("method.lora.dropout", f"must be in [0, 1), got {lora.dropout}"))
+        if self.method.type != "full" and self.optimizer_state == "carry":
+            errors.append(
+                ("optimizer_state", "carry is for full fine-tuning; LoRA starts fresh adapters")
+            )
+        if self.peak_flops is not None and not self.peak_flops > 0:
+            errors.append(("peak_flops", "must be > 0"))
         if errors:
             raise SpecError(errors)
+
+    def _check_distributed(self) -> list[tuple[str, str]]:
+        dist, errors = self.distributed, []
+        if dist.gpus_per_node < 1:
+            errors.append(("distributed.gpus_per_node", "must be >= 1"))
+        if dist.nodes < 1:
+            errors.append(("distributed.nodes", "must be >= 1"))
+        if errors:
+            return errors
+        world = dist.world_size
+        if self.batch_size % world:
+            errors.append(
+                ("batch_size", f"must be divisible by the {world} processes of `distributed`")
+            )
+        elif (
+            self.micro_batch_size is not None and (self.batch_size // world) % self.micro_batch_size
+        ):
+            errors.append(
+                (
+                    "micro_batch_size",
+                    f"must divide the per-process batch ({self.batch_size // world} = "
+                    f"batch_size / {world} processes)",
+                )
+            )
+        return errors
 
 
 def _pydantic_errors(exc: ValidationError) -> SpecError:

@@ -35,12 +35,15 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint as ckpt
+from . import distributed, lora
 from .data import PackedDataset, prepare_dataset
+from .flops import device_peak_flops, mfu, model_flops_per_token
 from .hooks import NoHooks, TrainingHooks
 from .mixture import TARGET, Mixture
-from .models import load_model, load_tokenizer, model_info
+from .models import build_on_meta, load_model, load_tokenizer, model_info
 from .schedule import Plan, resolve_plan
 from .spec import JobSpec, SpecError
+from .streaming import prepare_sharded, should_stream
 
 
 class TrainingDiverged(RuntimeError):
@@ -84,7 +87,9 @@ def prepare(spec: JobSpec) -> RunData:
     ) -> PackedDataset | None:
         if not paths:
             return None
-        return prepare_dataset(
+        # large sharded corpora: one background process per shard, flat memory (streaming.py)
+        prepare_fn = prepare_sharded if should_stream(paths) else prepare_dataset
+        return prepare_fn(
             paths,
             tokenizer=tokenizer,
             seq_len=spec.seq_len,
@@ -101,14 +106,6 @@ def prepare(spec: JobSpec) -> RunData:
         spec, len(target.train) if target else 0, len(generic.train) if generic else 0
     )
     return RunData(tokenizer, target, generic, plan)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SpecError([("device", "cuda requested but no GPU is available")])
-    return torch.device(name)
 
 
 def build_optimizer(
@@ -144,10 +141,11 @@ def build_optimizer(
 
 # ---------------------------------------------------------------------------- batches and losses
 def gather_batch(
-    mixture: Mixture, data: RunData, step: int
+    mixture: Mixture, data: RunData, step: int, slots: range | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Token ids, loss masks and an is-target flag for every slot of batch `step`."""
-    slots = mixture.batch(step)
+    """Token ids, loss masks and an is-target flag for the given slots (default all) of batch
+    `step`."""
+    slots = mixture.batch(step, slots)
     is_target = np.array([s.source == TARGET for s in slots])
     L = data.plan.seq_len
     tokens = np.empty((len(slots), L), dtype=np.int64)
@@ -175,27 +173,42 @@ def token_losses(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tenso
 
 @torch.no_grad()
 def evaluate(
-    model: torch.nn.Module, split, *, n_sequences: int, micro_batch: int, device, autocast
+    model: torch.nn.Module,
+    split,
+    *,
+    n_sequences: int,
+    micro_batch: int,
+    device,
+    autocast,
+    dist: distributed.Dist | None = None,
 ) -> float | None:
-    """Token-weighted mean loss on the first `n_sequences` held-out sequences."""
+    """Token-weighted mean loss on the first `n_sequences` held-out sequences.
+
+    With several ranks each takes every W-th micro-batch and the sums are all-reduced. All ranks
+    run the same number of forward passes (a rank out of work repeats one with weight 0),
+    because an FSDP forward is a collective."""
+    d = dist or distributed.Dist()
     n = min(n_sequences, len(split))
     if n == 0:
         return None
     model.eval()
-    total, count = 0.0, 0
-    for start in range(0, n, micro_batch):
-        ids = torch.from_numpy(
-            np.asarray(split.tokens[start : start + micro_batch], dtype=np.int64)
-        )
-        mask = torch.from_numpy(
-            np.asarray(split.loss_mask[start : start + micro_batch], dtype=bool)
-        )
+    starts = list(range(0, n, micro_batch))
+    mine = starts[d.rank :: d.world_size]
+    rounds = math.ceil(len(starts) / d.world_size)
+    totals = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, token count
+    for i in range(rounds):
+        start, weight = (mine[i], 1.0) if i < len(mine) else (starts[0], 0.0)
+        end = min(start + micro_batch, n)
+        ids = torch.from_numpy(np.asarray(split.tokens[start:end], dtype=np.int64))
+        mask = torch.from_numpy(np.asarray(split.loss_mask[start:end], dtype=bool))
         ids, mask = ids.to(device), mask[:, 1:].to(device)
         with autocast():
             losses = token_losses(model, ids)
-        total += float((losses * mask).sum())
-        count += int(mask.sum())
+        totals[0] += (losses * mask).sum().double() * weight
+        totals[1] += mask.sum().double() * weight
+    distributed.all_reduce_sum(totals, d)
     model.train()
+    total, count = totals.tolist()
     return total / count if count else None
 
 
@@ -272,10 +285,26 @@ class MetricsFile:
 
 
 # ---------------------------------------------------------------------------- the run
-_RESUME_IGNORED = {"device", "cache_dir", "checkpoint_interval", "keep_checkpoints"}
+# Settings that change how (fast) a run computes, not what it computes: a run may resume with
+# other values, e.g. on more GPUs.
+_RESUME_IGNORED = {
+    "device",
+    "cache_dir",
+    "checkpoint_interval",
+    "keep_checkpoints",
+    "distributed",
+    "compile",
+    "activation_checkpointing",
+    "peak_flops",
+}
 
 
 def _comparable(spec_dict: dict[str, Any]) -> dict[str, Any]:
+    # through JobSpec first, so a checkpoint written before a field existed gets its default
+    try:
+        spec_dict = JobSpec.model_validate(spec_dict).model_dump(mode="json")
+    except ValueError:
+        pass  # a field since removed: compared as written, so the specs differ
     return {k: v for k, v in spec_dict.items() if k not in _RESUME_IGNORED}
 
 
@@ -286,22 +315,58 @@ def train(
     *,
     data: RunData | None = None,
 ) -> TrainResult:
-    """Run (or resume) the spec's training in `out_dir`. See the module docstring."""
-    hooks = hooks or NoHooks()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    device = pick_device(spec.device)
+    """Run (or resume) the spec's training in `out_dir`. See the module docstring.
+
+    Under torchrun every rank calls this; rank 0 alone writes files and calls `hooks`."""
+    d, device = distributed.setup(spec.device, spec.distributed.strategy)
+    try:
+        return _train(spec, Path(out_dir), hooks or NoHooks(), data, d, device)
+    finally:
+        distributed.teardown(d)
+
+
+def _train(
+    spec: JobSpec,
+    out_dir: Path,
+    hooks: TrainingHooks,
+    data: RunData | None,
+    d: distributed.Dist,
+    device: torch.device,
+) -> TrainResult:
+    main = d.is_main
+    if not main:
+        hooks = NoHooks()
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(spec.seed)
 
-    # 1-2. tokenizer, data, plan
-    data = data or prepare(spec)
+    # 1-2. tokenizer, data, plan: rank 0 first, so the others find the token cache warm
+    if data is None:
+        if not main:
+            distributed.barrier(d)
+        data = prepare(spec)
+        if main:
+            distributed.barrier(d)
     plan = data.plan
     mixture = Mixture(plan)
     N, B, L = plan.total_steps, plan.batch_size, plan.seq_len
+    W = d.world_size
+    if B % W or (spec.micro_batch_size and (B // W) % spec.micro_batch_size):
+        raise SpecError(
+            [
+                (
+                    "batch_size",
+                    f"{B} sequences (micro {spec.micro_batch_size}) do not split over {W} processes",
+                )
+            ]
+        )
+    my_slots = range(d.rank, B, W)
     spec_json = spec.model_dump(mode="json")
 
     # 3. resume point
-    ckpt.clean_partial(out_dir)
+    if main:
+        ckpt.clean_partial(out_dir)
+    distributed.barrier(d)
     resume = ckpt.latest_checkpoint(out_dir)
     meta: dict[str, Any] = {}
     if resume is not None:
@@ -311,17 +376,46 @@ def train(
                 [("spec", f"{out_dir} holds a run of a different spec; use a new output folder")]
             )
 
-    # 4. model
-    if resume is not None:
-        model = load_model(str(resume), device=device)
+    # 4. model. FSDP: rank 0 loads it on CPU, the other ranks build it empty on the meta
+    # device; after sharding, rank 0 broadcasts the weights (each rank keeps only its shard)
+    fsdp = d.enabled and d.strategy == "fsdp"
+    load_device = torch.device("cpu") if fsdp else device
+    if spec.method.type != "full":
+        if fsdp:
+            raise SpecError([("distributed.strategy", "LoRA trains with ddp, not fsdp")])
+        model = lora.build_model(spec, load_device, resume)  # base from the spec + adapter
+    elif fsdp and not main:
+        source = (str(resume), None) if resume is not None else (spec.model, spec.gguf_file)
+        model = build_on_meta(source[0], gguf_file=source[1])
+    elif resume is not None:
+        model = load_model(str(resume), device=load_device)
     else:
-        model = load_model(spec.model, gguf_file=spec.gguf_file, seed=spec.seed, device=device)
+        model = load_model(spec.model, gguf_file=spec.gguf_file, seed=spec.seed, device=load_device)
+    if spec.activation_checkpointing:
+        # transformers 5.2x renamed gradient_checkpointing_enable; accept both names
+        enable = getattr(model, "activation_checkpointing_enable", None)
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
+    if spec.compile:
+        for block in distributed.transformer_blocks(model) or [model]:
+            block.compile()  # in place: parameter names (and so checkpoints) are unchanged
     model.train()
+    flops_per_token = model_flops_per_token(model, L)
+    full_weights = model.state_dict() if fsdp and main else {}
+    model = distributed.wrap_model(model, d, device)
+    if fsdp:
+        distributed.fill_from_rank0(model, full_weights, d, device)
+        del full_weights
+    raw_model = distributed.unwrap(model)  # what is saved, evaluated under DDP, optimized
 
     # 5. optimizer
-    optimizer = build_optimizer(model, spec, device)
+    optimizer = build_optimizer(raw_model, spec, device)
     if resume is not None:
-        optimizer.load_state_dict(ckpt.load_optimizer_state(resume))
+        distributed.load_optimizer_state(raw_model, optimizer, resume, d)
         ckpt.restore_rng(resume)
     elif spec.optimizer_state == "carry":
         if not ckpt.is_replayft_checkpoint(spec.model):
@@ -333,7 +427,7 @@ def train(
                     )
                 ]
             )
-        optimizer.load_state_dict(ckpt.load_optimizer_state(spec.model))
+        distributed.load_optimizer_state(raw_model, optimizer, Path(spec.model), d)
 
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
 
@@ -345,18 +439,27 @@ def train(
     last_eval: dict[str, Any] = meta.get("last_eval", {})
     eval_interval = spec.eval_interval or max(1, N // 20)
     checkpoint_interval = spec.checkpoint_interval or max(1, N // 10)
-    micro = spec.micro_batch_size or B
+    local_B = len(my_slots)
+    micro = spec.micro_batch_size or local_B
     params = [p for p in model.parameters() if p.requires_grad]
-    metrics = MetricsFile(out_dir / "metrics.jsonl", start)
+    peak = device_peak_flops(device, spec.peak_flops)
+    metrics = MetricsFile(out_dir / "metrics.jsonl", start) if main else None
+    # under DDP, eval runs on the bare model (no gradient hooks); FSDP needs its wrapper's gathers
+    eval_model = raw_model if d.strategy == "ddp" else model
 
     def emit(record: dict[str, Any]) -> None:
-        metrics.write(record)
-        hooks.on_metrics(record)
+        if main:
+            metrics.write(record)
+            hooks.on_metrics(record)
 
     def run_eval(step: int) -> None:
         nonlocal last_eval
         kwargs = dict(
-            n_sequences=spec.eval_sequences, micro_batch=micro, device=device, autocast=autocast
+            n_sequences=spec.eval_sequences,
+            micro_batch=micro,
+            device=device,
+            autocast=autocast,
+            dist=d,
         )
         record: dict[str, Any] = {
             "type": "eval",
@@ -364,29 +467,39 @@ def train(
             "stage": plan.stage_at(min(step, N - 1)).index,
         }
         if data.target is not None:
-            record["val_loss_target"] = evaluate(model, data.target.val, **kwargs)
+            record["val_loss_target"] = evaluate(eval_model, data.target.val, **kwargs)
         if data.generic is not None:
-            record["val_loss_generic"] = evaluate(model, data.generic.val, **kwargs)
+            record["val_loss_generic"] = evaluate(eval_model, data.generic.val, **kwargs)
         last_eval = record
         emit(record)
 
     def save(step: int) -> Path:
-        path = ckpt.save_checkpoint(
-            out_dir,
-            step,
-            model=model,
-            tokenizer=data.tokenizer,
-            optimizer=optimizer,
-            meta={
-                "spec": spec_json,
-                "plan": plan.summary(),
-                "spike": asdict(spike),
-                "last_eval": last_eval,
-                "tokens_seen": step * B * L,
-            },
-        )
-        ckpt.prune_checkpoints(out_dir, spec.keep_checkpoints, protect=path)
-        hooks.on_checkpoint(path, step)
+        model_state, optimizer_state = distributed.full_state(model, optimizer, d)
+        path = ckpt.checkpoints_root(out_dir) / f"step-{step}"
+        if main:
+            path = ckpt.save_checkpoint(
+                out_dir,
+                step,
+                model=raw_model,
+                tokenizer=data.tokenizer,
+                optimizer=optimizer,
+                optimizer_state=optimizer_state,
+                model_state=model_state,
+                write_model=None
+                if spec.method.type == "full"
+                else lambda folder: lora.write_checkpoint_weights(raw_model, folder, spec),
+                meta={
+                    "spec": spec_json,
+                    "plan": plan.summary(),
+                    "spike": asdict(spike),
+                    "last_eval": last_eval,
+                    "tokens_seen": step * B * L,
+                    "world_size": W,
+                },
+            )
+            ckpt.prune_checkpoints(out_dir, spec.keep_checkpoints, protect=path)
+            hooks.on_checkpoint(path, step)
+        distributed.barrier(d)  # the folder is complete before any rank goes on (or resumes)
         return path
 
     stopped = False
@@ -399,21 +512,26 @@ def train(
             lr = plan.lr_at(step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            tokens, mask, is_target = gather_batch(mixture, data, step)
+            tokens, mask, is_target = gather_batch(mixture, data, step, my_slots)
             ids = torch.from_numpy(tokens).to(device, non_blocking=True)
             label_mask = torch.from_numpy(mask[:, 1:]).to(device)
             target_rows = torch.from_numpy(is_target).to(device)
-            n_label_tokens = max(1, int(mask[:, 1:].sum()))
+            # the loss is the mean over the GLOBAL batch's trainable tokens; DDP/FSDP average
+            # gradients over the W ranks, so each rank scales its share by W
+            n_label_tokens = torch.tensor(float(mask[:, 1:].sum()), device=device)
+            distributed.all_reduce_sum(n_label_tokens, d).clamp_(min=1.0)
+            loss_scale = W / n_label_tokens
             data_time = time.perf_counter() - t0
 
             # sums of per-token loss and token counts, by source: [target, generic]
             loss_sums = torch.zeros(2, device=device)
             token_counts = torch.zeros(2, device=device)
-            for lo in range(0, B, micro):
+            for lo in range(0, local_B, micro):
                 hi = lo + micro
-                with autocast():
-                    losses = token_losses(model, ids[lo:hi]) * label_mask[lo:hi]
-                (losses.sum() / n_label_tokens).backward()
+                with distributed.grad_sync(model, d, sync=hi >= local_B):
+                    with autocast():
+                        losses = token_losses(model, ids[lo:hi]) * label_mask[lo:hi]
+                    (losses.sum() * loss_scale).backward()
                 per_row = losses.detach().sum(dim=1)
                 rows_target = target_rows[lo:hi]
                 counts = label_mask[lo:hi].sum(dim=1).float()
@@ -422,11 +540,12 @@ def train(
                 token_counts[0] += counts[rows_target].sum()
                 token_counts[1] += counts[~rows_target].sum()
             clip = spec.grad_clip if spec.grad_clip > 0 else math.inf
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
+            grad_norm = distributed.as_local(torch.nn.utils.clip_grad_norm_(params, clip))
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
-            sums, counts = loss_sums.tolist(), token_counts.tolist()  # the one sync point per step
+            totals = distributed.all_reduce_sum(torch.cat([loss_sums, token_counts]), d)
+            sums, counts = totals[:2].tolist(), totals[2:].tolist()  # the one sync point per step
             grad_norm = float(grad_norm)
             train_loss = sum(sums) / max(1.0, sum(counts))
             if not (math.isfinite(train_loss) and math.isfinite(grad_norm)):
@@ -439,6 +558,7 @@ def train(
             spike.update(step + 1, loss_target)
             step_time = time.perf_counter() - t0
             done = step + 1
+            tokens_per_second = B * L / step_time
             emit(
                 {
                     "type": "train",
@@ -450,9 +570,10 @@ def train(
                     "train_loss_generic": loss_generic,
                     "grad_norm": grad_norm,
                     "tokens_seen": done * B * L,
-                    "tokens_per_second": B * L / step_time,
-                    "target_sequences": int(is_target.sum()),
-                    "generic_sequences": int((~is_target).sum()),
+                    "tokens_per_second": tokens_per_second,
+                    "mfu": mfu(tokens_per_second, flops_per_token, peak, W),
+                    "target_sequences": plan.target_count_at(step),
+                    "generic_sequences": B - plan.target_count_at(step),
                     "data_time": data_time,
                     "step_time": step_time,
                 }
@@ -463,7 +584,7 @@ def train(
                 path = save(done)
                 if done == N:
                     final_checkpoint = path
-            if done < N and hooks.should_stop(done):
+            if done < N and distributed.broadcast_flag(hooks.should_stop(done), d, device):
                 if done % checkpoint_interval:
                     save(done)
                 stopped = True
@@ -472,7 +593,8 @@ def train(
         if not stopped:
             emit(summary)
     finally:
-        metrics.close()
+        if metrics is not None:
+            metrics.close()
     steps_completed = done if stopped else N
     return TrainResult(out_dir, steps_completed, N, stopped, final_checkpoint, summary)
 

@@ -183,3 +183,15 @@ def test_save_checkpoint_replaces_existing_step(tmp_path):
     )
     assert json.loads((path / "meta.json").read_text())["note"] == "b"
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-5"]
+
+
+def test_resume_accepts_a_checkpoint_from_before_new_spec_fields(small_data, cache_dir, tmp_path):
+    spec = small_spec(small_data, cache_dir, checkpoint_interval=1, total_steps=3)
+    train(spec, tmp_path)
+    last = latest_checkpoint(tmp_path)
+    meta = json.loads((last / "meta.json").read_text())
+    for key in ("distributed", "method", "compile", "activation_checkpointing", "peak_flops"):
+        del meta["spec"][key]  # as written before these fields existed
+    (last / "meta.json").write_text(json.dumps(meta))
+    result = train(spec, tmp_path)  # resumes (at the end: nothing left to do) instead of refusing
+    assert result.steps_completed == 3 and result.final_checkpoint == last

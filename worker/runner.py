@@ -378,7 +378,8 @@ def run_job(job_id: str) -> str | None:
     """Claim and run (or resume) a job; returns RETRY_LATER if it must wait for a lease."""
     from api.services.models import fine_tuned_name
     from replay_engine import checkpoint as ckpt
-    from replay_engine.spec import JobSpec
+    from replay_engine.distributed import launch
+    from replay_engine.spec import JobSpec, SpecError
     from replay_engine.trainer import train
 
     owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -422,7 +423,25 @@ def run_job(job_id: str) -> str | None:
     heartbeat = Heartbeat(job_id, owner, hooks)
     heartbeat.start()
     try:
-        result = train(spec, artifact_dir, hooks)
+        if spec.distributed.nodes > 1:
+            raise SpecError(
+                [
+                    (
+                        "distributed.nodes",
+                        "a worker runs a job on its own machine; start multi-machine runs with "
+                        "torchrun on each machine (replayft train, see docs/ARCHITECTURE.md)",
+                    )
+                ]
+            )
+        if spec.distributed.world_size > 1:
+            # torchrun child processes; rank 0's bridge files drive the same hooks
+            world, strategy = spec.distributed.world_size, spec.distributed.strategy
+            with session_scope() as session:
+                _event(session, job_id, f"Training on {world} processes ({strategy}).")
+                session.commit()
+            result = launch(spec, artifact_dir, hooks)
+        else:
+            result = train(spec, artifact_dir, hooks)
         hooks.flush()
     except Exception as exc:
         try:

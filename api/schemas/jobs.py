@@ -30,6 +30,16 @@ class LRScheduler(_Strict):
     min_lr_ratio: float | None = None
 
 
+class Distributed(_Strict):
+    """One job on several GPUs (torchrun processes on the worker's machine)."""
+
+    strategy: Literal["ddp", "fsdp"] | None = Field(
+        None, description="ddp replicates the model; fsdp shards it (large models)."
+    )
+    gpus_per_node: int | None = Field(None, description="GPUs (processes) the job uses.")
+    nodes: int | None = Field(None, description="Machines; the worker runs 1.")
+
+
 class Hyperparameters(_Strict):
     """OpenAI's three knobs ("auto" = the engine's default) and ReplayFT's extras."""
 
@@ -53,6 +63,7 @@ class Hyperparameters(_Strict):
     target_subset_fraction: float | None = Field(
         None, description="Train on this share of the target documents (nested per seed)."
     )
+    distributed: Distributed | None = None
 
 
 class Supervised(_Strict):

@@ -239,3 +239,40 @@ def test_list_pagination_metadata_filter_and_idempotency(team: Team, team_files)
             assert_error(resp, (400, 409))
     for job_id in created:
         assert team.wait_job(job_id, *TERMINAL)["status"] in ("cancelled", "succeeded")
+
+
+def test_two_process_job_pauses_resumes_and_matches_one_process(team: Team, team_files):
+    """A job on 2 processes (torchrun, gloo on CPU) behind a real worker: rank 0's metrics and
+    checkpoints reach the database, pause stops both ranks, and the resumed job's losses equal
+    a one-process twin's."""
+    body = team.tiny_job(*team_files, n_epochs=0.6, seed=13)  # ~20 steps
+    hp = body["method"]["supervised"]["hyperparameters"]
+    two = {
+        **body,
+        "method": {
+            "type": "supervised",
+            "supervised": {
+                "hyperparameters": {**hp, "distributed": {"strategy": "ddp", "gpus_per_node": 2}}
+            },
+        },
+    }
+    job = team.create_job(two)
+    total = team.wait_step(job["id"], 3)["progress"]["total_steps"]
+    team.ok(team.post(f"{JOBS}/{job['id']}/pause"))
+    job = team.wait_job(job["id"], "paused", timeout=120)
+    step = settled_step(team, job["id"])
+    assert 0 < step < total, (job["progress"], step)
+    assert team.checkpoints(job["id"])[-1]["step_number"] == step
+
+    team.ok(team.post(f"{JOBS}/{job['id']}/resume"))
+    twin = team.create_job(body)  # one process, never interrupted
+    job = team.wait_job(job["id"], "succeeded")
+    twin = team.wait_job(twin["id"], "succeeded")
+    got, want = train_records(team.metrics(job["id"])), train_records(team.metrics(twin["id"]))
+    assert sorted(got) == sorted(want) == list(range(1, total + 1)), sorted(got)
+    for s in want:
+        for name in ("train_loss", "train_loss_target", "train_loss_generic"):
+            assert got[s][name] == pytest.approx(want[s][name], rel=1e-4), (s, name)
+    assert [c["step_number"] for c in team.checkpoints(job["id"])][-1] == total
+    messages = [e["message"] for e in team.events(job["id"])]
+    assert messages.count("Training on 2 processes (ddp).") == 2, messages  # both attempts

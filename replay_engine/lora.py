@@ -1,0 +1,124 @@
+"""LoRA and QLoRA through peft: train low-rank adapters on a frozen base model.
+
+`method: {type: lora, lora: {r, alpha, dropout, target_modules}, export: merged | adapter}`.
+Full fine-tuning (`type: full`) stays the default and never touches this module.
+
+Design
+- The base always comes from the spec's `model` (fresh, or on resume too): a checkpoint stores
+  only what training changed, the adapter, plus the optimizer state of the adapter's parameters
+  (the only ones the optimizer holds), so resume = base from the spec + adapter from the folder.
+- Export. `adapter`: the checkpoint folder *is* a peft adapter folder (adapter_config.json,
+  adapter_model.safetensors); load it with `PeftModel.from_pretrained(base, folder)`.
+  `merged` (the default): the folder is a plain Hugging Face model with W + (alpha/r) B A folded
+  into each adapted weight, loadable by `AutoModelForCausalLM.from_pretrained` and usable as the
+  `model` of a next job, with the adapter kept in `adapter/` for resuming. Merging is computed
+  into a new state dict (peft's `get_delta_weight`), so the training weights are never rounded by
+  a merge/unmerge round trip.
+- QLoRA loads the base in 4-bit NF4 (bitsandbytes, CUDA only) and trains bf16 adapters; it is
+  refused with a clear error where CUDA or bitsandbytes is missing, and exports adapters only
+  (a merge would need the de-quantized base).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .spec import JobSpec, SpecError
+
+ADAPTER_DIR = "adapter"  # inside a merged-export checkpoint
+
+
+def adapter_folder(checkpoint: Path, spec: JobSpec) -> Path:
+    return checkpoint if spec.method.export == "adapter" else checkpoint / ADAPTER_DIR
+
+
+def _check_qlora(spec: JobSpec) -> None:
+    if not torch.cuda.is_available():
+        raise SpecError([("method.type", "qlora needs a CUDA GPU; use lora on this machine")])
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise SpecError(
+            [("method.type", "qlora needs the bitsandbytes package (pip install bitsandbytes)")]
+        ) from None
+    if spec.method.export != "adapter":
+        raise SpecError([("method.export", "qlora checkpoints export the adapter only")])
+
+
+def _load_quantized_base(spec: JobSpec, device: torch.device) -> torch.nn.Module:
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from .models import is_preset, split_gguf
+
+    if is_preset(spec.model) or spec.gguf_file or spec.model.lower().endswith(".gguf"):
+        raise SpecError(
+            [("method.type", "qlora needs a Hugging Face model folder or hub id as model")]
+        )
+    target, _ = split_gguf(spec.model, None)
+    quant = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=torch.bfloat16,
+        bnb_4bit_use_double_quant=True,
+    )
+    base = AutoModelForCausalLM.from_pretrained(
+        target, quantization_config=quant, attn_implementation="sdpa", device_map={"": device}
+    )
+    return prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
+
+
+def build_model(spec: JobSpec, device: torch.device, resume: Path | None) -> torch.nn.Module:
+    """The base (frozen) with trainable adapters: fresh, or the checkpoint's on resume."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    from .models import load_model
+
+    if spec.method.type == "qlora":
+        _check_qlora(spec)
+        base = _load_quantized_base(spec, device)
+    else:
+        base = load_model(spec.model, gguf_file=spec.gguf_file, seed=spec.seed, device=device)
+    if resume is not None:
+        return PeftModel.from_pretrained(base, adapter_folder(resume, spec), is_trainable=True)
+    lora = spec.method.lora
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    with torch.random.fork_rng(devices=[]):  # adapter init depends on the seed only
+        torch.manual_seed(spec.seed)
+        return get_peft_model(base, config)
+
+
+def merged_state_dict(model: Any) -> dict[str, torch.Tensor]:
+    """The base model's state dict with every adapter folded in, under the base's own names."""
+    from peft.tuners.lora import LoraLayer
+
+    base = model.get_base_model()
+    out = {
+        key.replace(".base_layer.", "."): value.detach()
+        for key, value in base.state_dict().items()
+        if "lora_" not in key
+    }
+    for name, module in base.named_modules():
+        if isinstance(module, LoraLayer):
+            for adapter in module.active_adapters:
+                key = f"{name}.weight"
+                out[key] = out[key] + module.get_delta_weight(adapter).to(out[key].dtype)
+    return out
+
+
+def write_checkpoint_weights(model: Any, folder: Path, spec: JobSpec) -> None:
+    """The model part of a LoRA checkpoint (see the module docstring for the layout)."""
+    if spec.method.export == "adapter":
+        model.save_pretrained(folder)
+        return
+    model.get_base_model().save_pretrained(folder, state_dict=merged_state_dict(model))
+    model.save_pretrained(folder / ADAPTER_DIR)
