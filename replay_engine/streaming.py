@@ -142,6 +142,7 @@ def prepare_sharded(
             int(seq_len),
             float(val_fraction),
             int(seed),
+            1.0,  # subset_fraction: a generic corpus is always used whole
         )
         if _is_entry(Path(cache_dir) / key):
             done[i] = (key, True)

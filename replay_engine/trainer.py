@@ -87,18 +87,19 @@ def prepare(spec: JobSpec) -> RunData:
     ) -> PackedDataset | None:
         if not paths:
             return None
-        # large sharded corpora: one background process per shard, flat memory (streaming.py)
-        prepare_fn = prepare_sharded if should_stream(paths) else prepare_dataset
-        return prepare_fn(
-            paths,
+        common = dict(
             tokenizer=tokenizer,
             seq_len=spec.seq_len,
             cache_dir=cache_dir,
             val_paths=val_paths,
             val_fraction=spec.val_fraction,
             seed=spec.seed,
-            subset_fraction=subset_fraction,
         )
+        # large sharded corpora: one background process per shard, flat memory (streaming.py);
+        # a nested subset (a sweep's reference runs) needs all documents in one holdout first
+        if subset_fraction == 1.0 and should_stream(paths):
+            return prepare_sharded(paths, **common)
+        return prepare_dataset(paths, subset_fraction=subset_fraction, **common)
 
     target = packed(spec.training_file, spec.validation_file, spec.target_subset_fraction)
     generic = packed(spec.replay.dataset, spec.replay.validation_dataset)

@@ -51,14 +51,17 @@ MEASURE = textwrap.dedent(
         while not done.wait(0.002):
             peak[0] = max(peak[0], rss_kib())
     before = rss_kib()
-    sampler = threading.Thread(target=sample)
+    # daemon, and stopped in `finally`: an error in the call must fail the test, not hang it
+    sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    if mode == "sharded":
-        ds = prepare_sharded(paths, tokenizer=tok, seq_len=256, cache_dir=cache, workers=2)
-    else:
-        ds = prepare_dataset(paths, tokenizer=tok, seq_len=256, cache_dir=cache)
-    done.set()
-    sampler.join()
+    try:
+        if mode == "sharded":
+            ds = prepare_sharded(paths, tokenizer=tok, seq_len=256, cache_dir=cache, workers=2)
+        else:
+            ds = prepare_dataset(paths, tokenizer=tok, seq_len=256, cache_dir=cache)
+    finally:
+        done.set()
+        sampler.join()
     peak[0] = max(peak[0], rss_kib())
     workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     print(json.dumps({"growth_kib": peak[0] - before, "workers_kib": workers, "rows": len(ds.train)}))
@@ -71,8 +74,9 @@ def measure(mode, cache, paths):
         [sys.executable, "-c", MEASURE, mode, str(cache), *paths],
         capture_output=True,
         text=True,
-        check=True,
+        timeout=300,
     )
+    assert out.returncode == 0, f"{mode} preparation failed:\n{out.stderr[-3000:]}"
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
