@@ -12,7 +12,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -509,3 +510,37 @@ def release_redis_db(index: int) -> None:
             r.flushdb()
     finally:
         r.close()
+
+
+# ---------------------------------------------------------------------------- the browser
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's; Playwright's own browser download fails here
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    # no connections of Chromium's own: this machine's network refuses them
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@contextmanager
+def dashboard_browser() -> Iterator[Any]:
+    """Headless Debian Chromium driven by Playwright, for tests of the built dashboard."""
+    try:
+        from playwright import sync_api as playwright_sync
+    except ImportError:
+        pytest.fail("playwright is missing: scripts/install.sh --dev installs the dev extras")
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: scripts/install.sh --dev installs Debian's chromium")
+    if not (REPO / "frontend" / "dist" / "index.html").is_file():
+        pytest.fail("the dashboard is not built: scripts/install.sh runs npm ci && npm run build")
+    with playwright_sync.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -14,35 +14,16 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from servicekit import JOB_TIMEOUT_S, REPO, Team
+from servicekit import JOB_TIMEOUT_S, Team, dashboard_browser
 
-playwright_sync = pytest.importorskip("playwright.sync_api")
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 JOBS = "/v1/fine_tuning/jobs"
 UI_TIMEOUT_MS = 30_000
 
 
 @pytest.fixture(scope="module")
 def browser():
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: scripts/install.sh --dev installs Debian's chromium")
-    if not (REPO / "frontend" / "dist" / "index.html").is_file():
-        pytest.fail("the dashboard is not built: scripts/install.sh runs npm ci && npm run build")
-    with playwright_sync.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+    with dashboard_browser() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from servicekit import REPO, TERMINAL, TINY, Team, assert_error, cli, service_env
+from servicekit import TERMINAL, TINY, Team, assert_error, cli, dashboard_browser, service_env
 
 log = logging.getLogger(__name__)
 
@@ -211,17 +211,6 @@ def test_cancel_stops_every_unfinished_member(team: Team, team_files):
 
 
 # ---------------------------------------------------------------------------- the dashboard page
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def test_sweep_report_page_shows_the_plots(service, finished_sweep):
@@ -229,51 +218,41 @@ def test_sweep_report_page_shows_the_plots(service, finished_sweep):
     which plots loss against replay fraction and the fitted reference curve with every
     configuration on it, and names the recommended fraction. With REPLAYFT_SCREENSHOTS=<dir> it
     saves sweep-report.png there (docs/screenshots/ holds the committed one)."""
-    playwright_sync = pytest.importorskip("playwright.sync_api")
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: scripts/install.sh --dev installs Debian's chromium")
-    if not (REPO / "frontend" / "dist" / "index.html").is_file():
-        pytest.fail("the dashboard is not built: scripts/install.sh builds frontend/")
     team, sweep_id, *_ = finished_sweep
     report = team.ok(team.get(f"{SWEEPS}/{sweep_id}/report"))
     errors: list[str] = []
-    with playwright_sync.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": 1440, "height": 900})
-            page.set_default_timeout(30_000)
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.add_init_script(f"sessionStorage.setItem('replayft.apiKey', {team.key!r})")
-            page.goto(f"{service.url}/sweeps")
-            page.get_by_role("heading", name="Replay sweeps").wait_for()
-            page.get_by_role("link", name=sweep_id).click()
-            page.get_by_role("heading", name="Sweep report").wait_for()
-            assert page.get_by_test_id("report-status").inner_text() == "complete"
+    with dashboard_browser() as browser:
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        page.set_default_timeout(30_000)
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.add_init_script(f"sessionStorage.setItem('replayft.apiKey', {team.key!r})")
+        page.goto(f"{service.url}/sweeps")
+        page.get_by_role("heading", name="Replay sweeps").wait_for()
+        page.get_by_role("link", name=sweep_id).click()
+        page.get_by_role("heading", name="Sweep report").wait_for()
+        assert page.get_by_test_id("report-status").inner_text() == "complete"
 
-            by_fraction = page.get_by_test_id("sweep-loss-vs-fraction")
-            curve = page.get_by_test_id("sweep-reference-curve")
-            by_fraction.locator("canvas").wait_for()
-            curve.locator("canvas").wait_for()
-            assert by_fraction.get_attribute("data-points") == "2"  # r = 0 and r = 0.25
-            # the sampled curve plus the reference runs and the configurations placed on it
-            assert int(curve.get_attribute("data-points") or 0) > 60
+        by_fraction = page.get_by_test_id("sweep-loss-vs-fraction")
+        curve = page.get_by_test_id("sweep-reference-curve")
+        by_fraction.locator("canvas").wait_for()
+        curve.locator("canvas").wait_for()
+        assert by_fraction.get_attribute("data-points") == "2"  # r = 0 and r = 0.25
+        # the sampled curve plus the reference runs and the configurations placed on it
+        assert int(curve.get_attribute("data-points") or 0) > 60
 
-            rec = report["recommendation"]
-            card = page.get_by_test_id("recommendation")
-            assert f"r={rec['replay_fraction']:g}" in card.inner_text()
-            assert rec["reason"] in card.inner_text()
-            table = page.get_by_role("table", name="Multipliers")
-            rows = table.locator("tbody tr")
-            assert rows.count() == len(report["configurations"])
-            replay = next(c for c in report["configurations"] if c["replay_fraction"] == 0.25)
-            assert (
-                f"{replay['multiplier']:.2f}×"
-                in table.locator("tr[data-fraction='0.25']").inner_text()
-            )
-            folder = os.environ.get("REPLAYFT_SCREENSHOTS")
-            if folder:
-                Path(folder).mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(Path(folder) / "sweep-report.png"), full_page=True)
-        finally:
-            browser.close()
+        rec = report["recommendation"]
+        card = page.get_by_test_id("recommendation")
+        assert f"r={rec['replay_fraction']:g}" in card.inner_text()
+        assert rec["reason"] in card.inner_text()
+        table = page.get_by_role("table", name="Multipliers")
+        rows = table.locator("tbody tr")
+        assert rows.count() == len(report["configurations"])
+        replay = next(c for c in report["configurations"] if c["replay_fraction"] == 0.25)
+        assert (
+            f"{replay['multiplier']:.2f}×" in table.locator("tr[data-fraction='0.25']").inner_text()
+        )
+        folder = os.environ.get("REPLAYFT_SCREENSHOTS")
+        if folder:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(Path(folder) / "sweep-report.png"), full_page=True)
     assert not errors, f"uncaught errors in the page: {errors}"
