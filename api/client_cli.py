@@ -24,7 +24,8 @@ into one upload (the engine reads several files as their documents in order, so 
 same); any other combination is refused with the reason. Once the server has validated every
 upload, the spec's fields become the job request: `model`, `seed`, `suffix`, `replay` (dataset,
 fraction, target_stage2_allocation, stage2_duration) and `method.supervised.hyperparameters`
-(n_epochs, batch_size, learning_rate, lr_scheduler, seq_len, total_steps, optimizer_state, ...).
+(n_epochs, batch_size, learning_rate, lr_scheduler, seq_len, total_steps, optimizer_state, ...,
+and the spec's LoRA `method` as `adapter`).
 Only the fields the spec sets are sent, so the server's defaults (the engine's) fill the rest. A
 field the API cannot carry (weight_decay, gguf_file, ...) is an error when it differs from the
 server's default rather than being dropped in silence; `device` and `cache_dir` belong to the
@@ -78,7 +79,7 @@ JOBS = "/fine_tuning/jobs"
 # Spec fields the server decides for itself: ignored with a note.
 SERVER_SIDE_FIELDS = ("device", "cache_dir")
 # Spec fields handled one by one in `_job_request`, not through the generic field mapping.
-MAPPED_FIELDS = ("model", "seed", "training_file", "validation_file", "replay")
+MAPPED_FIELDS = ("model", "seed", "training_file", "validation_file", "replay", "method")
 UNSUPPORTED_HINTS = {
     "gguf_file": "register the model on the server (`replayft models add NAME PATH --gguf-file "
     "FILE`) and use NAME as `model`",
@@ -378,6 +379,17 @@ def _differs_from_default(spec: Any, name: str) -> bool:
     return value != default
 
 
+def _adapter_request(method: Any) -> dict[str, Any] | None:
+    """The spec's `method` as the API's `hyperparameters.adapter` (flat, only the keys the spec
+    sets); None for full fine-tuning, whose lora settings the engine ignores as well."""
+    if method.type == "full":
+        return None
+    adapter: dict[str, Any] = {"type": method.type, **method.lora.model_dump(exclude_unset=True)}
+    if "export" in method.model_fields_set:
+        adapter["export"] = method.export
+    return adapter
+
+
 def build_submission(spec: Any, suffix: str | None = None) -> Submission:
     """Map a checked engine JobSpec to a job request (files not uploaded yet).
 
@@ -410,6 +422,9 @@ def build_submission(spec: Any, suffix: str | None = None) -> Submission:
                 f"`replayft train`"
             )
             errors.append(f"{name}: not accepted by the API: {hint}")
+    adapter = _adapter_request(spec.method)
+    if adapter is not None:
+        hyperparameters["adapter"] = adapter
     if "seed" in spec.model_fields_set:
         body["seed"] = spec.seed
     if suffix:

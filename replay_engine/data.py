@@ -3,6 +3,7 @@
 Pipeline, one function per step:
 
     read_documents(path)   file -> (format, documents); a document is a list[Segment]
+    iter_documents(path)   the same, one document at a time (validating a file of any size)
     render_chat(messages)  one chat example -> segments, trainable only on assistant text
     _holdout(docs)         documents -> (train, val), split by document, never by sequence
     nested_subset(docs)    train documents -> a seeded share of them (reference runs of a sweep)
@@ -67,6 +68,7 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,17 +236,15 @@ def _string_field(obj: dict, key: str) -> str:
     return value
 
 
-def _read_jsonl(path: Path, tokenizer) -> tuple[str, list[list[Segment]]]:
-    fmt, first_line = None, None
-    docs = []
+def _iter_jsonl(path: Path, tokenizer, fmt: str) -> Iterator[list[Segment]]:
+    first_line = None
     for lineno, line in _iter_lines(path):
         if not line.strip():
             continue
         obj = _parse_json_line(path, lineno, line)
         kind = _record_format(path, lineno, obj)
-        if fmt is None:
-            fmt, first_line = kind, lineno
-        elif kind != fmt:
+        first_line = first_line or lineno
+        if kind != fmt:
             reason = (
                 f"this line is a {kind} record but the file is {fmt} (decided by line {first_line})"
             )
@@ -262,31 +262,39 @@ def _read_jsonl(path: Path, tokenizer) -> tuple[str, list[list[Segment]]]:
             # are not ValueErrors: every per-record failure gets the file and line attached.
             raise DataFormatError(path, lineno, str(e)) from e
         if any(seg.text for seg in doc):  # a document without text would only add a lone EOS
-            docs.append(doc)
-    if fmt is None:
-        raise DataFormatError(path, None, "file is empty")
-    return fmt, docs
+            yield doc
 
 
-def _read_txt(path: Path) -> list[list[Segment]]:
-    lines = [line for _, line in _iter_lines(path)]
-    nonblank = [i for i, line in enumerate(lines) if line.strip()]
-    if not nonblank:
+def _txt_has_paragraphs(path: Path) -> bool:
+    """Whether a blank line separates two non-blank ones (a first pass, so that reading the
+    documents can stream): then documents are paragraphs, else lines."""
+    seen_text = blank_after_text = False
+    for _, line in _iter_lines(path):
+        if not line.strip():
+            blank_after_text = seen_text
+        elif blank_after_text:
+            return True
+        else:
+            seen_text = True
+    if not seen_text:
         raise DataFormatError(path, None, "file is empty")
-    lines = lines[nonblank[0] : nonblank[-1] + 1]  # blank lines at either end separate nothing
-    if all(line.strip() for line in lines):
-        return [[Segment(line, True)] for line in lines]
-    docs, paragraph = [], []
-    for line in lines + [""]:  # the sentinel flushes the last paragraph
+    return False
+
+
+def _iter_txt(path: Path) -> Iterator[list[Segment]]:
+    if not _txt_has_paragraphs(path):
+        yield from ([Segment(line, True)] for _, line in _iter_lines(path) if line.strip())
+        return
+    paragraph: list[str] = []
+    for _, line in itertools.chain(_iter_lines(path), [(None, "")]):  # "" flushes the last one
         if line.strip():
             paragraph.append(line)
         elif paragraph:
-            docs.append([Segment("\n".join(paragraph), True)])
+            yield [Segment("\n".join(paragraph), True)]
             paragraph = []
-    return docs
 
 
-def _read_parquet(path: Path) -> list[list[Segment]]:
+def _iter_parquet(path: Path) -> Iterator[list[Segment]]:
     # Imported here: pyarrow is slow to import and only Parquet inputs need it.
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -302,31 +310,38 @@ def _read_parquet(path: Path) -> list[list[Segment]]:
     text_type = pf.schema_arrow.field("text").type
     if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type)):
         raise DataFormatError(path, None, f"column 'text' must hold strings, got {text_type}")
-    docs, n_rows = [], 0
+    n_rows = 0
     for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=["text"]):
         column = batch.column(0)
         if column.null_count:
             first = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
             raise DataFormatError(path, None, f"row {n_rows + first + 1}: 'text' is null")
-        docs.extend([Segment(text, True)] for text in column.to_pylist() if text)
+        yield from ([Segment(text, True)] for text in column.to_pylist() if text)
         n_rows += batch.num_rows
     if n_rows == 0:
         raise DataFormatError(path, None, "file is empty (no rows)")
-    return docs
 
 
-def read_documents(path, tokenizer=None) -> tuple[str, list[list[Segment]]]:
-    """Read one file into (format, documents). Chat files are rendered with the tokenizer's chat
-    template; without a tokenizer (or template) they use the plain-text fallback."""
+def iter_documents(path, tokenizer=None) -> tuple[str, Iterator[list[Segment]]]:
+    """(format, documents one at a time): `read_documents` with memory bounded by the largest
+    document, for files of any size. The format is known up front; a bad record raises its
+    DataFormatError when iteration reaches it, after the documents before it were yielded."""
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(path, None, "no such file")
     fmt = detect_format(path)
     if fmt == "txt":
-        return fmt, _read_txt(path)
+        return fmt, _iter_txt(path)
     if fmt == "parquet":
-        return fmt, _read_parquet(path)
-    return _read_jsonl(path, tokenizer)
+        return fmt, _iter_parquet(path)
+    return fmt, _iter_jsonl(path, tokenizer, fmt)
+
+
+def read_documents(path, tokenizer=None) -> tuple[str, list[list[Segment]]]:
+    """Read one file into (format, documents). Chat files are rendered with the tokenizer's chat
+    template; without a tokenizer (or template) they use the plain-text fallback."""
+    fmt, docs = iter_documents(path, tokenizer)
+    return fmt, list(docs)
 
 
 # -----------------------------------------------------------------------------

@@ -44,8 +44,6 @@ def _check_qlora(spec: JobSpec) -> None:
         raise SpecError(
             [("method.type", "qlora needs the bitsandbytes package (pip install bitsandbytes)")]
         ) from None
-    if spec.method.export != "adapter":
-        raise SpecError([("method.export", "qlora checkpoints export the adapter only")])
 
 
 def _load_quantized_base(spec: JobSpec, device: torch.device) -> torch.nn.Module:

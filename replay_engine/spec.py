@@ -319,6 +319,9 @@ class JobSpec(_Strict):
             errors.append(("method.lora.r", f"must be >= 1, got {lora.r}"))
         if not 0 <= lora.dropout < 1:
             errors.append(("method.lora.dropout", f"must be in [0, 1), got {lora.dropout}"))
+        if self.method.type == "qlora" and self.method.export != "adapter":
+            # merging needs the de-quantized base, which a 4-bit run never holds
+            errors.append(("method.export", "qlora checkpoints export the adapter only"))
         if self.method.type != "full" and self.optimizer_state == "carry":
             errors.append(
                 ("optimizer_state", "carry is for full fine-tuning; LoRA starts fresh adapters")

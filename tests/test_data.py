@@ -16,6 +16,7 @@ from replay_engine.data import (
     DataFormatError,
     Segment,
     detect_format,
+    iter_documents,
     prepare_dataset,
     read_documents,
     render_chat,
@@ -264,6 +265,31 @@ def test_parquet_reading_in_batches(tmp_path):
     assert fmt == "parquet"
     assert [d[0].text for d in docs] == texts
     assert all(d == [Segment(d[0].text, True)] for d in docs)
+
+
+def test_iter_documents_streams_and_fails_at_the_bad_record(tmp_path):
+    # every format: the same documents as read_documents, one at a time
+    txt = tmp_path / "a.txt"
+    txt.write_text("one\n\ntwo\nthree\n")
+    texts = tmp_path / "t.jsonl"
+    texts.write_text('{"text": "a"}\n\n{"text": ""}\n{"text": "b"}\n')
+    parquet = tmp_path / "p.parquet"
+    pq.write_table(pa.table({"text": [f"row {i}" for i in range(9000)]}), parquet)
+    for path in (txt, texts, parquet):
+        fmt, docs = iter_documents(path)
+        assert not isinstance(docs, list) and (fmt, list(docs)) == read_documents(path), path
+
+    # the format is known up front; a bad record raises when reached, after the ones before it
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "p", "completion": "c"}\n' * 3 + '{"text": "t"}\n')
+    fmt, docs = iter_documents(bad)
+    assert fmt == "prompt_completion"
+    assert [next(docs) for _ in range(3)] == [[Segment("p", False), Segment("c", True)]] * 3
+    with pytest.raises(DataFormatError, match="decided by line 1") as err:
+        next(docs)
+    assert err.value.line == 4
+    with pytest.raises(DataFormatError, match="no such file"):
+        iter_documents(tmp_path / "missing.jsonl")  # eagerly
 
 
 def test_parquet_column_errors(tmp_path):

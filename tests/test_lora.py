@@ -105,6 +105,9 @@ def test_lora_spec_errors(spec_data):
     with pytest.raises(SpecError) as err:
         parse_spec({**spec_data, "method": {"type": "dora"}})
     assert err.value.param == "method.type"
+    with pytest.raises(SpecError, match="adapter only") as err:  # at parse time, on any machine
+        parse_spec({**spec_data, "method": {"type": "qlora"}})
+    assert err.value.param == "method.export"
     if not torch.cuda.is_available():
         spec = parse_spec({**spec_data, "method": {"type": "qlora", "export": "adapter"}})
         with pytest.raises(SpecError, match="qlora needs a CUDA GPU"):

@@ -45,6 +45,10 @@ log = logging.getLogger("replayft.worker")
 
 RETRY_LATER = "retry-later"
 _ACTIVE = ("queued", "running")
+# Characters per tokenizer call when validating a file. A call's encodings and id lists cost
+# ~100 bytes per token, so batches of 4096 long documents took ~1 GB; 256K characters (at most
+# ~256K tokens) keep it to tens of MB and the tokenizer's threads still busy.
+STATS_BATCH_CHARS = 1 << 18
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -96,19 +100,34 @@ def fail_job(job_id: str, exc: BaseException, *, owner: str | None = None) -> No
 
 # ---------------------------------------------------------------------------- files queue
 def file_stats(path: str) -> dict[str, Any]:
-    """Format, number of examples and tokens (with one EOS per document, as packed)."""
-    from replay_engine.data import read_documents
+    """Format, number of examples and tokens (with one EOS per document, as packed).
+
+    Streams: documents are read one at a time and tokenized in batches of bounded size, so
+    memory stays flat however large the upload (replay corpora can be many GB)."""
+    from replay_engine.data import TOKENIZE_BATCH, iter_documents
     from replay_engine.models import load_tokenizer
 
     name = get_settings().default_tokenizer_model
     tokenizer = load_tokenizer(name)
-    fmt, docs = read_documents(path, tokenizer)
-    texts = [segment.text for doc in docs for segment in doc]
-    tokens = 0
-    for start in range(0, len(texts), 4096):
-        batch = tokenizer(texts[start : start + 4096], add_special_tokens=False)["input_ids"]
-        tokens += sum(len(ids) for ids in batch)
-    return {"format": fmt, "examples": len(docs), "tokens": tokens + len(docs), "tokenizer": name}
+    fmt, docs = iter_documents(path, tokenizer)
+    examples = tokens = 0
+    texts: list[str] = []
+    chars = 0
+
+    def count(texts: list[str]) -> int:
+        ids = tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+        return sum(len(x) for x in ids)
+
+    for doc in docs:
+        examples += 1
+        for segment in doc:
+            texts.append(segment.text)
+            chars += len(segment.text)
+        if len(texts) >= TOKENIZE_BATCH or chars >= STATS_BATCH_CHARS:
+            tokens, texts, chars = tokens + count(texts), [], 0
+    if texts:
+        tokens += count(texts)
+    return {"format": fmt, "examples": examples, "tokens": tokens + examples, "tokenizer": name}
 
 
 def validate_file(file_id: str) -> None:

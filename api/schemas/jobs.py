@@ -1,5 +1,5 @@
 """Fine-tuning job schemas: the create body (OpenAI's fields plus ReplayFT's `replay` and extra
-hyperparameters), the job object, events, checkpoints and the plan.
+hyperparameters, LoRA among them as `adapter`), the job object, events, checkpoints and the plan.
 
 Request models forbid unknown keys inside `hyperparameters` and `replay`, so a typo is a 400 with
 its field path instead of a silently ignored setting; unknown top-level keys are ignored, as
@@ -40,6 +40,27 @@ class Distributed(_Strict):
     nodes: int | None = Field(None, description="Machines; the worker runs 1.")
 
 
+class Adapter(_Strict):
+    """ReplayFT extra: train low-rank adapters on a frozen base instead of every weight (the
+    engine's `method`; named `adapter` so it never collides with OpenAI's `method`). Unset
+    fields take the engine's defaults (r 16, alpha 32, dropout 0, all-linear, merged)."""
+
+    type: Literal["lora", "qlora"] = Field(
+        description="lora, or qlora (4-bit base; needs a CUDA worker with bitsandbytes)."
+    )
+    r: int | None = Field(None, description="Adapter rank.")
+    alpha: float | None = Field(None, description="Updates are scaled by alpha / r.")
+    dropout: float | None = Field(None, description="Dropout on the adapter input.")
+    target_modules: list[str] | Literal["all-linear"] | None = Field(
+        None, description="Module names to adapt, or all-linear (every linear but the head)."
+    )
+    export: Literal["merged", "adapter"] | None = Field(
+        None,
+        description="Checkpoints: merged = a plain model folder (adapter folded in); adapter = "
+        "the peft adapter only.",
+    )
+
+
 class Hyperparameters(_Strict):
     """OpenAI's three knobs ("auto" = the engine's default) and ReplayFT's extras."""
 
@@ -64,6 +85,7 @@ class Hyperparameters(_Strict):
         None, description="Train on this share of the target documents (nested per seed)."
     )
     distributed: Distributed | None = None
+    adapter: Adapter | None = None
 
 
 class Supervised(_Strict):

@@ -51,6 +51,7 @@ from api.settings import Settings
 DEFAULT_LEARNING_RATE = 3e-4  # JobSpec's default; learning_rate_multiplier scales it
 LR_CURVE_POINTS = 500  # steps sampled for the plan's `lr_curve` (ReplayFT extra)
 _TOP_LEVEL_PARAMS = {"model", "gguf_file", "training_file", "validation_file", "seed"}
+_ADAPTER_LORA_KEYS = ("r", "alpha", "dropout", "target_modules")  # the engine's method.lora
 
 
 # ---------------------------------------------------------------------------- request -> spec
@@ -115,13 +116,28 @@ def merged_hyperparameters(body: JobCreate) -> dict[str, Any]:
     return {k: v for k, v in merged.items() if v != "auto"}
 
 
+def engine_method(adapter: dict[str, Any] | None) -> dict[str, Any] | None:
+    """`hyperparameters.adapter` (flat, unset keys dropped) -> the engine spec's `method`."""
+    if adapter is None:
+        return None
+    lora = {k: adapter[k] for k in _ADAPTER_LORA_KEYS if adapter.get(k) is not None}
+    method: dict[str, Any] = {"type": adapter["type"], "lora": lora}
+    if adapter.get("export") is not None:
+        method["export"] = adapter["export"]
+    return method
+
+
 def api_param(spec_path: str) -> str:
     """Engine field path -> the request field a client sets."""
-    head = spec_path.split(".")[0]
+    parts = spec_path.split(".")
+    head = parts[0]
     if head == "gguf_file":
         return "model"
     if head in _TOP_LEVEL_PARAMS or head == "replay":
         return spec_path
+    if head == "method":  # method.lora.r -> hyperparameters.adapter.r (the adapter is flat)
+        rest = parts[2:] if parts[1:2] == ["lora"] else parts[1:]
+        return ".".join(["hyperparameters", "adapter", *rest])
     return f"hyperparameters.{spec_path}"
 
 
@@ -169,6 +185,8 @@ def build_spec(
         hp["learning_rate"] = DEFAULT_LEARNING_RATE * multiplier
     if isinstance(hp.get("lr_scheduler"), dict):
         hp["lr_scheduler"] = {k: v for k, v in hp["lr_scheduler"].items() if v is not None}
+    if "adapter" in hp:
+        hp["method"] = engine_method(hp.pop("adapter"))
     spec.update(hp)
 
     try:
@@ -481,7 +499,15 @@ def _public_hyperparameters(job: Job) -> dict[str, Any]:
         "total_steps": total_steps,
         "lr_scheduler": spec["lr_scheduler"],
         "optimizer_state": spec["optimizer_state"],
+        "adapter": _public_adapter(spec.get("method") or {}),
     }
+
+
+def _public_adapter(method: dict[str, Any]) -> dict[str, Any] | None:
+    """The engine's resolved `method` as `hyperparameters.adapter`; None for full fine-tuning."""
+    if method.get("type", "full") == "full":
+        return None
+    return {"type": method["type"], **method.get("lora", {}), "export": method.get("export")}
 
 
 def _public_replay(job: Job) -> dict[str, Any] | None:

@@ -407,6 +407,27 @@ def test_spec_fields_map_to_the_request_and_unsupported_ones_are_errors(tmp_path
         assert re.search(rf"^{re.escape(name)}: not accepted by the API", message, re.M), message
 
 
+def test_spec_lora_method_becomes_the_adapter_hyperparameter(tmp_path):
+    from api.schemas.jobs import JobCreate
+    from api.services.jobs import engine_method, merged_hyperparameters
+
+    target = tmp_path / "t.jsonl"
+    target.write_text('{"prompt": "a", "completion": "b"}\n')
+    base = {"model": TINY, "training_file": str(target)}
+    method = {"type": "lora", "lora": {"r": 4, "target_modules": ["q_proj"]}, "export": "adapter"}
+    sub = build_submission(parse_spec({**base, "method": method}))
+    hp = sub.body["method"]["supervised"]["hyperparameters"]
+    assert hp == {
+        "adapter": {"type": "lora", "r": 4, "target_modules": ["q_proj"], "export": "adapter"}
+    }
+    # and the server maps it back onto the same engine method
+    body = JobCreate.model_validate({**sub.body, "training_file": "file-x"})
+    assert engine_method(merged_hyperparameters(body)["adapter"]) == method
+    # full fine-tuning sends no adapter (its lora settings have no effect in the engine either)
+    sub = build_submission(parse_spec({**base, "method": {"type": "full", "lora": {"r": 4}}}))
+    assert "method" not in sub.body, sub.body
+
+
 def test_several_jsonl_files_of_one_format_join_into_one(tmp_path):
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     a.write_text('{"text": "one"}\n{"text": "two"}')  # no final newline

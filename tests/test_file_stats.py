@@ -1,0 +1,151 @@
+"""Upload validation (`worker.runner.file_stats`) streams: the same stats as reading the whole
+file, on real data of every format, with memory that does not grow with the file."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from replay_engine.data import TOKENIZE_BATCH, read_documents
+from replay_engine.models import load_tokenizer
+from worker.runner import file_stats
+
+TOKENIZER = "replayft/llama-tiny"  # the settings' default_tokenizer_model
+REPO = Path(__file__).resolve().parents[1]
+
+
+def stats_reading_everything(path) -> dict:
+    """The stats as file_stats computed them before it streamed: every document in memory."""
+    tokenizer = load_tokenizer(TOKENIZER)
+    fmt, docs = read_documents(path, tokenizer)
+    texts = [segment.text for doc in docs for segment in doc]
+    tokens = 0
+    for start in range(0, len(texts), TOKENIZE_BATCH):
+        batch = tokenizer(texts[start : start + TOKENIZE_BATCH], add_special_tokens=False)
+        tokens += sum(len(ids) for ids in batch["input_ids"])
+    return {
+        "format": fmt,
+        "examples": len(docs),
+        "tokens": tokens + len(docs),
+        "tokenizer": TOKENIZER,
+    }
+
+
+def chat_file(shared_data, out, n):
+    """Dolly open QA as chat JSONL, so chat rendering goes through the stats too."""
+    lines = (shared_data / "dolly_open_qa" / "dolly_open_qa.jsonl").read_text().splitlines()[:n]
+    with open(out, "w") as f:
+        for line in lines:
+            row = json.loads(line)
+            messages = [
+                {"role": "user", "content": row["instruction"]},
+                {"role": "assistant", "content": row["response"]},
+            ]
+            f.write(json.dumps({"messages": messages}) + "\n")
+    return out
+
+
+def test_streamed_stats_equal_reading_the_whole_file(shared_data, gsm8k_file, tmp_path):
+    files = {
+        "text": shared_data / "c4_sample" / "c4_demo.jsonl",
+        "txt": shared_data / "tinyshakespeare" / "input.txt",  # paragraphs
+        "prompt_completion": gsm8k_file(tmp_path / "gsm8k.jsonl", 1000),
+        "chat": chat_file(shared_data, tmp_path / "chat.jsonl", 1000),
+    }
+    for fmt, path in files.items():
+        stats = file_stats(str(path))
+        assert stats == stats_reading_everything(path), path
+        assert stats["format"] == fmt and stats["examples"] > 100, stats
+        assert stats["tokens"] > stats["examples"] * 10, stats
+
+
+def test_a_bad_line_deep_in_a_file_is_reported_by_its_number(shared_data, tmp_path):
+    from replay_engine.data import DataFormatError
+
+    path = tmp_path / "c4.jsonl"
+    lines = (shared_data / "c4_sample" / "c4_demo.jsonl").read_text().splitlines()
+    path.write_text("\n".join([*lines, '{"text": 7}', *lines[:3]]) + "\n")
+    with pytest.raises(DataFormatError) as err:
+        file_stats(str(path))
+    assert err.value.line == len(lines) + 1 and "'text' must be a string" in err.value.reason
+
+
+# A fresh interpreter per file; a thread samples the resident set every 2 ms during the call, so
+# the growth is validation's own peak over the RSS just before it (as in tests/test_streaming.py).
+# A first call on a small file loads the code paths and warms the tokenizer and the allocator.
+MEASURE = textwrap.dedent(
+    """
+    import json, os, sys, threading
+    from worker.runner import file_stats
+    warmup, path = sys.argv[1], sys.argv[2]
+    file_stats(warmup)
+    page_kib = os.sysconf("SC_PAGE_SIZE") // 1024
+    def rss_kib():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * page_kib
+    peak, done = [rss_kib()], threading.Event()
+    def sample():
+        while not done.wait(0.002):
+            peak[0] = max(peak[0], rss_kib())
+    before = rss_kib()
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    stats = file_stats(path)
+    done.set()
+    sampler.join()
+    peak[0] = max(peak[0], rss_kib())
+    print(json.dumps({"growth_kib": peak[0] - before, **stats}))
+    """
+)
+
+
+def measure(warmup, path, tmp_path) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(warmup), str(path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "REPLAYFT_DATA_DIR": str(tmp_path / "data")},
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def write_text_jsonl(path, megabytes: int, seed: int = 0) -> int:
+    """JSONL text records of ~2 KB made of long words, which the tokenizer takes at its fastest
+    (its per-word cache) so 100 MB validates in seconds; returns the number of records."""
+    rng = np.random.default_rng(seed)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    words = ["".join(rng.choice(letters, size=200)) for _ in range(64)]
+    records = [
+        json.dumps({"text": " ".join(rng.choice(words, size=10)) + f" {i}"}) + "\n"
+        for i in range(1000)
+    ]
+    block = "".join(records).encode()
+    repeats = megabytes * 2**20 // len(block) + 1
+    with open(path, "wb") as f:
+        for _ in range(repeats):
+            f.write(block)
+    return repeats * len(records)
+
+
+def test_validation_memory_stays_flat_as_the_file_grows(tmp_path):
+    warmup, small, large = tmp_path / "w.jsonl", tmp_path / "small.jsonl", tmp_path / "large.jsonl"
+    write_text_jsonl(warmup, 1)
+    n_small = write_text_jsonl(small, 10)
+    n_large = write_text_jsonl(large, 100)
+    got_small = measure(warmup, small, tmp_path)
+    got_large = measure(warmup, large, tmp_path)
+    assert (got_small["examples"], got_large["examples"]) == (n_small, n_large)
+    assert got_large["tokens"] > 50_000_000, got_large
+
+    # Holding the documents alone would take more than the file's size (>100 MiB of text);
+    # streamed, ten times the file costs next to nothing more.
+    mib = 1024
+    assert got_large["growth_kib"] < 48 * mib, (got_small, got_large)
+    assert got_large["growth_kib"] < got_small["growth_kib"] + 16 * mib, (got_small, got_large)
