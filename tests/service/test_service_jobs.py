@@ -12,6 +12,8 @@ import torch
 from servicekit import TARGET_EXAMPLES, TERMINAL, TINY, Team, assert_error, train_records
 from transformers import AutoModelForCausalLM
 
+from worker.runner import DBHooks
+
 JOBS = "/v1/fine_tuning/jobs"
 
 
@@ -144,14 +146,18 @@ def test_cancel_stops_a_running_job_within_a_few_steps(team: Team, team_files):
     step_at_cancel = team.job(job["id"])["progress"]["step"]
     job = team.wait_job(job["id"], "cancelled", timeout=120)
     assert job["fine_tuned_model"] is None, job
-    # the status may flip before the worker notices; training must then stop within a few steps
+    # The status may flip before the worker notices; training must then stop within a few steps.
+    # `progress` lags the worker by up to one flush and the worker polls for control at its own
+    # interval, so "a few" is what fits in that time at this machine's speed (a fast idle machine
+    # runs dozens of tiny steps a second), out of the ~390 the job would otherwise run.
     final = settled_step(team, job["id"])
-    last_step = max(train_records(team.metrics(job["id"])), default=0)
-    assert final <= step_at_cancel + 10 and last_step <= step_at_cancel + 10, (
-        step_at_cancel,
-        final,
-        last_step,
-    )
+    records = train_records(team.metrics(job["id"]))
+    last_step = max(records, default=0)
+    step_time = sorted(r["step_time"] for r in records.values())[len(records) // 2]
+    lag_s = DBHooks.FLUSH_SECONDS + DBHooks.CONTROL_POLL_SECONDS + 1.0
+    allowed = step_at_cancel + 5 + int(lag_s / step_time)
+    assert final <= allowed and last_step <= allowed, (step_at_cancel, final, last_step, step_time)
+    assert last_step < job["progress"]["total_steps"] // 2, (last_step, job["progress"])
     assert team.job(job["id"])["status"] == "cancelled"
 
 
