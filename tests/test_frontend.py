@@ -14,7 +14,7 @@ FRONTEND = Path(__file__).resolve().parents[1] / "frontend"
 def test_frontend_unit_tests_pass():
     npm = shutil.which("npm")
     if npm is None:
-        pytest.skip("npm is not installed: the dashboard's unit tests need Node.js 20+ and npm")
+        pytest.fail("npm is not installed: the dashboard's unit tests need Node.js 20+ and npm")
     assert (FRONTEND / "node_modules").is_dir(), (
         "run scripts/install.sh (it runs npm ci in frontend/)"
     )
