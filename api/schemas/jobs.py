@@ -106,8 +106,8 @@ class Replay(_Strict):
     stage2_duration: float | None = Field(None, description="d")
 
 
-class JobCreate(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class TrainingRequest(BaseModel):
+    """The fields a fine-tuning job and a sweep of jobs share: what to train, on what, how."""
 
     model: str = "replayft/llama-tiny"
     training_file: str
@@ -117,6 +117,11 @@ class JobCreate(BaseModel):
     metadata: dict[str, str] | None = None
     method: Method | None = None
     hyperparameters: Hyperparameters | None = Field(None, description="Deprecated OpenAI form.")
+
+
+class JobCreate(TrainingRequest):
+    model_config = ConfigDict(extra="ignore")
+
     replay: Replay | None = None
 
 

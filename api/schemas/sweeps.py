@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.schemas.jobs import Hyperparameters, JobError, JobStatus, Method, Progress
+from api.schemas.jobs import JobError, JobStatus, Progress, TrainingRequest
 
 DEFAULT_REPLAY_FRACTIONS = [0.0, 0.1, 0.25, 0.5, 0.75]
 DEFAULT_REFERENCE_SUBSETS = [1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0]
@@ -30,17 +30,9 @@ class SweepReplay(BaseModel):
     )
 
 
-class SweepCreate(BaseModel):
+class SweepCreate(TrainingRequest):
     model_config = ConfigDict(extra="forbid")
 
-    model: str = "replayft/llama-tiny"
-    training_file: str
-    validation_file: str | None = None
-    suffix: str | None = Field(None, max_length=64)
-    seed: int | None = None
-    metadata: dict[str, str] | None = None
-    method: Method | None = None
-    hyperparameters: Hyperparameters | None = Field(None, description="Deprecated OpenAI form.")
     replay: SweepReplay | None = None
     replay_fractions: list[float] = Field(
         default_factory=lambda: list(DEFAULT_REPLAY_FRACTIONS),
