@@ -75,31 +75,18 @@ def test_a_bad_line_deep_in_a_file_is_reported_by_its_number(shared_data, tmp_pa
     assert err.value.line == len(lines) + 1 and "'text' must be a string" in err.value.reason
 
 
-# A fresh interpreter per file; a thread samples the resident set every 2 ms during the call, so
-# the growth is validation's own peak over the RSS just before it (as in tests/test_streaming.py).
-# A first call on a small file loads the code paths and warms the tokenizer and the allocator.
+# A fresh interpreter per file (tests/memory_probe.py samples the peak). A first call on a
+# small file loads the code paths and warms the tokenizer and the allocator.
 MEASURE = textwrap.dedent(
     """
-    import json, os, sys, threading
+    import json, sys
+    from memory_probe import peak_growth_kib
     from worker.runner import file_stats
     warmup, path = sys.argv[1], sys.argv[2]
     file_stats(warmup)
-    page_kib = os.sysconf("SC_PAGE_SIZE") // 1024
-    def rss_kib():
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * page_kib
-    peak, done = [rss_kib()], threading.Event()
-    def sample():
-        while not done.wait(0.002):
-            peak[0] = max(peak[0], rss_kib())
-    before = rss_kib()
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    stats = file_stats(path)
-    done.set()
-    sampler.join()
-    peak[0] = max(peak[0], rss_kib())
-    print(json.dumps({"growth_kib": peak[0] - before, **stats}))
+    with peak_growth_kib() as memory:
+        stats = file_stats(path)
+    print(json.dumps({**memory, **stats}))
     """
 )
 
@@ -110,9 +97,14 @@ def measure(warmup, path, tmp_path) -> dict:
         capture_output=True,
         text=True,
         cwd=REPO,
-        env={**os.environ, "REPLAYFT_DATA_DIR": str(tmp_path / "data")},
-        check=True,
+        env={
+            **os.environ,
+            "REPLAYFT_DATA_DIR": str(tmp_path / "data"),
+            "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO)]),
+        },
+        timeout=300,
     )
+    assert out.returncode == 0, f"validating {path} failed:\n{out.stderr[-3000:]}"
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

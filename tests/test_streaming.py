@@ -2,9 +2,11 @@
 and the result is deterministic and identical however many workers built it."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ import pytest
 from replay_engine.models import load_tokenizer
 from replay_engine.streaming import ConcatRows, prepare_sharded
 
+TESTS = Path(__file__).resolve().parent
 WORDS = "replay keeps the generic skills while the model learns the target task well".split()
 
 
@@ -30,41 +33,25 @@ def write_shards(folder, n_shards, docs_per_shard, seed=0):
     return paths
 
 
-# Run in a fresh interpreter; a thread samples the resident set every 2 ms during the call, so
-# the growth is this preparation's peak over the RSS just before it (ru_maxrss would also hold
-# the peak of the imports). Workers are fresh processes: their ru_maxrss is theirs alone.
+# A fresh interpreter per run (tests/memory_probe.py samples the peak); workers are fresh
+# processes: their ru_maxrss is theirs alone.
 MEASURE = textwrap.dedent(
     """
-    import json, os, resource, sys, threading
+    import json, resource, sys
+    from memory_probe import peak_growth_kib
     from replay_engine.models import load_tokenizer
     from replay_engine.data import prepare_dataset
     from replay_engine.streaming import prepare_sharded
     mode, cache, paths = sys.argv[1], sys.argv[2], sys.argv[3:]
     tok = load_tokenizer("replayft/llama-tiny")
     tok(["warm up the tokenizer"] * 8)
-    page_kib = os.sysconf("SC_PAGE_SIZE") // 1024
-    def rss_kib():
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * page_kib
-    peak, done = [rss_kib()], threading.Event()
-    def sample():
-        while not done.wait(0.002):
-            peak[0] = max(peak[0], rss_kib())
-    before = rss_kib()
-    # daemon, and stopped in `finally`: an error in the call must fail the test, not hang it
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
+    with peak_growth_kib() as memory:
         if mode == "sharded":
             ds = prepare_sharded(paths, tokenizer=tok, seq_len=256, cache_dir=cache, workers=2)
         else:
             ds = prepare_dataset(paths, tokenizer=tok, seq_len=256, cache_dir=cache)
-    finally:
-        done.set()
-        sampler.join()
-    peak[0] = max(peak[0], rss_kib())
     workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print(json.dumps({"growth_kib": peak[0] - before, "workers_kib": workers, "rows": len(ds.train)}))
+    print(json.dumps({**memory, "workers_kib": workers, "rows": len(ds.train)}))
     """
 )
 
@@ -75,6 +62,7 @@ def measure(mode, cache, paths):
         capture_output=True,
         text=True,
         timeout=300,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent)])},
     )
     assert out.returncode == 0, f"{mode} preparation failed:\n{out.stderr[-3000:]}"
     return json.loads(out.stdout.strip().splitlines()[-1])
