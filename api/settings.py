@@ -31,6 +31,15 @@ class Settings(BaseSettings):
         60.0, description="Seconds without a heartbeat after which a running job is presumed lost."
     )
     max_job_attempts: int = Field(3, description="Times a job is started before it is failed.")
+    node_address: str = Field(
+        "",
+        description="Host name or IP at which other workers reach this one, for multi-machine "
+        "jobs it leads; empty = this machine's host name.",
+    )
+    rendezvous_timeout: float = Field(
+        600.0,
+        description="Seconds a multi-machine job waits for all its machines before failing.",
+    )
     default_tokenizer_model: str = Field(
         "replayft/llama-tiny", description="Tokenizer used for the token counts in file stats."
     )

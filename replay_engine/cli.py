@@ -58,6 +58,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .trainer import prepare, train
 
     spec = load_spec(args.spec)
+    rendezvous = None
+    if spec.distributed.nodes > 1:
+        from .distributed import Rendezvous, join
+
+        if not args.master or not 0 <= args.node_rank < spec.distributed.nodes:
+            print(
+                f"error: distributed.nodes is {spec.distributed.nodes}: run this command on every "
+                "machine with --node-rank K (0 on the first) and --master HOST:PORT of node 0",
+                file=sys.stderr,
+            )
+            return 2
+        rendezvous = Rendezvous(args.node_rank, args.master, args.rendezvous_timeout)
+        if args.node_rank > 0:  # node 0 prepares the data and reports; we only train
+            return join(spec, args.out, rendezvous)
     data = prepare(spec)
     resume = checkpoint.latest_checkpoint(args.out)
     start = int(checkpoint.read_meta(resume)["step"]) if resume else 0
@@ -68,7 +82,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if spec.distributed.world_size > 1 and "WORLD_SIZE" not in os.environ:
             from .distributed import launch  # starts torchrun with one process per GPU
 
-            result = launch(spec, args.out, hooks)
+            result = launch(spec, args.out, hooks, rendezvous=rendezvous)
         else:
             result = train(spec, args.out, hooks, data=data)
     finally:
@@ -165,6 +179,20 @@ def add_engine_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("spec", help="job spec (YAML)")
     p.add_argument(
         "--out", required=True, type=Path, help="output folder (metrics.jsonl, checkpoints/)"
+    )
+    p.add_argument(
+        "--node-rank",
+        type=int,
+        default=0,
+        help="multi-machine specs (distributed.nodes > 1): this machine's place, 0..nodes-1; "
+        "node 0 reports progress, the others only train",
+    )
+    p.add_argument("--master", help="multi-machine specs: node 0's host:port, the same everywhere")
+    p.add_argument(
+        "--rendezvous-timeout",
+        type=float,
+        default=600.0,
+        help="seconds to wait for every machine to arrive",
     )
     p.set_defaults(func=cmd_train)
 

@@ -33,8 +33,13 @@ Design
 - Worker bridge. `run` (the torchrun entry point) gives rank 0 `FileHooks`: metrics and
   checkpoint records go to an append-only `events.jsonl`, a `stop` file asks it to stop, and the
   outcome lands in `result.json` or `error-<rank>.json`. The Celery worker tails those files and
-  drives its database hooks from them (worker/runner.py `run_distributed`), so its hooks work
-  unchanged whether the engine runs in its own process or in eight others.
+  drives its database hooks from them (worker/runner.py), so its hooks work unchanged whether
+  the engine runs in its own process or in eight others.
+- Several machines. torchrun's static rendezvous (`Rendezvous`): node 0 hosts it and holds
+  global rank 0, so the machine that runs `launch` is the one that reports; nodes 1..N-1 run
+  `join`, which only keeps their ranks alive. All machines share `out_dir` (and ideally the
+  token cache) on a common filesystem. Until every machine has arrived no rank runs; a stop
+  asked for in that time just ends the launch, and a rendezvous timeout is `NodesMissing`.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -287,6 +293,8 @@ class FileHooks:
     def __init__(self, control_dir: Path):
         self.dir = Path(control_dir)
         self._events = open(self.dir / EVENTS_FILE, "a")  # noqa: SIM115 - closed by close()
+        # rank 0 runs only once torchrun's rendezvous is complete: tell the launcher
+        self._write({"started": os.getpid()})
 
     def _write(self, event: dict[str, Any]) -> None:
         self._events.write(json.dumps(event) + "\n")
@@ -316,8 +324,28 @@ def error_record(exc: BaseException) -> dict[str, Any]:
     return record
 
 
+@dataclass(frozen=True)
+class Rendezvous:
+    """Where one machine of a multi-machine job meets the others: torchrun's static rendezvous.
+
+    Node 0 hosts the rendezvous store at `master` (host:port) and its first process is global
+    rank 0, which reads the weights, prepares the data first and writes every report, so the
+    machine whose worker holds the job is the one that reports. Nodes 1..N-1 connect to it. If
+    not all N machines arrive within `timeout` seconds, every torchrun gives up."""
+
+    node_rank: int
+    master: str
+    timeout: float = 600.0
+
+
 def launch_command(
-    spec_file: Path, out_dir: Path, control_dir: Path, *, gpus_per_node: int, nodes: int = 1
+    spec_file: Path,
+    out_dir: Path,
+    control_dir: Path,
+    *,
+    gpus_per_node: int,
+    nodes: int = 1,
+    rendezvous: Rendezvous | None = None,
 ) -> list[str]:
     """The command for one machine of a job: torchrun (run in-process by our `agent`
     subcommand, which first ties its life to its parent's) starting `run` on every rank."""
@@ -326,17 +354,23 @@ def launch_command(
     if nodes == 1:
         cmd.append("--standalone")  # a private rendezvous on a free local port
     else:
-        # every machine runs the same command and meets at REPLAYFT_RDZV_ENDPOINT (host:port)
-        endpoint = os.environ.get("REPLAYFT_RDZV_ENDPOINT")
-        if not endpoint:
+        if rendezvous is None:
             raise SpecError(
-                [("distributed.nodes", "multi-machine runs need REPLAYFT_RDZV_ENDPOINT=host:port")]
+                [
+                    (
+                        "distributed.nodes",
+                        "a multi-machine run needs each machine's node rank and node 0's "
+                        "address (replayft train --node-rank K --master host:port)",
+                    )
+                ]
             )
+        host, _, port = rendezvous.master.rpartition(":")
         cmd += [
             f"--nnodes={nodes}",
-            "--rdzv-backend=c10d",
-            f"--rdzv-endpoint={endpoint}",
-            f"--rdzv-id={os.environ.get('REPLAYFT_RDZV_ID', out_dir.name)}",
+            f"--node-rank={rendezvous.node_rank}",
+            f"--master-addr={host}",
+            f"--master-port={port}",
+            f"--rdzv-conf=timeout={max(1, round(rendezvous.timeout))}",
         ]
     return cmd + [
         "-m",
@@ -348,19 +382,44 @@ def launch_command(
     ]
 
 
+def _start(cmd: list[str], log_path: Path) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def _end(proc: subprocess.Popen) -> None:
+    """Terminate a torchrun agent (it passes SIGTERM on to its ranks); kill it if it hangs."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def launch(
     spec: JobSpec,
     out_dir: str | Path,
     hooks: TrainingHooks | None = None,
     *,
+    rendezvous: Rendezvous | None = None,
     poll_seconds: float = 0.2,
 ) -> TrainResult:
     """`trainer.train` for a multi-process spec: runs torchrun as a child process and drives
     `hooks` from rank 0's bridge files, so a caller (the worker, the CLI) sees the same calls it
-    would get from an in-process run. Raises the failing rank's error, rebuilt."""
+    would get from an in-process run. Raises the failing rank's error, rebuilt.
+
+    For a multi-machine spec this is node 0 (`rendezvous.node_rank == 0`); the other machines
+    run `join`. A stop asked for before the ranks have started (they wait for every machine to
+    arrive) ends the launch at once, as stopped."""
+    from .checkpoint import latest_checkpoint, read_meta
     from .hooks import NoHooks
     from .trainer import TrainResult
 
+    if rendezvous is not None and rendezvous.node_rank != 0:
+        raise ValueError("launch() runs node 0; the other machines run join()")
     hooks = hooks or NoHooks()
     out_dir = Path(out_dir)
     control = out_dir / ".launch"
@@ -368,16 +427,16 @@ def launch(
     control.mkdir(parents=True)
     spec_file = control / "spec.json"
     spec_file.write_text(spec.model_dump_json())
+    nodes = spec.distributed.nodes
     cmd = launch_command(
         spec_file,
         out_dir,
         control,
         gpus_per_node=spec.distributed.gpus_per_node,
-        nodes=spec.distributed.nodes,
+        nodes=nodes,
+        rendezvous=rendezvous,
     )
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    with open(out_dir / "launch.log", "ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    proc = _start(cmd, out_dir / "launch.log")
     events = _EventTail(control / EVENTS_FILE)
     asked_to_stop = False
     try:
@@ -387,17 +446,22 @@ def launch(
             if rc is not None:
                 break
             if not asked_to_stop and hooks.should_stop(events.step):
-                (control / STOP_FILE).touch()  # rank 0 sees it after its current step
                 asked_to_stop = True
+                if nodes > 1 and not events.started:  # waiting for the other machines
+                    _end(proc)
+                    resume = latest_checkpoint(out_dir)
+                    done = int(read_meta(resume)["step"]) if resume else 0
+                    return TrainResult(out_dir, done, 0, True, resume, {})
+                (control / STOP_FILE).touch()  # rank 0 sees it after its current step
             time.sleep(poll_seconds)
     finally:
-        if proc.poll() is None:  # we are being torn down: take the ranks with us
-            proc.terminate()
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        _end(proc)  # we are being torn down: take the ranks with us
     if rc != 0:
+        if nodes > 1 and not events.started:
+            raise NodesMissing(
+                f"the job's other {nodes - 1} machine(s) did not all join within "
+                f"{rendezvous.timeout:g}s"
+            )
         raise _rank_error(control, rc)
     outcome = json.loads((control / RESULT_FILE).read_text())
     final = outcome["final_checkpoint"]
@@ -411,11 +475,51 @@ def launch(
     )
 
 
+def join(
+    spec: JobSpec,
+    out_dir: str | Path,
+    rendezvous: Rendezvous,
+    *,
+    should_leave: Callable[[], bool] = lambda: False,
+    poll_seconds: float = 1.0,
+) -> int:
+    """Node K > 0 of a multi-machine job: run this machine's ranks until the job ends, and
+    return torchrun's exit status (0: the ranks finished or stopped with the others). Node 0
+    reports everything; `should_leave()` returning True (the job was given up) ends the ranks
+    here, which makes the other machines' ranks fail too. `out_dir` is the shared run folder."""
+    if rendezvous.node_rank == 0:
+        raise ValueError("node 0 runs launch(); join() is for the other machines")
+    out_dir = Path(out_dir)
+    # our own folder: node 0 recreates .launch when it starts, perhaps after we wrote to it
+    own = out_dir / f".node-{rendezvous.node_rank}"
+    own.mkdir(parents=True, exist_ok=True)
+    spec_file = own / "spec.json"
+    spec_file.write_text(spec.model_dump_json())
+    cmd = launch_command(
+        spec_file,
+        out_dir,
+        out_dir / ".launch",  # ranks record their errors where node 0 looks for them
+        gpus_per_node=spec.distributed.gpus_per_node,
+        nodes=spec.distributed.nodes,
+        rendezvous=rendezvous,
+    )
+    proc = _start(cmd, own / "launch.log")
+    try:
+        while proc.poll() is None:
+            if should_leave():
+                break
+            time.sleep(poll_seconds)
+    finally:
+        _end(proc)
+    return proc.returncode
+
+
 class _EventTail:
     """Reads the complete lines appended to events.jsonl since the last call."""
 
     def __init__(self, path: Path):
         self.path, self.offset, self.step = path, 0, 0
+        self.started = False  # rank 0 is up: every machine has joined
 
     def dispatch(self, hooks: TrainingHooks) -> None:
         if not self.path.exists():
@@ -427,6 +531,9 @@ class _EventTail:
         self.offset += end
         for line in chunk[:end].splitlines():
             event = json.loads(line)
+            self.started = True
+            if "started" in event:
+                continue
             if "metrics" in event:
                 record = event["metrics"]
                 if record.get("type") == "train":
@@ -438,6 +545,10 @@ class _EventTail:
 
 class RankFailed(RuntimeError):
     """A training process failed with an error that has no richer type here."""
+
+
+class NodesMissing(RankFailed):
+    """A multi-machine job's rendezvous timed out: some machines never arrived."""
 
 
 def _rank_error(control: Path, rc: int) -> Exception:

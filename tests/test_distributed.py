@@ -7,11 +7,14 @@ the caller's hooks (metrics, checkpoints, stop) from rank 0 exactly as an in-pro
 
 import json
 import shutil
+import socket
+import threading
+import time
 
 import pytest
 import torch
 
-from replay_engine.distributed import launch, launch_command
+from replay_engine.distributed import NodesMissing, Rendezvous, join, launch, launch_command
 from replay_engine.spec import SpecError, parse_spec
 from replay_engine.trainer import train
 
@@ -148,16 +151,70 @@ def test_spec_checks_the_split_over_processes(data):
     assert err.value.param == "distributed.strategy"
 
 
-def test_launch_command(tmp_path, monkeypatch):
+def test_launch_command(tmp_path):
     cmd = launch_command(tmp_path / "s.json", tmp_path, tmp_path / "c", gpus_per_node=8)
     assert cmd[1:4] == ["-m", "replay_engine.distributed", "agent"]
     assert "--nproc-per-node=8" in cmd and "--standalone" in cmd
     assert cmd[-5:-3] == ["replay_engine.distributed", "run"]
-    with pytest.raises(SpecError):
+    with pytest.raises(SpecError) as err:  # several machines need to know where they meet
         launch_command(tmp_path / "s.json", tmp_path, tmp_path / "c", gpus_per_node=8, nodes=2)
-    monkeypatch.setenv("REPLAYFT_RDZV_ENDPOINT", "node0:29400")
-    cmd = launch_command(tmp_path / "s.json", tmp_path, tmp_path / "c", gpus_per_node=8, nodes=2)
-    assert "--nnodes=2" in cmd and "--rdzv-endpoint=node0:29400" in cmd
+    assert err.value.param == "distributed.nodes"
+    meet = Rendezvous(node_rank=1, master="node0.example:29400", timeout=30)
+    cmd = launch_command(
+        tmp_path / "s.json", tmp_path, tmp_path / "c", gpus_per_node=8, nodes=2, rendezvous=meet
+    )
+    assert {"--nnodes=2", "--node-rank=1", "--master-addr=node0.example"} <= set(cmd)
+    assert {"--master-port=29400", "--rdzv-conf=timeout=30"} <= set(cmd)
+    assert "--standalone" not in cmd
+
+
+def free_master() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_two_machines_match_one(data, one_process, tmp_path):
+    """Two 'machines' (two torchrun agents meeting at a static rendezvous, one process each)
+    train the same run as one process; node 0 alone reports, node 1 just trains."""
+    spec = make_spec(data, distributed={"gpus_per_node": 1, "nodes": 2})
+    out, master = tmp_path / "run", free_master()
+    hooks = Recorder()
+    joined: dict[str, int] = {}
+
+    def second_machine():
+        time.sleep(2)  # the leader starts first in the worker too; order must not matter
+        joined["rc"] = join(spec, out, Rendezvous(1, master, 120))
+
+    node1 = threading.Thread(target=second_machine)
+    node1.start()
+    result = launch(spec, out, hooks, rendezvous=Rendezvous(0, master, 120))
+    node1.join(timeout=120)
+
+    assert joined == {"rc": 0}
+    assert not result.stopped and result.steps_completed == result.total_steps == 5
+    assert_same_run(one_process, out)
+    assert hooks.metrics == records(out)
+    assert [s for s, _, _ in hooks.checkpoints] == [2, 4, 5]
+
+
+def test_a_machine_that_never_comes_fails_the_launch_readably(data, tmp_path):
+    spec = make_spec(data, distributed={"gpus_per_node": 1, "nodes": 2})
+    began = time.monotonic()
+    with pytest.raises(NodesMissing, match="did not all join within 3s"):
+        launch(spec, tmp_path / "run", rendezvous=Rendezvous(0, free_master(), 3))
+    assert time.monotonic() - began < 60
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_stop_while_waiting_for_machines_ends_at_once(data, tmp_path):
+    spec = make_spec(data, distributed={"gpus_per_node": 1, "nodes": 2})
+    hooks = Recorder(stop_at=0)
+    began = time.monotonic()
+    result = launch(spec, tmp_path / "run", hooks, rendezvous=Rendezvous(0, free_master(), 300))
+    assert result.stopped and result.steps_completed == 0 and result.final_checkpoint is None
+    assert time.monotonic() - began < 60  # not the 300 s rendezvous timeout
+    assert hooks.metrics == []
 
 
 def test_ranks_die_with_a_killed_launcher(data, tmp_path):

@@ -23,6 +23,7 @@ TRAINING_QUEUE = "training"
 FILES_QUEUE = "files"
 
 RUN_JOB = "replayft.run_job"
+RUN_NODE = "replayft.run_node"  # one more machine of a multi-machine job
 VALIDATE_FILE = "replayft.validate_file"
 PREPARE_JOB = "replayft.prepare_job"
 
@@ -48,6 +49,7 @@ def create_celery_app() -> Celery:
         task_default_queue=FILES_QUEUE,
         task_routes={
             RUN_JOB: {"queue": TRAINING_QUEUE, "routing_key": TRAINING_QUEUE},
+            RUN_NODE: {"queue": TRAINING_QUEUE, "routing_key": TRAINING_QUEUE},
             VALIDATE_FILE: {"queue": FILES_QUEUE, "routing_key": FILES_QUEUE},
             PREPARE_JOB: {"queue": FILES_QUEUE, "routing_key": FILES_QUEUE},
         },
@@ -68,7 +70,7 @@ def create_celery_app() -> Celery:
 celery_app = create_celery_app()
 
 
-def send(task_name: str, *args: str) -> None:
+def send(task_name: str, *args: str | int) -> None:
     """Enqueue a task by name (callers commit their database changes first)."""
     celery_app.send_task(task_name, args=list(args))
 

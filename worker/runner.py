@@ -37,7 +37,7 @@ from typing import Any
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from api.db.models import Checkpoint, File, Job, JobEvent, JobMetric, Team, now
+from api.db.models import Checkpoint, File, Job, JobEvent, JobMetric, JobNode, Team, now
 from api.db.session import session_scope
 from api.settings import get_settings
 
@@ -60,6 +60,7 @@ def readable_error(exc: BaseException) -> tuple[str, str, str | None]:
     """-> (code, message, param) for a client: no traceback and no server paths."""
     from api.services.jobs import api_param
     from replay_engine.data import DataFormatError
+    from replay_engine.distributed import NodesMissing
     from replay_engine.spec import SpecError
     from replay_engine.trainer import TrainingDiverged
 
@@ -70,6 +71,9 @@ def readable_error(exc: BaseException) -> tuple[str, str, str | None]:
         where = Path(exc.path).stem
         where += f", line {exc.line}" if exc.line else ""
         return "invalid_file", f"{where}: {exc.reason}", None
+    if isinstance(exc, NodesMissing):
+        param = "hyperparameters.distributed.nodes"
+        return "nodes_unavailable", f"{param}: {exc}", param
     if isinstance(exc, TrainingDiverged):
         return "training_diverged", str(exc), None
     if "out of memory" in str(exc).lower():
@@ -397,8 +401,8 @@ def run_job(job_id: str) -> str | None:
     """Claim and run (or resume) a job; returns RETRY_LATER if it must wait for a lease."""
     from api.services.models import fine_tuned_name
     from replay_engine import checkpoint as ckpt
-    from replay_engine.distributed import launch
-    from replay_engine.spec import JobSpec, SpecError
+    from replay_engine.distributed import NodesMissing, launch
+    from replay_engine.spec import JobSpec
     from replay_engine.trainer import train
 
     owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -443,16 +447,17 @@ def run_job(job_id: str) -> str | None:
     heartbeat.start()
     try:
         if spec.distributed.nodes > 1:
-            raise SpecError(
-                [
-                    (
-                        "distributed.nodes",
-                        "a worker runs a job on its own machine; start multi-machine runs with "
-                        "torchrun on each machine (replayft train, see docs/ARCHITECTURE.md)",
-                    )
-                ]
-            )
-        if spec.distributed.world_size > 1:
+            rendezvous = lead_machines(job_id, owner, spec)
+            try:
+                result = launch(spec, artifact_dir, hooks, rendezvous=rendezvous)
+            except NodesMissing as exc:
+                finish_node(job_id, owner, 0, status="failed")
+                raise nodes_missing(job_id, owner, spec, rendezvous) from exc
+            except Exception:
+                finish_node(job_id, owner, 0, status="failed")
+                raise
+            finish_node(job_id, owner, 0, status="finished")
+        elif spec.distributed.world_size > 1:
             # torchrun child processes; rank 0's bridge files drive the same hooks
             world, strategy = spec.distributed.world_size, spec.distributed.strategy
             with session_scope() as session:
@@ -511,6 +516,116 @@ def run_job(job_id: str) -> str | None:
             log.warning("job %s: lease lost to another worker; stopped", job_id)
         session.commit()
     return None
+
+
+# ---------------------------------------------------------------------------- several machines
+def lead_machines(job_id: str, owner: str, spec) -> Any:
+    """Make this worker (the job's lease owner) node 0 of a multi-machine job: pick the
+    rendezvous address, record the node, and ask N-1 other training workers to join, one
+    `run_node` task per node."""
+    from replay_engine.distributed import Rendezvous
+    from worker.app import RUN_NODE, send
+
+    settings = get_settings()
+    with socket.socket() as s:  # a free port now; torchrun binds it a moment later
+        s.bind(("", 0))
+        port = s.getsockname()[1]
+    master = f"{settings.node_address or socket.gethostname()}:{port}"
+    nodes, per_node = spec.distributed.nodes, spec.distributed.gpus_per_node
+    with session_scope() as session:
+        session.add(JobNode(job_id=job_id, leader=owner, node_rank=0, worker=owner))
+        _event(
+            session,
+            job_id,
+            f"Training on {nodes} machines x {per_node} processes ({spec.distributed.strategy}); "
+            f"waiting for {nodes - 1} more worker(s) to join at {master}.",
+            master=master,
+        )
+        session.commit()
+    for node_rank in range(1, nodes):
+        send(RUN_NODE, job_id, owner, node_rank, master)
+    return Rendezvous(0, master, settings.rendezvous_timeout)
+
+
+def nodes_missing(job_id: str, leader: str, spec, rendezvous) -> Exception:
+    """The readable error of a rendezvous that timed out: how many machines came."""
+    from replay_engine.distributed import NodesMissing
+
+    with session_scope() as session:
+        joined = len(
+            session.scalars(
+                select(JobNode.pk).where(JobNode.job_id == job_id, JobNode.leader == leader)
+            ).all()
+        )
+    nodes = spec.distributed.nodes
+    return NodesMissing(
+        f"only {joined} of the {nodes} machines this job needs joined within "
+        f"{rendezvous.timeout:g}s; it needs {nodes} idle training workers that share the data "
+        "folder (or ask for fewer nodes)"
+    )
+
+
+def finish_node(job_id: str, leader: str, node_rank: int, *, status: str) -> None:
+    with session_scope() as session:
+        session.execute(
+            update(JobNode)
+            .where(
+                JobNode.job_id == job_id,
+                JobNode.leader == leader,
+                JobNode.node_rank == node_rank,
+            )
+            .values(status=status, finished_at=now())
+        )
+        session.commit()
+
+
+def run_node(job_id: str, leader: str, node_rank: int, master: str) -> None:
+    """Be machine `node_rank` of the run of a multi-machine job that worker `leader` holds: run
+    this machine's ranks until that run ends. The leader (node 0) holds the lease, reports
+    progress and decides the outcome; this only trains. A redelivered task, or one from an
+    earlier run of the job (its lease has moved on), does nothing."""
+    from sqlalchemy.exc import IntegrityError
+
+    from replay_engine.distributed import Rendezvous, join
+    from replay_engine.spec import JobSpec
+
+    owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    try:
+        with session_scope() as session:
+            job = session.scalar(select(Job).where(Job.id == job_id))
+            if job is None or job.status != "running" or job.lease_owner != leader:
+                return
+            spec = JobSpec.model_validate(job.spec)
+            artifact_dir = job.artifact_dir
+            session.add(JobNode(job_id=job_id, leader=leader, node_rank=node_rank, worker=owner))
+            _event(
+                session,
+                job_id,
+                f"Machine {node_rank} of {spec.distributed.nodes} joined ({socket.gethostname()}).",
+                node_rank=node_rank,
+            )
+            session.commit()
+    except IntegrityError:
+        return  # this node of this run is already running somewhere
+
+    over = False
+
+    def run_over() -> bool:
+        # the leader finished, stopped, failed or lost the job (a requeue gives a new leader)
+        nonlocal over
+        with session_scope() as session:
+            holder = session.scalar(select(Job.lease_owner).where(Job.id == job_id))
+        over = holder != leader
+        return over
+
+    timeout = get_settings().rendezvous_timeout
+    rc = 1
+    try:
+        rc = join(spec, artifact_dir, Rendezvous(node_rank, master, timeout), should_leave=run_over)
+    finally:
+        finish_node(job_id, leader, node_rank, status="finished" if rc == 0 or over else "failed")
+    if rc != 0 and not over:
+        log.warning("job %s node %d: training processes exited with %s", job_id, node_rank, rc)
 
 
 def requeue_lost_jobs() -> list[str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from worker.app import PREPARE_JOB, RUN_JOB, VALIDATE_FILE, celery_app
+from worker.app import PREPARE_JOB, RUN_JOB, RUN_NODE, VALIDATE_FILE, celery_app
 
 
 @celery_app.task(name=VALIDATE_FILE)
@@ -26,3 +26,10 @@ def run_job(self, job_id: str) -> None:
     if runner.run_job(job_id) == runner.RETRY_LATER:
         # the job is queued but its previous worker still holds the lease (it is stopping)
         raise self.retry(countdown=5)
+
+
+@celery_app.task(name=RUN_NODE)
+def run_node(job_id: str, leader: str, node_rank: int, master: str) -> None:
+    from worker import runner
+
+    runner.run_node(job_id, leader, node_rank, master)

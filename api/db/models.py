@@ -132,6 +132,26 @@ class JobEvent(Base):
     data: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
+class JobNode(Base):
+    """One machine of a multi-machine job's run. The worker that claimed the job (its lease
+    owner, the `leader`) is node 0 and hosts the rendezvous; each other node is a worker that
+    took one of its `run_node` tasks. The unique (job, leader, node) row is that worker's claim,
+    so a redelivered task cannot start a second copy of the same node, and a task from an
+    earlier run of the job (another leader) is recognised as stale."""
+
+    __tablename__ = "job_nodes"
+    __table_args__ = (UniqueConstraint("job_id", "leader", "node_rank"),)
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    leader: Mapped[str] = mapped_column(String(200))
+    node_rank: Mapped[int] = mapped_column(Integer)
+    worker: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="joined")  # joined|finished|failed
+    joined_at: Mapped[int] = mapped_column(Integer, default=now)
+    finished_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
 class JobMetric(Base):
     """One engine metrics record (train, eval or summary), stored whole as JSON."""
 

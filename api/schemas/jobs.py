@@ -31,13 +31,16 @@ class LRScheduler(_Strict):
 
 
 class Distributed(_Strict):
-    """One job on several GPUs (torchrun processes on the worker's machine)."""
+    """One job on several GPUs: torchrun processes on the worker's machine, or on several
+    machines (one training worker each, sharing the data folder)."""
 
     strategy: Literal["ddp", "fsdp"] | None = Field(
         None, description="ddp replicates the model; fsdp shards it (large models)."
     )
-    gpus_per_node: int | None = Field(None, description="GPUs (processes) the job uses.")
-    nodes: int | None = Field(None, description="Machines; the worker runs 1.")
+    gpus_per_node: int | None = Field(None, description="GPUs (processes) per machine.")
+    nodes: int | None = Field(
+        None, description="Machines; each is a training worker, the first one reports."
+    )
 
 
 class Adapter(_Strict):

@@ -22,6 +22,7 @@ from servicekit import (
     PG_URL_BASE,
     REDIS_HOST,
     REDIS_PORT,
+    RENDEZVOUS_TIMEOUT_S,
     REPLAY_DOCS,
     TARGET_EXAMPLES,
     Service,
@@ -68,6 +69,7 @@ def service(tmp_path_factory, cache_dir):
             REPLAYFT_MAX_UPLOAD_BYTES=str(MAX_UPLOAD_BYTES),
             REPLAYFT_CACHE_DIR=cache_dir,
             REPLAYFT_HEARTBEAT_TIMEOUT=str(HEARTBEAT_TIMEOUT_S),
+            REPLAYFT_RENDEZVOUS_TIMEOUT=str(RENDEZVOUS_TIMEOUT_S),
             TMPDIR=root / "tmp",  # where the server spools uploads: checked for leftovers
         )
         svc = Service(root, env)

@@ -25,6 +25,7 @@ import redis
 REPO = Path(__file__).resolve().parents[2]
 TINY = "replayft/llama-tiny"
 TERMINAL = ("succeeded", "failed", "cancelled")
+JOBS = "/v1/fine_tuning/jobs"
 
 PG_ADMIN_DSN = os.environ.get(
     "REPLAYFT_TEST_PG_ADMIN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
@@ -34,6 +35,7 @@ REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 
 MAX_UPLOAD_BYTES = 256 * 1024  # the session server's limit; every legitimate upload is far below
 HEARTBEAT_TIMEOUT_S = 5
+RENDEZVOUS_TIMEOUT_S = 90  # a multi-machine job waits this long for its other workers
 FILE_TIMEOUT_S = 90  # upload -> processed
 JOB_TIMEOUT_S = 300  # a tiny job, on a busy 2-core machine
 TARGET_EXAMPLES = 30

@@ -5,9 +5,7 @@ dashboard itself served at `/` without shadowing any API path."""
 import json
 
 import httpx
-from servicekit import Team, assert_error
-
-JOBS = "/v1/fine_tuning/jobs"
+from servicekit import JOBS, Team, assert_error
 
 
 def test_jobs_list_filters_by_status(team: Team, team_files):

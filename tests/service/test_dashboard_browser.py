@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from servicekit import JOB_TIMEOUT_S, Team, dashboard_browser
 
-JOBS = "/v1/fine_tuning/jobs"
 UI_TIMEOUT_MS = 30_000
 
 

@@ -1,9 +1,7 @@
 """Bad input gets the right 4xx with `param` naming the field, and leaves nothing behind."""
 
 import httpx
-from servicekit import MAX_UPLOAD_BYTES, Team, assert_error, files_under
-
-JOBS = "/v1/fine_tuning/jobs"
+from servicekit import JOBS, MAX_UPLOAD_BYTES, Team, assert_error, files_under
 
 
 def test_health_needs_no_key_and_the_api_needs_a_valid_one(service):

@@ -9,12 +9,10 @@ import time
 
 import pytest
 import torch
-from servicekit import TARGET_EXAMPLES, TERMINAL, TINY, Team, assert_error, train_records
+from servicekit import JOBS, TARGET_EXAMPLES, TERMINAL, TINY, Team, assert_error, train_records
 from transformers import AutoModelForCausalLM
 
 from worker.runner import DBHooks
-
-JOBS = "/v1/fine_tuning/jobs"
 
 
 def first_index(messages: list[str], pattern: str) -> int | None:

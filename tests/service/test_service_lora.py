@@ -10,12 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 from peft import PeftModel
-from servicekit import TINY, Team, assert_error
+from servicekit import JOBS, TINY, Team, assert_error
 from transformers import AutoModelForCausalLM
 
 from replay_engine.models import load_model
 
-JOBS = "/v1/fine_tuning/jobs"
 IDS = torch.tensor([[1, 2, 3, 4, 5, 6]])
 
 

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from servicekit import TERMINAL, TINY, Team, assert_error, cli, dashboard_browser, service_env
+from servicekit import JOBS, TERMINAL, TINY, Team, assert_error, cli, dashboard_browser, service_env
 
 log = logging.getLogger(__name__)
 
 SWEEPS = "/v1/sweeps"
-JOBS = "/v1/fine_tuning/jobs"
 SWEEP_TIMEOUT_S = 900  # five tiny jobs on a busy 2-core machine
 
 

@@ -1,0 +1,77 @@
+"""A job on two machines: two training workers, one torchrun agent each, meeting at the
+rendezvous of the worker that claimed the job (node 0). On this one host the "machines" share
+the data folder the way real ones share a network filesystem."""
+
+import pytest
+from servicekit import JOBS, RENDEZVOUS_TIMEOUT_S, Team, train_records
+from test_service_jobs import settled_step
+
+
+def two_machine_body(body: dict) -> dict:
+    hp = body["method"]["supervised"]["hyperparameters"]
+    distributed = {"strategy": "ddp", "gpus_per_node": 1, "nodes": 2}
+    return {
+        **body,
+        "method": {
+            "type": "supervised",
+            "supervised": {"hyperparameters": {**hp, "distributed": distributed}},
+        },
+    }
+
+
+def test_a_job_without_enough_workers_fails_naming_nodes(service, team: Team, team_files):
+    """Two machines asked for while the session has one training worker: that worker leads,
+    nobody takes the join task, the rendezvous times out and the job fails with an error that
+    names the field. The join task left in the queue is dropped once the job has failed."""
+    assert len(service.training_workers()) == 1
+    body = two_machine_body(team.tiny_job(*team_files, n_epochs=0.2))
+    job = team.wait_job(team.create_job(body)["id"], "failed", timeout=RENDEZVOUS_TIMEOUT_S + 240)
+    error = job["error"]
+    assert error["code"] == "nodes_unavailable", job
+    assert error["param"] == "hyperparameters.distributed.nodes", job
+    assert (
+        f"only 1 of the 2 machines this job needs joined within {RENDEZVOUS_TIMEOUT_S}s"
+        in (error["message"])
+    ), job
+    # the stale join task reaches the (now idle) worker, which must not train anything for it
+    team.wait_job(team.create_job(team.tiny_job(*team_files, n_epochs=0.1))["id"], "succeeded")
+    messages = [e["message"] for e in team.events(job["id"])]
+    assert not any(m.startswith("Machine 1 of 2 joined") for m in messages), messages
+
+
+def test_bad_node_count_is_a_400_naming_it(team: Team, team_files):
+    body = two_machine_body(team.tiny_job(*team_files, n_epochs=0.1))
+    body["method"]["supervised"]["hyperparameters"]["distributed"]["nodes"] = 0
+    resp = team.post(JOBS, json=body)
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"]["param"] == "hyperparameters.distributed.nodes", resp.text
+
+
+def test_two_machine_job_pauses_resumes_and_matches_one_process(service, team: Team, team_files):
+    body = team.tiny_job(*team_files, n_epochs=0.6, seed=21)  # ~20 steps
+    second = service.start_worker("training")  # the session has one training worker
+    try:
+        job = team.create_job(two_machine_body(body))
+        total = team.wait_step(job["id"], 3)["progress"]["total_steps"]
+        team.ok(team.post(f"{JOBS}/{job['id']}/pause"))
+        job = team.wait_job(job["id"], "paused", timeout=120)
+        step = settled_step(team, job["id"])
+        assert 0 < step < total, (job["progress"], step)
+        assert team.checkpoints(job["id"])[-1]["step_number"] == step
+
+        team.ok(team.post(f"{JOBS}/{job['id']}/resume"))  # a new attempt: both machines again
+        job = team.wait_job(job["id"], "succeeded")
+    finally:
+        second.stop()
+
+    twin = team.wait_job(team.create_job(body)["id"], "succeeded")  # one process, uninterrupted
+    got, want = train_records(team.metrics(job["id"])), train_records(team.metrics(twin["id"]))
+    assert sorted(got) == sorted(want) == list(range(1, total + 1)), sorted(got)
+    for s in want:
+        for name in ("train_loss", "train_loss_target", "train_loss_generic"):
+            assert got[s][name] == pytest.approx(want[s][name], rel=1e-4), (s, name)
+
+    messages = [e["message"] for e in team.events(job["id"])]
+    leads = [m for m in messages if m.startswith("Training on 2 machines x 1 processes (ddp)")]
+    joins = [m for m in messages if m.startswith("Machine 1 of 2 joined")]
+    assert len(leads) == len(joins) == 2, messages  # once per attempt
