@@ -85,3 +85,39 @@ def test_mfu_metric_and_activation_checkpointing(tmp_path, shared_data, gsm8k_fi
     # recomputing activations changes memory, not the math
     for a, b in zip(plain, with_peak, strict=True):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
+
+
+def test_compiled_blocks_train_the_same_run(tmp_path, gsm8k_file, cache_dir):
+    """`compile: true` (torch.compile of each transformer block, inductor on the CPU here) changes
+    kernels, not the math, and leaves parameter names (so checkpoints) as they were."""
+    target = gsm8k_file(tmp_path / "t.jsonl", n=20)
+    base = {
+        "model": "replayft/llama-tiny",
+        "training_file": str(target),
+        "n_epochs": 0.15,
+        "batch_size": 4,
+        "seq_len": 64,
+        "eval_sequences": 4,
+        "device": "cpu",
+        "cache_dir": str(cache_dir),
+    }
+
+    def run(name, **extra):
+        result = train(parse_spec({**base, **extra}), tmp_path / name)
+        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+        return result, [r for r in map(json.loads, lines) if r["type"] == "train"]
+
+    plain, plain_rows = run("plain")
+    compiled, compiled_rows = run("compiled", compile=True)
+    assert len(compiled_rows) == len(plain_rows) >= 2
+    for a, b in zip(plain_rows, compiled_rows, strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+    names = sorted(p.name for p in compiled.final_checkpoint.iterdir())
+    assert names == sorted(p.name for p in plain.final_checkpoint.iterdir())
+    from safetensors import safe_open
+
+    def keys(folder):
+        with safe_open(str(folder / "model.safetensors"), "pt") as f:
+            return sorted(f.keys())
+
+    assert keys(compiled.final_checkpoint) == keys(plain.final_checkpoint)
