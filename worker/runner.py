@@ -401,7 +401,7 @@ def run_job(job_id: str) -> str | None:
     """Claim and run (or resume) a job; returns RETRY_LATER if it must wait for a lease."""
     from api.services.models import fine_tuned_name
     from replay_engine import checkpoint as ckpt
-    from replay_engine.distributed import NodesMissing, launch
+    from replay_engine.distributed import NodesMissing, RankFailed, launch
     from replay_engine.spec import JobSpec
     from replay_engine.trainer import train
 
@@ -472,7 +472,9 @@ def run_job(job_id: str) -> str | None:
             hooks.flush()
         except Exception:
             log.exception("flushing metrics of failed job %s", job_id)
-        fail_job(job_id, exc, owner=owner)
+        lost_machine = spec.distributed.nodes > 1 and type(exc) is RankFailed
+        if not (lost_machine and requeue_after_machine_failure(job_id, owner, exc)):
+            fail_job(job_id, exc, owner=owner)
         return None
     finally:
         heartbeat.stopped.set()
@@ -577,6 +579,41 @@ def finish_node(job_id: str, leader: str, node_rank: int, *, status: str) -> Non
             .values(status=status, finished_at=now())
         )
         session.commit()
+
+
+def requeue_after_machine_failure(job_id: str, owner: str, exc: BaseException) -> bool:
+    """A multi-machine run whose ranks failed without a richer error (a machine or its network
+    went away, a rank was killed) goes back to the queue to resume from its last checkpoint on a
+    new rendezvous, like a job whose worker died, up to `max_job_attempts` starts. False: not
+    requeued (out of attempts, or the job was cancelled or paused meanwhile)."""
+    from worker.app import RUN_JOB, send
+
+    settings = get_settings()
+    with session_scope() as session:
+        result = session.execute(
+            update(Job)
+            .where(
+                Job.id == job_id,
+                Job.lease_owner == owner,
+                Job.status == "running",
+                Job.control.is_(None),
+                Job.attempts < settings.max_job_attempts,
+            )
+            .values(status="queued", lease_owner=None)
+        )
+        if not result.rowcount:
+            return False
+        _event(
+            session,
+            job_id,
+            f"A machine of this job failed ({str(exc)[:300]}); requeued to resume from its last "
+            "checkpoint.",
+            level="warn",
+        )
+        session.commit()
+    log.warning("job %s: a machine failed (%s); requeued", job_id, exc)
+    send(RUN_JOB, job_id)
+    return True
 
 
 def run_node(job_id: str, leader: str, node_rank: int, master: str) -> None:

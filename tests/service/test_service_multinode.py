@@ -2,6 +2,9 @@
 rendezvous of the worker that claimed the job (node 0). On this one host the "machines" share
 the data folder the way real ones share a network filesystem."""
 
+import os
+import signal
+
 import pytest
 from servicekit import JOBS, RENDEZVOUS_TIMEOUT_S, Team, train_records
 from test_service_jobs import settled_step
@@ -75,3 +78,56 @@ def test_two_machine_job_pauses_resumes_and_matches_one_process(service, team: T
     leads = [m for m in messages if m.startswith("Training on 2 machines x 1 processes (ddp)")]
     joins = [m for m in messages if m.startswith("Machine 1 of 2 joined")]
     assert len(leads) == len(joins) == 2, messages  # once per attempt
+
+
+def node_ranks(artifact_marker: str) -> list[int]:
+    """Pids of the training processes (not their torchrun agent) of machine 1 of a job."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        args = [a.decode(errors="replace") for a in argv]
+        if "agent" in args or "run" not in args:
+            continue
+        if any(a.startswith("--spec=") and artifact_marker in a for a in args):
+            found.append(int(entry))
+    return found
+
+
+def test_a_machine_lost_mid_run_is_requeued_and_resumes(service, team: Team, team_files):
+    """Machine 1's training processes are killed mid-run (what a lost machine looks like to
+    the others): the leader's ranks fail, the job goes back to the queue, a new rendezvous of
+    two workers resumes it from its last checkpoint, and every step appears exactly once."""
+    body = two_machine_body(team.tiny_job(*team_files, n_epochs=0.8, seed=23))  # ~26 steps
+    second = service.start_worker("training")
+    try:
+        job_id = team.create_job(body)["id"]
+
+        def past_a_checkpoint(job):
+            ckpts = team.checkpoints(job_id) if job["status"] == "running" else []
+            return bool(ckpts) and job["progress"]["step"] > ckpts[-1]["step_number"]
+
+        job = team.poll(
+            lambda: team.job(job_id), past_a_checkpoint, 300, "a step past a checkpoint"
+        )
+        total = job["progress"]["total_steps"]
+        assert job["progress"]["step"] < total, "finished before a machine could be lost"
+        marker = f"{job_id}/.node-1/"
+        victims = node_ranks(marker)
+        assert victims, "machine 1's training process was not found"
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        job = team.wait_job(job_id, "succeeded")
+    finally:
+        second.stop()
+
+    messages = [e["message"] for e in team.events(job_id)]
+    assert any(m.startswith("A machine of this job failed") for m in messages), messages
+    assert any(m.startswith("Resuming from the checkpoint at step") for m in messages), messages
+    assert sum(m.startswith("Machine 1 of 2 joined") for m in messages) == 2, messages
+    steps = sorted(r["step"] for r in team.metrics(job_id) if r.get("train_loss") is not None)
+    assert steps == list(range(1, total + 1)), steps
