@@ -1,16 +1,19 @@
 """Models and tokenizers: turn the spec's `model` string into a tokenizer and fp32 weights.
 
-A `model` string is one of four things, checked in this order:
+A `model` string is one of five things, checked in this order:
 
 1. A preset, `replayft/llama-{tiny,small,base}`: a Llama architecture built from scratch
    (`PRESETS` holds the `LlamaConfig` kwargs) with the byte-level BPE tokenizer bundled in
    `replay_engine/assets/tokenizer/` (written by `scripts/train_tokenizer.py`). Initialisation
    is a pure function of the seed, so two runs with the same spec start from the same weights.
-2. A local path: a Hugging Face folder (`save_pretrained` output; a ReplayFT checkpoint is exactly
-   that plus the tokenizer, so it resumes and fine-tunes through this same path), or a `.gguf`
+2. A local path: a Hugging Face folder (`save_pretrained` output; a full or merged-LoRA ReplayFT
+   checkpoint is exactly that plus the tokenizer, so it resumes and fine-tunes through this path), or a `.gguf`
    file (or a folder plus `gguf_file`), which transformers de-quantises to plain fp32 weights.
-3. A Hugging Face hub id (`org/name`, optionally with `gguf_file`), downloaded by transformers.
-4. Anything else is an error that says what was expected.
+3. A ReplayFT adapter-only checkpoint (LoRA with `export: adapter`: adapter_config.json, no
+   config.json): its meta.json names the run's base, which is loaded (recursively, so the base may
+   itself be a checkpoint) with the adapter folded in; see lora.load_merged.
+4. A Hugging Face hub id (`org/name`, optionally with `gguf_file`), downloaded by transformers.
+5. Anything else is an error that says what was expected.
 
 Everything loads as fp32 "master" weights on the requested device; the trainer autocasts to bf16
 on GPU. Attention is always SDPA so the same code runs on CPU and uses flash kernels on GPU.
@@ -38,6 +41,8 @@ from transformers import (
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
 )
+
+from . import lora
 
 # -----------------------------------------------------------------------------
 # presets
@@ -142,6 +147,12 @@ def _presets_hint() -> str:
     return "presets: " + ", ".join(PRESETS)
 
 
+def is_adapter_folder(path: str | Path) -> bool:
+    """A peft adapter folder rather than a model: adapter_config.json and no config.json."""
+    folder = Path(path)
+    return (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file()
+
+
 def _resolve(model: str, gguf_file: str | None) -> tuple[str, str, str | None, bool]:
     """-> (kind, path or hub id, gguf file name, from_hub). Checks everything that can be checked
     without loading, so bad input fails fast with a message instead of deep inside transformers."""
@@ -163,6 +174,8 @@ def _resolve(model: str, gguf_file: str | None) -> tuple[str, str, str | None, b
             )
         if gguf_file is not None and not (local / gguf_file).is_file():
             raise ValueError(f"GGUF file {gguf_file!r} not found in folder {str(local)!r}")
+        if gguf_file is None and is_adapter_folder(local):
+            return "adapter", str(local), None, False
         return kind, str(local), gguf_file, False
 
     # A name in our namespace that is not a preset is a typo, not a hub id.
@@ -210,14 +223,24 @@ def _from_pretrained(loader: Any, target: str, from_hub: bool, **kwargs: Any) ->
 # tokenizer
 
 
+def _has_tokenizer_files(folder: str) -> bool:
+    return any(
+        (Path(folder) / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")
+    )
+
+
 def load_tokenizer(model: str, gguf_file: str | None = None) -> PreTrainedTokenizerBase:
-    """The tokenizer for `model`: the bundled one for presets, else the checkpoint's own.
+    """The tokenizer for `model`: the bundled one for presets, else the checkpoint's own (an
+    adapter-only checkpoint without tokenizer files falls back to its base's).
 
     It must be a fast (Rust `tokenizers`) tokenizer, because tokenizing whole data sets relies on
     its batch speed, and must have an eos token, which separates packed documents. A missing pad token
     is set to eos (padding is masked out of the loss, so it needs no id of its own).
     """
     kind, target, gguf_file, from_hub = _resolve(model, gguf_file)
+    if kind == "adapter" and not _has_tokenizer_files(target):
+        base, base_gguf, _ = lora.adapter_base(target)
+        return load_tokenizer(base, base_gguf)
     if kind == "preset":
         tok = PreTrainedTokenizerFast.from_pretrained(bundled_tokenizer_path())
     else:
@@ -266,10 +289,13 @@ def load_model(
     device: str | torch.device = "cpu",
 ) -> PreTrainedModel:
     """fp32 causal LM for `model` on `device`, in eval mode (as `from_pretrained` returns it; the
-    trainer switches to train mode). `seed` only matters for presets."""
+    trainer switches to train mode). `seed` only matters for presets (an adapter-only checkpoint's
+    base uses the seed of the run that trained it)."""
     kind, target, gguf_file, from_hub = _resolve(model, gguf_file)
     if kind == "preset":
         net = _build_preset(target, seed=seed).eval()
+    elif kind == "adapter":
+        net = lora.load_merged(target, device=device)
     else:
         if not from_hub:
             _check_model_folder(target, gguf_file)
@@ -301,6 +327,9 @@ def build_on_meta(model: str, *, gguf_file: str | None = None) -> PreTrainedMode
         config = LlamaConfig(**PRESETS[target], attn_implementation="sdpa")
         with torch.device("meta"):
             return LlamaForCausalLM(config).to(torch.float32)
+    if kind == "adapter":  # merging the adapter leaves the base's architecture unchanged
+        base, base_gguf, _ = lora.adapter_base(target)
+        return build_on_meta(base, gguf_file=base_gguf)
     kwargs = {"gguf_file": gguf_file} if gguf_file is not None else {}
     config = _from_pretrained(AutoConfig, target, from_hub, **kwargs)
     with torch.device("meta"):
@@ -333,11 +362,15 @@ def count_parameters(model: torch.nn.Module) -> int:
 def model_info(model: str, gguf_file: str | None = None) -> dict[str, Any]:
     """Cheap facts for validating a spec before a run: reads only the config, never the weights.
 
-    Returns {"name", "kind" ("preset" | "gguf" | "huggingface"), "max_sequence_length",
+    Returns {"name", "kind" ("preset" | "gguf" | "huggingface" | "adapter"), "max_sequence_length",
     "vocab_size"}; vocab_size is the embedding table size, which can exceed len(tokenizer).
-    For GGUF the config is parsed out of the file's metadata, which takes a few seconds.
+    For GGUF the config is parsed out of the file's metadata, which takes a few seconds. An
+    adapter-only checkpoint reports its base's numbers.
     """
     kind, target, gguf_file, from_hub = _resolve(model, gguf_file)
+    if kind == "adapter":
+        base, base_gguf, _ = lora.adapter_base(target)
+        return {**model_info(base, base_gguf), "name": model, "kind": kind}
     if kind == "preset":
         config = LlamaConfig(**PRESETS[target])
     else:

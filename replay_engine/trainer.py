@@ -428,6 +428,16 @@ def _train(
                     )
                 ]
             )
+        if ckpt.read_meta(spec.model)["spec"].get("method", {}).get("type", "full") != "full":
+            raise SpecError(
+                [
+                    (
+                        "optimizer_state",
+                        f"carry needs a full fine-tuning checkpoint; {spec.model} was trained with "
+                        f"LoRA, whose optimizer state covers only the adapter",
+                    )
+                ]
+            )
         distributed.load_optimizer_state(raw_model, optimizer, Path(spec.model), d)
 
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()

@@ -60,7 +60,7 @@ class Adapter(_Strict):
     export: Literal["merged", "adapter"] | None = Field(
         None,
         description="Checkpoints: merged = a plain model folder (adapter folded in); adapter = "
-        "the peft adapter only.",
+        "the peft adapter only. Either way the fine-tuned model can be the model of a next job.",
     )
 
 

@@ -1,6 +1,7 @@
 """LoRA through the HTTP API (`hyperparameters.adapter`, a ReplayFT extra) on PostgreSQL + Redis
 with a real Celery worker: both exports end in a downloadable checkpoint of the promised shape,
-and a bad adapter field is a 400 naming it, with no job created."""
+an adapter-only job's model is the base of a next job, and a bad adapter field is a 400 naming
+it, with no job created."""
 
 import io
 import json
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from peft import PeftModel
-from servicekit import JOBS, TINY, Team, assert_error
+from servicekit import JOBS, TINY, Team, assert_error, train_records
 from transformers import AutoModelForCausalLM
 
 from replay_engine.models import load_model
@@ -81,6 +82,41 @@ def test_lora_job_checkpoint_is_what_its_export_says(team: Team, team_files, tmp
         trained = logits(PeftModel.from_pretrained(base_model(), folder))
     assert torch.isfinite(trained).all()
     assert (trained - base_logits).abs().max() > 1e-3, "the adapter did not change the model"
+
+
+def test_adapter_only_model_is_the_base_of_a_next_job(team: Team, team_files):
+    target, _ = team_files
+    first = team.create_job(lora_job(team, target, r=4, alpha=8, export="adapter"))
+    first = team.wait_job(first["id"], "succeeded")
+    model = first["fine_tuned_model"]
+    model_ids = [m["id"] for m in team.ok(team.get("/v1/models"))["data"]]
+    assert model in model_ids, model_ids
+
+    # a full fine-tune of it: same seed, data and eval set as the first job
+    body = team.tiny_job(target, n_epochs=0.2, seed=7, model=model)
+    second = team.wait_job(team.create_job(body)["id"], "succeeded")
+    assert second["model"] == model, second
+    assert second["fine_tuned_model"].startswith(f"ft:{TINY}:"), second["fine_tuned_model"]
+
+    # it starts from the first job's final model, adapter included: its step-0 eval is the first
+    # job's last eval (taken on the final checkpoint), not the bare base's
+    def evals(job):
+        return {
+            r["step"]: r["val_loss_target"]
+            for r in team.metrics(job["id"])
+            if r.get("val_loss_target") is not None
+        }
+
+    first_evals, second_evals = evals(first), evals(second)
+    last = first["progress"]["total_steps"]
+    assert second_evals[0] == pytest.approx(first_evals[last], rel=1e-5), (
+        first_evals,
+        second_evals,
+    )
+    assert abs(first_evals[0] - first_evals[last]) > 1e-3, first_evals
+    assert len(train_records(team.metrics(second["id"]))) == second["progress"]["total_steps"]
+    model_ids = [m["id"] for m in team.ok(team.get("/v1/models"))["data"]]
+    assert {model, second["fine_tuned_model"]} <= set(model_ids), model_ids
 
 
 @pytest.mark.parametrize(
