@@ -28,6 +28,7 @@ import argparse
 import json
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +110,15 @@ def cmd_sweeps_submit(args: argparse.Namespace) -> int:
         if "replay" in body:
             body["replay"] = {"dataset": body["replay"].get("dataset")}
         try:
-            created = client.request("POST", SWEEPS, json=body)
+            # the key makes a repeat after a lost answer return the same sweep, not a second
+            # family of jobs
+            created = client.request(
+                "POST",
+                SWEEPS,
+                json=body,
+                headers={"Idempotency-Key": f"replayft-cli-{uuid.uuid4()}"},
+                retry=True,
+            )
         except CLIError as exc:
             if exc.exit_code == 2:  # rejected: nothing was created, its files are no use
                 _delete_uploads(client, uploaded)

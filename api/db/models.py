@@ -179,13 +179,21 @@ class Checkpoint(Base):
 
 
 class IdempotencyKey(Base):
+    """A team's Idempotency-Key and what its first request created: a job or a sweep (one of the
+    two ids is set). Keys are one space per team, whatever the endpoint."""
+
     __tablename__ = "idempotency_keys"
     __table_args__ = (UniqueConstraint("team_id", "key"),)
 
     pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     team_id: Mapped[str] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(String(255))
-    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    job_id: Mapped[str | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), nullable=True
+    )
+    sweep_id: Mapped[str | None] = mapped_column(
+        ForeignKey("sweeps.id", ondelete="CASCADE"), nullable=True
+    )
     created_at: Mapped[int] = mapped_column(Integer, default=now)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query, Response
 
 from api.deps import CurrentTeam, SessionDep, SweepDep
 from api.schemas.common import ListResponse
@@ -17,8 +17,22 @@ router = APIRouter(prefix="/sweeps", tags=["sweeps"])
 
 
 @router.post("", response_model=SweepPublic)
-def create_sweep(body: SweepCreate, session: SessionDep, team: CurrentTeam) -> SweepPublic:
-    sweep = service.create_sweep(session=session, team=team, body=body, settings=get_settings())
+def create_sweep(
+    body: SweepCreate,
+    session: SessionDep,
+    team: CurrentTeam,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> SweepPublic:
+    sweep, created = service.create_sweep(
+        session=session,
+        team=team,
+        body=body,
+        settings=get_settings(),
+        idempotency_key=idempotency_key,
+    )
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
     return service.to_public(session, sweep)
 
 

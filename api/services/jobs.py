@@ -207,12 +207,31 @@ def build_spec(
 
 
 # ---------------------------------------------------------------------------- create
-def find_idempotent(*, session: Session, team: Team, key: str) -> Job | None:
-    return session.scalar(
-        select(Job)
-        .join(IdempotencyKey, IdempotencyKey.job_id == Job.id)
-        .where(IdempotencyKey.team_id == team.id, IdempotencyKey.key == key)
+def find_idempotency_key(
+    *, session: Session, team: Team, key: str, kind: str
+) -> IdempotencyKey | None:
+    """The team's earlier use of `key`, if it created a `kind` ("job" or "sweep"); a 409 if it
+    created the other kind (one key space per team, so a key never means two things)."""
+    row = session.scalar(
+        select(IdempotencyKey).where(IdempotencyKey.team_id == team.id, IdempotencyKey.key == key)
     )
+    if row is None:
+        return None
+    used_for = "job" if row.job_id is not None else "sweep"
+    if used_for != kind:
+        raise APIError(
+            409,
+            f"Idempotency-Key {key!r} was already used to create a {used_for}; use a new key "
+            f"for this {kind}.",
+            param="Idempotency-Key",
+            code="idempotency_key_reused",
+        )
+    return row
+
+
+def find_idempotent(*, session: Session, team: Team, key: str) -> Job | None:
+    row = find_idempotency_key(session=session, team=team, key=key, kind="job")
+    return None if row is None else session.scalar(select(Job).where(Job.id == row.job_id))
 
 
 def create_job(

@@ -23,9 +23,10 @@ import math
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.db.models import Job, JobMetric, Sweep, SweepMember, Team, new_id
+from api.db.models import IdempotencyKey, Job, JobMetric, Sweep, SweepMember, Team, new_id
 from api.errors import APIError, invalid
 from api.schemas.jobs import TERMINAL_STATUSES, JobCreate
 from api.schemas.sweeps import MAX_MEMBERS, SweepCreate, SweepMemberPublic, SweepPublic
@@ -150,9 +151,27 @@ def _member_body(body: SweepCreate, sweep_id: str, m: dict[str, Any]) -> JobCrea
 
 
 # ---------------------------------------------------------------------------- create
-def create_sweep(*, session: Session, team: Team, body: SweepCreate, settings: Settings) -> Sweep:
+def find_idempotent(*, session: Session, team: Team, key: str) -> Sweep | None:
+    row = job_service.find_idempotency_key(session=session, team=team, key=key, kind="sweep")
+    return None if row is None else session.scalar(select(Sweep).where(Sweep.id == row.sweep_id))
+
+
+def create_sweep(
+    *,
+    session: Session,
+    team: Team,
+    body: SweepCreate,
+    settings: Settings,
+    idempotency_key: str | None = None,
+) -> tuple[Sweep, bool]:
+    """-> (sweep, created). A repeated Idempotency-Key returns the first sweep, created=False,
+    and launches nothing: a retried request must not start a second family of jobs."""
     from worker.app import PREPARE_JOB, send
 
+    if idempotency_key:
+        existing = find_idempotent(session=session, team=team, key=idempotency_key)
+        if existing is not None:
+            return existing, False
     _check_request(body)
     planned = plan_members(body)
     if len(planned) > MAX_MEMBERS:
@@ -200,13 +219,22 @@ def create_sweep(*, session: Session, team: Team, body: SweepCreate, settings: S
                 ) from None
             session.add(SweepMember(sweep_id=sweep_id, job_id=job.id, **m))
             created.append(job)
+        if idempotency_key:
+            session.add(IdempotencyKey(team_id=team.id, key=idempotency_key, sweep_id=sweep_id))
         session.commit()
+    except IntegrityError:
+        session.rollback()
+        # a concurrent request with the same key won the race: answer with its sweep
+        existing = find_idempotent(session=session, team=team, key=idempotency_key or "")
+        if existing is None:
+            raise
+        return existing, False
     except BaseException:
         session.rollback()  # nothing half-created: the sweep and its members go together
         raise
     for job in created:
         send(PREPARE_JOB, job.id)
-    return sweep
+    return sweep, True
 
 
 # ---------------------------------------------------------------------------- reads

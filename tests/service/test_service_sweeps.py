@@ -188,9 +188,19 @@ def test_cancel_stops_every_unfinished_member(team: Team, team_files):
     target, replay = team_files
     body = sweep_body(target, replay, replay_fractions=[0, 0.5], reference_subsets=[0.5, 0.75])
     body["method"]["supervised"]["hyperparameters"]["n_epochs"] = 20  # long: ~500 steps each
-    sweep = team.ok(team.post(SWEEPS, json=body))
+    key = {"Idempotency-Key": f"sweep-{team.name}"}
+    sweep = team.ok(team.post(SWEEPS, json=body, headers=key))
     assert sweep["status"] == "queued" and len(sweep["members"]) == 4, sweep
     team.job_ids += [m["job_id"] for m in sweep["members"]]  # cancelled at teardown if left
+    # a retried request (same key) gets the same sweep back and launches nothing more
+    again = team.post(SWEEPS, json=body, headers=key)
+    assert again.headers.get("Idempotent-Replayed") == "true", again.headers
+    assert team.ok(again)["id"] == sweep["id"]
+    assert [m["job_id"] for m in team.ok(again)["members"]] == [
+        m["job_id"] for m in sweep["members"]
+    ]
+    reused = assert_error(team.post(JOBS, json=team.tiny_job(target), headers=key), 409)
+    assert reused["code"] == "idempotency_key_reused" and "sweep" in reused["message"], reused
     # partial report while nothing has finished
     report = team.ok(team.get(f"{SWEEPS}/{sweep['id']}/report"))
     assert report["status"] == "partial" and report["recommendation"] is None, report
