@@ -436,6 +436,7 @@ def launch(
         nodes=nodes,
         rendezvous=rendezvous,
     )
+    began = time.monotonic()
     proc = _start(cmd, out_dir / "launch.log")
     events = _EventTail(control / EVENTS_FILE)
     asked_to_stop = False
@@ -457,7 +458,8 @@ def launch(
     finally:
         _end(proc)  # we are being torn down: take the ranks with us
     if rc != 0:
-        if nodes > 1 and not events.started:
+        waited = time.monotonic() - began
+        if nodes > 1 and not events.started and waited >= rendezvous.timeout:
             raise NodesMissing(
                 f"the job's other {nodes - 1} machine(s) did not all join within "
                 f"{rendezvous.timeout:g}s"
