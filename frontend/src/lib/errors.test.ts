@@ -15,6 +15,17 @@ describe("API error -> form field", () => {
     ["method.supervised.hyperparameters.learning_rate", "learning_rate"],
     ["hyperparameters.lr_scheduler.warmup_ratio", "lr_scheduler"],
     ["hyperparameters.seq_len", "seq_len"],
+    // the adapter and hardware fields: engine errors are short paths, schema errors full ones
+    ["hyperparameters.adapter.r", "adapter_r"],
+    ["method.supervised.hyperparameters.adapter.r", "adapter_r"],
+    ["hyperparameters.adapter.alpha", "adapter_alpha"],
+    ["hyperparameters.adapter.export", "adapter_export"],
+    ["method.supervised.hyperparameters.adapter.type", "adapter_type"],
+    ["hyperparameters.adapter.dropout", "adapter_type"],
+    ["hyperparameters.adapter.target_modules", "adapter_type"],
+    ["hyperparameters.distributed.gpus_per_node", "gpus_per_node"],
+    ["hyperparameters.distributed.nodes", "nodes"],
+    ["method.supervised.hyperparameters.distributed.strategy", "strategy"],
   ])("%s -> %s", (param, field) => {
     expect(fieldForParam(param)).toBe(field);
   });
@@ -23,6 +34,8 @@ describe("API error -> form field", () => {
     expect(fieldForParam("hyperparameters.eval_interval")).toBeNull();
     expect(fieldForParam(null)).toBeNull();
     expect(fieldForParam("metadata")).toBeNull();
+    expect(fieldForParam("hyperparameters.constructor")).toBeNull();
+    expect(fieldForParam("adapter.r")).toBeNull(); // not under hyperparameters
   });
 
   it("puts a field's message under the field and the rest in general", () => {

@@ -1,6 +1,7 @@
 // API errors -> the form field to show them next to. The API names the offending field in
 // `param` as a request path (`replay.fraction`, `hyperparameters.n_epochs`, or the full
-// `method.supervised.hyperparameters.n_epochs`); the new-job form has flat field names.
+// `method.supervised.hyperparameters.n_epochs`, `hyperparameters.adapter.r`); the new-job form
+// has flat field names.
 
 import { ApiError } from "../api";
 
@@ -17,7 +18,14 @@ export type FormField =
   | "lr_scheduler"
   | "batch_size"
   | "seq_len"
-  | "suffix";
+  | "suffix"
+  | "adapter_type"
+  | "adapter_r"
+  | "adapter_alpha"
+  | "adapter_export"
+  | "gpus_per_node"
+  | "nodes"
+  | "strategy";
 
 const DIRECT: Record<string, FormField> = {
   model: "model",
@@ -38,13 +46,30 @@ const HYPER: Record<string, FormField> = {
   lr_scheduler: "lr_scheduler",
   batch_size: "batch_size",
   seq_len: "seq_len",
+  // the adapter's fields without an input of their own (dropout, target_modules) go to the
+  // method choice, as does `adapter` itself
+  adapter: "adapter_type",
+  "adapter.r": "adapter_r",
+  "adapter.alpha": "adapter_alpha",
+  "adapter.export": "adapter_export",
+  distributed: "gpus_per_node",
+  "distributed.gpus_per_node": "gpus_per_node",
+  "distributed.nodes": "nodes",
+  "distributed.strategy": "strategy",
 };
 
 export function fieldForParam(param: string | null | undefined): FormField | null {
   if (!param) return null;
   if (param in DIRECT) return DIRECT[param];
   const hp = param.replace(/^(method\.supervised\.)?hyperparameters\./, "");
-  if (hp !== param) return HYPER[hp.split(".")[0]] ?? null;
+  if (hp === param) return null;
+  // the longest known head of the path: `adapter.r` before `adapter`, and
+  // `lr_scheduler.warmup_ratio` -> `lr_scheduler`
+  const parts = hp.split(".");
+  for (let n = parts.length; n > 0; n--) {
+    const head = parts.slice(0, n).join(".");
+    if (Object.hasOwn(HYPER, head)) return HYPER[head];
+  }
   return null;
 }
 

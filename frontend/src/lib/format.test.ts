@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { formatBytes, formatCount, formatEta, formatLoss, formatPercent } from "./format";
+import { formatBytes, formatCount, formatEta, formatLoss, formatMethod, formatPercent } from "./format";
 
 describe("formatEta", () => {
   it.each([
@@ -36,5 +36,14 @@ describe("numbers", () => {
     expect(formatLoss(null)).toBe("—");
     expect(formatPercent(0.25)).toBe("25%");
     expect(formatPercent(1 / 3)).toBe("33.3%");
+  });
+});
+
+describe("formatMethod", () => {
+  it("names the job's method from hyperparameters.adapter", () => {
+    expect(formatMethod(null)).toBe("full");
+    expect(formatMethod(undefined)).toBe("full");
+    expect(formatMethod({ type: "lora", r: 4, alpha: 8, export: "merged" })).toBe("LoRA r 4 · merged");
+    expect(formatMethod({ type: "qlora", r: null, export: "adapter" })).toBe("QLoRA · adapter");
   });
 });

@@ -56,3 +56,15 @@ export function formatTime(unixSeconds: number | null | undefined): string {
 export function statusLabel(status: string): string {
   return status.replace(/_/g, " ");
 }
+
+/** A job's `hyperparameters.adapter` (null for full fine-tuning) as one line: "LoRA r 4 · merged". */
+export function formatMethod(adapter: unknown): string {
+  if (!adapter || typeof adapter !== "object") return "full";
+  const { type, r, export: saved } = adapter as {
+    type?: string;
+    r?: number | null;
+    export?: string | null;
+  };
+  const name = type === "qlora" ? "QLoRA" : type === "lora" ? "LoRA" : String(type);
+  return [r == null ? name : `${name} r ${r}`, saved].filter(Boolean).join(" · ");
+}

@@ -4,79 +4,23 @@
 
 import { useEffect, useMemo, useState, type FormEvent, type ReactNode } from "react";
 import { useNavigate } from "react-router-dom";
-import type { JobRequest, Plan } from "../api";
+import type { Plan } from "../api";
 import { useClient, useOnError } from "../auth";
 import { Chart } from "../components/Chart";
 import { ErrorNote, Loading } from "../components/ui";
 import { usePolled } from "../hooks";
 import { formErrors, type FormErrors, type FormField } from "../lib/errors";
 import { formatCount, formatLr, formatPercent } from "../lib/format";
+import { INITIAL_FORM, toRequest, withAdapterType, type JobForm } from "../lib/jobform";
 import { lrCurve, mixtureBars, transitionStep } from "../lib/plan";
-
-interface Form {
-  model: string;
-  training_file: string;
-  validation_file: string;
-  replay_dataset: string;
-  fraction: string;
-  target_stage2_allocation: string;
-  stage2_duration: string;
-  n_epochs: string;
-  learning_rate: string;
-  lr_scheduler: string;
-  batch_size: string;
-  seq_len: string;
-  suffix: string;
-}
-
-const INITIAL: Form = {
-  model: "replayft/llama-tiny",
-  training_file: "",
-  validation_file: "",
-  replay_dataset: "",
-  fraction: "0.25",
-  target_stage2_allocation: "1",
-  stage2_duration: "",
-  n_epochs: "",
-  learning_rate: "",
-  lr_scheduler: "wsd",
-  batch_size: "",
-  seq_len: "",
-  suffix: "",
-};
 
 const NO_ERRORS: FormErrors = { fields: {}, general: null };
 
-/** The form -> the API's request body. Empty optional fields are left out (engine defaults). */
-export function toRequest(form: Form): JobRequest {
-  const num = (v: string) => (v.trim() === "" ? undefined : Number(v));
-  const hp: Record<string, unknown> = {
-    n_epochs: num(form.n_epochs),
-    learning_rate: num(form.learning_rate),
-    batch_size: num(form.batch_size),
-    seq_len: num(form.seq_len),
-    lr_scheduler: { type: form.lr_scheduler },
-  };
-  for (const k of Object.keys(hp)) if (hp[k] === undefined) delete hp[k];
-  const body: JobRequest = {
-    model: form.model,
-    training_file: form.training_file,
-    method: { type: "supervised", supervised: { hyperparameters: hp } },
-  };
-  if (form.validation_file) body.validation_file = form.validation_file;
-  if (form.suffix.trim()) body.suffix = form.suffix.trim();
-  if (form.replay_dataset) {
-    body.replay = {
-      dataset: form.replay_dataset,
-      fraction: num(form.fraction),
-      target_stage2_allocation: num(form.target_stage2_allocation),
-      stage2_duration: num(form.stage2_duration),
-    };
-    for (const k of ["fraction", "target_stage2_allocation", "stage2_duration"] as const)
-      if (body.replay[k] === undefined) delete body.replay[k];
-  }
-  return body;
-}
+const METHOD_HINTS: Record<JobForm["adapter_type"], string> = {
+  full: "Every weight is trained.",
+  lora: "Low-rank adapters on a frozen base.",
+  qlora: "Adapters on a 4-bit base; needs a CUDA worker with bitsandbytes.",
+};
 
 function Field(props: {
   id: FormField;
@@ -103,7 +47,7 @@ export function NewJobPage() {
   const client = useClient();
   const onError = useOnError();
   const navigate = useNavigate();
-  const [form, setForm] = useState<Form>(INITIAL);
+  const [form, setForm] = useState<JobForm>(INITIAL_FORM);
   const [plan, setPlan] = useState<Plan | null>(null);
   const [planning, setPlanning] = useState(false);
   const [errors, setErrors] = useState<FormErrors>(NO_ERRORS);
@@ -146,7 +90,7 @@ export function NewJobPage() {
     };
   }, [client, body, form.training_file, onError]);
 
-  const set = (name: keyof Form) => (e: { target: { value: string } }) =>
+  const set = (name: keyof JobForm) => (e: { target: { value: string } }) =>
     setForm((f) => ({ ...f, [name]: e.target.value }));
   const err = (name: FormField) => errors.fields[name];
   const described = (name: FormField) =>
@@ -237,6 +181,36 @@ export function NewJobPage() {
             </div>
           </fieldset>
           <fieldset>
+            <legend>Training method</legend>
+            <Field id="adapter_type" label="Method" error={err("adapter_type")} hint={METHOD_HINTS[form.adapter_type]}>
+              <select id="f-adapter_type" value={form.adapter_type} {...described("adapter_type")}
+                onChange={(e) => setForm((f) => withAdapterType(f, e.target.value as JobForm["adapter_type"]))}>
+                <option value="full">Full fine-tuning</option>
+                <option value="lora">LoRA</option>
+                <option value="qlora">QLoRA</option>
+              </select>
+            </Field>
+            {form.adapter_type !== "full" && (
+              <div className="row">
+                <Field id="adapter_r" label="Rank r" error={err("adapter_r")}>
+                  <input id="f-adapter_r" type="number" min="1" step="1" placeholder="16" value={form.adapter_r}
+                    onChange={set("adapter_r")} {...described("adapter_r")} />
+                </Field>
+                <Field id="adapter_alpha" label="Alpha" error={err("adapter_alpha")} hint="Updates scale by alpha / r.">
+                  <input id="f-adapter_alpha" type="number" min="0" placeholder="32" value={form.adapter_alpha}
+                    onChange={set("adapter_alpha")} {...described("adapter_alpha")} />
+                </Field>
+                <Field id="adapter_export" label="Checkpoints" error={err("adapter_export")}
+                  hint={form.adapter_type === "qlora" ? "QLoRA saves the adapter only." : "Either can be the model of a next job."}>
+                  <select id="f-adapter_export" value={form.adapter_export} onChange={set("adapter_export")} {...described("adapter_export")}>
+                    <option value="merged" disabled={form.adapter_type === "qlora"}>merged model</option>
+                    <option value="adapter">adapter only</option>
+                  </select>
+                </Field>
+              </div>
+            )}
+          </fieldset>
+          <fieldset>
             <legend>Training</legend>
             <div className="row">
               <Field id="n_epochs" label="Epochs" error={err("n_epochs")}>
@@ -267,6 +241,26 @@ export function NewJobPage() {
               </Field>
               <Field id="suffix" label="Model suffix" error={err("suffix")}>
                 <input id="f-suffix" type="text" maxLength={64} value={form.suffix} onChange={set("suffix")} {...described("suffix")} />
+              </Field>
+            </div>
+          </fieldset>
+          <fieldset>
+            <legend>Hardware</legend>
+            <div className="row">
+              <Field id="gpus_per_node" label="GPUs per machine" error={err("gpus_per_node")} hint="One process each.">
+                <input id="f-gpus_per_node" type="number" min="1" step="1" placeholder="1" value={form.gpus_per_node}
+                  onChange={set("gpus_per_node")} {...described("gpus_per_node")} />
+              </Field>
+              <Field id="nodes" label="Machines" error={err("nodes")} hint="Each is a training worker.">
+                <input id="f-nodes" type="number" min="1" step="1" placeholder="1" value={form.nodes}
+                  onChange={set("nodes")} {...described("nodes")} />
+              </Field>
+              <Field id="strategy" label="Strategy" error={err("strategy")}
+                hint={form.strategy === "fsdp" ? "Shards the model (large models)." : "Replicates the model."}>
+                <select id="f-strategy" value={form.strategy} onChange={set("strategy")} {...described("strategy")}>
+                  <option value="ddp">DDP</option>
+                  <option value="fsdp">FSDP</option>
+                </select>
               </Field>
             </div>
           </fieldset>

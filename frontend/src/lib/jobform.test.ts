@@ -1,0 +1,78 @@
+import { describe, expect, it } from "vitest";
+import { INITIAL_FORM, toRequest, withAdapterType, type JobForm } from "./jobform";
+
+const form = (changes: Partial<JobForm>): JobForm => ({
+  ...INITIAL_FORM,
+  training_file: "file-t",
+  ...changes,
+});
+const hyper = (f: JobForm) => toRequest(f).method.supervised.hyperparameters;
+
+describe("new-job form -> request body", () => {
+  it("posts the body it always did when untouched: full fine-tuning, one process", () => {
+    expect(toRequest(form({}))).toEqual({
+      model: "replayft/llama-tiny",
+      training_file: "file-t",
+      method: { type: "supervised", supervised: { hyperparameters: { lr_scheduler: { type: "wsd" } } } },
+    });
+  });
+
+  it("leaves empty fields out and sends replay only with a dataset", () => {
+    const body = toRequest(
+      form({ replay_dataset: "file-r", stage2_duration: "", n_epochs: "0.6", suffix: " mine ", batch_size: "4" }),
+    );
+    expect(body.replay).toEqual({ dataset: "file-r", fraction: 0.25, target_stage2_allocation: 1 });
+    expect(body.suffix).toBe("mine");
+    expect(body.method.supervised.hyperparameters).toEqual({
+      n_epochs: 0.6,
+      batch_size: 4,
+      lr_scheduler: { type: "wsd" },
+    });
+  });
+
+  it("sends LoRA as hyperparameters.adapter, empty knobs left to the engine", () => {
+    expect(toRequest(form({ adapter_type: "lora", adapter_r: "8", adapter_export: "adapter" }))).toEqual({
+      model: "replayft/llama-tiny",
+      training_file: "file-t",
+      method: {
+        type: "supervised",
+        supervised: {
+          hyperparameters: {
+            lr_scheduler: { type: "wsd" },
+            adapter: { type: "lora", r: 8, export: "adapter" },
+          },
+        },
+      },
+    });
+    expect(hyper(form({ adapter_type: "qlora", adapter_alpha: "16", adapter_export: "adapter" })).adapter).toEqual({
+      type: "qlora",
+      alpha: 16,
+      export: "adapter",
+    });
+  });
+
+  it("forgets the adapter knobs when the method goes back to full", () => {
+    expect(hyper(form({ adapter_type: "full", adapter_r: "8", adapter_alpha: "4" }))).not.toHaveProperty("adapter");
+  });
+
+  it("sends several machines as hyperparameters.distributed", () => {
+    expect(hyper(form({ nodes: "2", gpus_per_node: "4", strategy: "fsdp" })).distributed).toEqual({
+      strategy: "fsdp",
+      gpus_per_node: 4,
+      nodes: 2,
+    });
+    // any one hardware field is enough; the others stay the engine's defaults
+    expect(hyper(form({ gpus_per_node: "2" })).distributed).toEqual({ strategy: "ddp", gpus_per_node: 2 });
+    expect(hyper(form({ strategy: "fsdp" })).distributed).toEqual({ strategy: "fsdp" });
+    expect(hyper(form({ gpus_per_node: " ", nodes: "" }))).not.toHaveProperty("distributed");
+  });
+
+  it("switches QLoRA to adapter-only checkpoints (it cannot merge) and back", () => {
+    const qlora = withAdapterType(form({}), "qlora");
+    expect([qlora.adapter_type, qlora.adapter_export]).toEqual(["qlora", "adapter"]);
+    const lora = withAdapterType(qlora, "lora");
+    expect([lora.adapter_type, lora.adapter_export]).toEqual(["lora", "merged"]);
+    const kept = withAdapterType(form({ adapter_type: "lora", adapter_export: "adapter" }), "full");
+    expect(kept.adapter_export).toBe("adapter");
+  });
+});

@@ -1,0 +1,112 @@
+// The new-job form's state and the request body it posts (POST /v1/fine_tuning/jobs and /plan).
+// Every field is the string its input holds; an empty optional field is left out of the body, so
+// the engine's default applies, and an untouched form posts what it always did (full fine-tuning
+// on one process).
+
+import type { JobRequest } from "../api";
+
+export interface JobForm {
+  model: string;
+  training_file: string;
+  validation_file: string;
+  replay_dataset: string;
+  fraction: string;
+  target_stage2_allocation: string;
+  stage2_duration: string;
+  n_epochs: string;
+  learning_rate: string;
+  lr_scheduler: string;
+  batch_size: string;
+  seq_len: string;
+  suffix: string;
+  /** full fine-tuning, or an adapter (`hyperparameters.adapter.type`) */
+  adapter_type: "full" | "lora" | "qlora";
+  adapter_r: string;
+  adapter_alpha: string;
+  adapter_export: "merged" | "adapter";
+  gpus_per_node: string;
+  nodes: string;
+  strategy: "ddp" | "fsdp";
+}
+
+export const INITIAL_FORM: JobForm = {
+  model: "replayft/llama-tiny",
+  training_file: "",
+  validation_file: "",
+  replay_dataset: "",
+  fraction: "0.25",
+  target_stage2_allocation: "1",
+  stage2_duration: "",
+  n_epochs: "",
+  learning_rate: "",
+  lr_scheduler: "wsd",
+  batch_size: "",
+  seq_len: "",
+  suffix: "",
+  adapter_type: "full",
+  adapter_r: "",
+  adapter_alpha: "",
+  adapter_export: "merged",
+  gpus_per_node: "",
+  nodes: "",
+  strategy: "ddp",
+};
+
+const num = (v: string) => (v.trim() === "" ? undefined : Number(v));
+
+/** Drops the keys whose value is undefined (fields left empty). */
+function defined<T extends Record<string, unknown>>(obj: T): T {
+  for (const k of Object.keys(obj)) if (obj[k] === undefined) delete obj[k];
+  return obj;
+}
+
+/** The form -> the API's request body. */
+export function toRequest(form: JobForm): JobRequest {
+  const hp: Record<string, unknown> = defined({
+    n_epochs: num(form.n_epochs),
+    learning_rate: num(form.learning_rate),
+    batch_size: num(form.batch_size),
+    seq_len: num(form.seq_len),
+    lr_scheduler: { type: form.lr_scheduler },
+  });
+  if (form.adapter_type !== "full") {
+    hp.adapter = defined({
+      type: form.adapter_type,
+      r: num(form.adapter_r),
+      alpha: num(form.adapter_alpha),
+      export: form.adapter_export,
+    });
+  }
+  // one process unless a hardware field was changed
+  if (form.gpus_per_node.trim() || form.nodes.trim() || form.strategy !== "ddp") {
+    hp.distributed = defined({
+      strategy: form.strategy,
+      gpus_per_node: num(form.gpus_per_node),
+      nodes: num(form.nodes),
+    });
+  }
+  const body: JobRequest = {
+    model: form.model,
+    training_file: form.training_file,
+    method: { type: "supervised", supervised: { hyperparameters: hp } },
+  };
+  if (form.validation_file) body.validation_file = form.validation_file;
+  if (form.suffix.trim()) body.suffix = form.suffix.trim();
+  if (form.replay_dataset) {
+    body.replay = defined({
+      dataset: form.replay_dataset,
+      fraction: num(form.fraction),
+      target_stage2_allocation: num(form.target_stage2_allocation),
+      stage2_duration: num(form.stage2_duration),
+    });
+  }
+  return body;
+}
+
+/** A method change: QLoRA can only export the adapter (its 4-bit base is never de-quantized to
+ * merge into), so choosing it switches the export; leaving it restores the default. */
+export function withAdapterType(form: JobForm, type: JobForm["adapter_type"]): JobForm {
+  if (type === "qlora") return { ...form, adapter_type: type, adapter_export: "adapter" };
+  if (form.adapter_type === "qlora") return { ...form, adapter_type: type, adapter_export: "merged" };
+  return { ...form, adapter_type: type };
+}
