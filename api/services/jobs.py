@@ -519,7 +519,15 @@ def _public_hyperparameters(job: Job) -> dict[str, Any]:
         "lr_scheduler": spec["lr_scheduler"],
         "optimizer_state": spec["optimizer_state"],
         "adapter": _public_adapter(spec.get("method") or {}),
+        "distributed": _public_distributed(spec.get("distributed") or {}),
     }
+
+
+def _public_distributed(distributed: dict[str, Any]) -> dict[str, Any] | None:
+    """The engine's `distributed` as requested; None for a one-process job."""
+    if distributed.get("gpus_per_node", 1) * distributed.get("nodes", 1) <= 1:
+        return None
+    return {k: distributed[k] for k in ("strategy", "gpus_per_node", "nodes")}
 
 
 def _public_adapter(method: dict[str, Any]) -> dict[str, Any] | None:

@@ -74,6 +74,9 @@ def test_two_machine_job_pauses_resumes_and_matches_one_process(service, team: T
         for name in ("train_loss", "train_loss_target", "train_loss_generic"):
             assert got[s][name] == pytest.approx(want[s][name], rel=1e-4), (s, name)
 
+    distributed = job["method"]["supervised"]["hyperparameters"]["distributed"]
+    assert distributed == {"strategy": "ddp", "gpus_per_node": 1, "nodes": 2}, job
+    assert twin["method"]["supervised"]["hyperparameters"]["distributed"] is None, twin
     messages = [e["message"] for e in team.events(job["id"])]
     leads = [m for m in messages if m.startswith("Training on 2 machines x 1 processes (ddp)")]
     joins = [m for m in messages if m.startswith("Machine 1 of 2 joined")]

@@ -1,5 +1,13 @@
 import { describe, expect, it } from "vitest";
-import { formatBytes, formatCount, formatEta, formatLoss, formatMethod, formatPercent } from "./format";
+import {
+  formatBytes,
+  formatCount,
+  formatEta,
+  formatHardware,
+  formatLoss,
+  formatMethod,
+  formatPercent,
+} from "./format";
 
 describe("formatEta", () => {
   it.each([
@@ -45,5 +53,16 @@ describe("formatMethod", () => {
     expect(formatMethod(undefined)).toBe("full");
     expect(formatMethod({ type: "lora", r: 4, alpha: 8, export: "merged" })).toBe("LoRA r 4 · merged");
     expect(formatMethod({ type: "qlora", r: null, export: "adapter" })).toBe("QLoRA · adapter");
+  });
+});
+
+describe("formatHardware", () => {
+  it("names the job's processes from hyperparameters.distributed", () => {
+    expect(formatHardware(null)).toBe("1 process");
+    expect(formatHardware({ strategy: "ddp", gpus_per_node: 2, nodes: 1 })).toBe("2 GPUs · ddp");
+    expect(formatHardware({ strategy: "fsdp", gpus_per_node: 4, nodes: 2 })).toBe(
+      "2 machines × 4 GPUs · fsdp",
+    );
+    expect(formatHardware({ strategy: "ddp", gpus_per_node: 1, nodes: 3 })).toBe("3 machines × 1 GPU · ddp");
   });
 });

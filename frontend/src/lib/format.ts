@@ -68,3 +68,16 @@ export function formatMethod(adapter: unknown): string {
   const name = type === "qlora" ? "QLoRA" : type === "lora" ? "LoRA" : String(type);
   return [r == null ? name : `${name} r ${r}`, saved].filter(Boolean).join(" · ");
 }
+
+/** A job's `hyperparameters.distributed` (null for one process) as "2 machines × 4 GPUs · fsdp". */
+export function formatHardware(distributed: unknown): string {
+  if (!distributed || typeof distributed !== "object") return "1 process";
+  const { strategy, gpus_per_node: perNode = 1, nodes = 1 } = distributed as {
+    strategy?: string;
+    gpus_per_node?: number;
+    nodes?: number;
+  };
+  const gpus = `${perNode} GPU${perNode === 1 ? "" : "s"}`;
+  const where = nodes > 1 ? `${nodes} machines × ${gpus}` : gpus;
+  return [where, strategy].filter(Boolean).join(" · ");
+}

@@ -9,7 +9,15 @@ import { FINISHED, type Checkpoint, type Job, type JobEvent, type MetricRecord }
 import { useClient, useOnError } from "../auth";
 import { Chart, type Marker } from "../components/Chart";
 import { Empty, ErrorNote, Loading, ProgressBar, StatusBadge } from "../components/ui";
-import { formatCount, formatEta, formatLoss, formatLr, formatMethod, formatTime } from "../lib/format";
+import {
+  formatCount,
+  formatEta,
+  formatHardware,
+  formatLoss,
+  formatLr,
+  formatMethod,
+  formatTime,
+} from "../lib/format";
 import { transitionStep } from "../lib/plan";
 import { alignSeries, detectSpike, mergeRecords } from "../lib/series";
 
@@ -217,6 +225,7 @@ export function JobDetailPage() {
           <div><dt>Tokens seen</dt><dd>{formatCount(tokens_seen)}</dd></div>
           <div><dt>Replay r</dt><dd>{job.replay?.fraction ?? "none"}</dd></div>
           <div><dt>Method</dt><dd data-testid="job-method">{formatMethod(job.hyperparameters.adapter)}</dd></div>
+          <div><dt>Hardware</dt><dd data-testid="job-hardware">{formatHardware(job.hyperparameters.distributed)}</dd></div>
           <div><dt>Final val loss (target)</dt><dd data-testid="final-val-loss">{formatLoss(job.summary?.final_val_loss_target)}</dd></div>
           {live && <div><dt>Live</dt><dd>{connected ? "streaming" : "connecting…"}</dd></div>}
         </dl>
