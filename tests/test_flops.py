@@ -58,38 +58,8 @@ def test_peak_table_and_mfu():
     assert mfu(1e3, 5e8, None, devices=1) is None
 
 
-def test_mfu_metric_and_activation_checkpointing(tmp_path, shared_data, gsm8k_file, cache_dir):
-    target = gsm8k_file(tmp_path / "t.jsonl", n=20)
-    base = {
-        "model": "replayft/llama-tiny",
-        "training_file": str(target),
-        "n_epochs": 0.15,
-        "batch_size": 4,
-        "seq_len": 64,
-        "eval_sequences": 4,
-        "device": "cpu",
-        "cache_dir": str(cache_dir),
-    }
-
-    def run(name, **extra):
-        train(parse_spec({**base, **extra}), tmp_path / name)
-        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
-        return [r for r in map(json.loads, lines) if r["type"] == "train"]
-
-    plain = run("plain")
-    assert all(r["mfu"] is None for r in plain)  # CPU and no peak given: no MFU
-    with_peak = run("peak", peak_flops=1e12, activation_checkpointing=True)
-    per_token = 6 * 1_901_696 + 12 * 4 * 128 * 64
-    for r in with_peak:
-        assert r["mfu"] == pytest.approx(r["tokens_per_second"] * per_token / 1e12)
-    # recomputing activations changes memory, not the math
-    for a, b in zip(plain, with_peak, strict=True):
-        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
-
-
-def test_compiled_blocks_train_the_same_run(tmp_path, gsm8k_file, cache_dir):
-    """`compile: true` (torch.compile of each transformer block, inductor on the CPU here) changes
-    kernels, not the math, and leaves parameter names (so checkpoints) as they were."""
+def tiny_runner(tmp_path, gsm8k_file, cache_dir):
+    """run(name, **spec overrides) -> (TrainResult, train records) of a few llama-tiny steps."""
     target = gsm8k_file(tmp_path / "t.jsonl", n=20)
     base = {
         "model": "replayft/llama-tiny",
@@ -107,6 +77,28 @@ def test_compiled_blocks_train_the_same_run(tmp_path, gsm8k_file, cache_dir):
         lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
         return result, [r for r in map(json.loads, lines) if r["type"] == "train"]
 
+    return run
+
+
+def test_mfu_metric_and_activation_checkpointing(tmp_path, gsm8k_file, cache_dir):
+    run = tiny_runner(tmp_path, gsm8k_file, cache_dir)
+    _, plain = run("plain")
+    assert all(r["mfu"] is None for r in plain)  # CPU and no peak given: no MFU
+    _, with_peak = run("peak", peak_flops=1e12, activation_checkpointing=True)
+    per_token = 6 * 1_901_696 + 12 * 4 * 128 * 64
+    for r in with_peak:
+        assert r["mfu"] == pytest.approx(r["tokens_per_second"] * per_token / 1e12)
+    # recomputing activations changes memory, not the math
+    for a, b in zip(plain, with_peak, strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
+
+
+def test_compiled_blocks_train_the_same_run(tmp_path, gsm8k_file, cache_dir):
+    """`compile: true` (torch.compile of each transformer block, inductor on the CPU here) changes
+    kernels, not the math, and leaves parameter names (so checkpoints) as they were."""
+    from safetensors import safe_open
+
+    run = tiny_runner(tmp_path, gsm8k_file, cache_dir)
     plain, plain_rows = run("plain")
     compiled, compiled_rows = run("compiled", compile=True)
     assert len(compiled_rows) == len(plain_rows) >= 2
@@ -114,7 +106,6 @@ def test_compiled_blocks_train_the_same_run(tmp_path, gsm8k_file, cache_dir):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
     names = sorted(p.name for p in compiled.final_checkpoint.iterdir())
     assert names == sorted(p.name for p in plain.final_checkpoint.iterdir())
-    from safetensors import safe_open
 
     def keys(folder):
         with safe_open(str(folder / "model.safetensors"), "pt") as f:

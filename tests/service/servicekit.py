@@ -210,6 +210,27 @@ def train_records(records: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     return {r["step"]: r for r in records if r.get("train_loss") is not None}
 
 
+def with_distributed(body: dict[str, Any], **distributed: Any) -> dict[str, Any]:
+    """`body` (a tiny_job) training on several processes: hyperparameters.distributed set."""
+    hp = body["method"]["supervised"]["hyperparameters"]
+    return {
+        **body,
+        "method": {
+            "type": "supervised",
+            "supervised": {"hyperparameters": {**hp, "distributed": distributed}},
+        },
+    }
+
+
+def assert_same_training(got: list[dict[str, Any]], want: list[dict[str, Any]], total: int) -> None:
+    """Two jobs' metrics describe the same run: every step once, the same losses."""
+    got_steps, want_steps = train_records(got), train_records(want)
+    assert sorted(got_steps) == sorted(want_steps) == list(range(1, total + 1)), sorted(got_steps)
+    for s in want_steps:
+        for name in ("train_loss", "train_loss_target", "train_loss_generic"):
+            assert got_steps[s][name] == pytest.approx(want_steps[s][name], rel=1e-4), (s, name)
+
+
 class Team:
     """One team's view of a server: an authenticated HTTP client plus polling helpers."""
 
@@ -351,6 +372,30 @@ class Team:
             return False
 
         return self.poll(lambda: self.job(job_id), done, timeout, f"job {job_id} to be {statuses}")
+
+    def settled_step(self, job_id: str, quiet: float = 3, timeout: float = 90) -> int:
+        """The job's progress step once it has not moved for `quiet` seconds."""
+        deadline = time.monotonic() + timeout
+        step, since = self.job(job_id)["progress"]["step"], time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            now = self.job(job_id)["progress"]["step"]
+            if now != step:
+                step, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return step
+        self.fail(f"job {job_id} still advancing (step {step}) {timeout}s after it was stopped")
+
+    def pause_mid_run(self, job_id: str) -> int:
+        """Pause the job once it has done 3 steps; check it stopped mid-run on a checkpoint of
+        its last step. Returns the job's total steps."""
+        total = self.wait_step(job_id, 3)["progress"]["total_steps"]
+        self.ok(self.post(f"{JOBS}/{job_id}/pause"))
+        job = self.wait_job(job_id, "paused", timeout=120)
+        step = self.settled_step(job_id)
+        assert 0 < step < total, (job["progress"], step)
+        assert self.checkpoints(job_id)[-1]["step_number"] == step
+        return total
 
     def wait_step(self, job_id: str, step: int, timeout: float = JOB_TIMEOUT_S):
         """Wait until the job is running and has completed at least `step` steps."""

@@ -5,11 +5,20 @@ import io
 import json
 import re
 import tarfile
-import time
 
 import pytest
 import torch
-from servicekit import JOBS, TARGET_EXAMPLES, TERMINAL, TINY, Team, assert_error, train_records
+from servicekit import (
+    JOBS,
+    TARGET_EXAMPLES,
+    TERMINAL,
+    TINY,
+    Team,
+    assert_error,
+    assert_same_training,
+    train_records,
+    with_distributed,
+)
 from transformers import AutoModelForCausalLM
 
 from worker.runner import DBHooks
@@ -148,7 +157,7 @@ def test_cancel_stops_a_running_job_within_a_few_steps(team: Team, team_files):
     # `progress` lags the worker by up to one flush and the worker polls for control at its own
     # interval, so "a few" is what fits in that time at this machine's speed (a fast idle machine
     # runs dozens of tiny steps a second), out of the ~390 the job would otherwise run.
-    final = settled_step(team, job["id"])
+    final = team.settled_step(job["id"])
     records = train_records(team.metrics(job["id"]))
     last_step = max(records, default=0)
     step_time = sorted(r["step_time"] for r in records.values())[len(records) // 2]
@@ -157,20 +166,6 @@ def test_cancel_stops_a_running_job_within_a_few_steps(team: Team, team_files):
     assert final <= allowed and last_step <= allowed, (step_at_cancel, final, last_step, step_time)
     assert last_step < job["progress"]["total_steps"] // 2, (last_step, job["progress"])
     assert team.job(job["id"])["status"] == "cancelled"
-
-
-def settled_step(team: Team, job_id: str, quiet: float = 3, timeout: float = 90) -> int:
-    """The job's progress step once it has not moved for `quiet` seconds."""
-    deadline = time.monotonic() + timeout
-    step, since = team.job(job_id)["progress"]["step"], time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        now = team.job(job_id)["progress"]["step"]
-        if now != step:
-            step, since = now, time.monotonic()
-        elif time.monotonic() - since >= quiet:
-            return step
-    team.fail(f"job {job_id} still advancing (step {step}) {timeout}s after it was stopped")
 
 
 def _is_json(text: str) -> bool:
@@ -188,7 +183,7 @@ def test_pause_then_resume_matches_an_uninterrupted_run(team: Team, team_files):
     paused = team.ok(team.post(f"{JOBS}/{job['id']}/pause"))
     assert paused["id"] == job["id"], paused
     job = team.wait_job(job["id"], "paused", timeout=120)
-    step = settled_step(team, job["id"])
+    step = team.settled_step(job["id"])
     assert 0 < step < total, (job["progress"], step)
     ckpts = team.checkpoints(job["id"])
     assert ckpts and ckpts[-1]["step_number"] == step, (step, ckpts)
@@ -250,33 +245,14 @@ def test_two_process_job_pauses_resumes_and_matches_one_process(team: Team, team
     checkpoints reach the database, pause stops both ranks, and the resumed job's losses equal
     a one-process twin's."""
     body = team.tiny_job(*team_files, n_epochs=0.6, seed=13)  # ~20 steps
-    hp = body["method"]["supervised"]["hyperparameters"]
-    two = {
-        **body,
-        "method": {
-            "type": "supervised",
-            "supervised": {
-                "hyperparameters": {**hp, "distributed": {"strategy": "ddp", "gpus_per_node": 2}}
-            },
-        },
-    }
+    two = with_distributed(body, strategy="ddp", gpus_per_node=2)
     job = team.create_job(two)
-    total = team.wait_step(job["id"], 3)["progress"]["total_steps"]
-    team.ok(team.post(f"{JOBS}/{job['id']}/pause"))
-    job = team.wait_job(job["id"], "paused", timeout=120)
-    step = settled_step(team, job["id"])
-    assert 0 < step < total, (job["progress"], step)
-    assert team.checkpoints(job["id"])[-1]["step_number"] == step
-
+    total = team.pause_mid_run(job["id"])
     team.ok(team.post(f"{JOBS}/{job['id']}/resume"))
     twin = team.create_job(body)  # one process, never interrupted
     job = team.wait_job(job["id"], "succeeded")
     twin = team.wait_job(twin["id"], "succeeded")
-    got, want = train_records(team.metrics(job["id"])), train_records(team.metrics(twin["id"]))
-    assert sorted(got) == sorted(want) == list(range(1, total + 1)), sorted(got)
-    for s in want:
-        for name in ("train_loss", "train_loss_target", "train_loss_generic"):
-            assert got[s][name] == pytest.approx(want[s][name], rel=1e-4), (s, name)
+    assert_same_training(team.metrics(job["id"]), team.metrics(twin["id"]), total)
     assert [c["step_number"] for c in team.checkpoints(job["id"])][-1] == total
     messages = [e["message"] for e in team.events(job["id"])]
     assert messages.count("Training on 2 processes (ddp).") == 2, messages  # both attempts

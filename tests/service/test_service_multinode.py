@@ -5,21 +5,11 @@ the data folder the way real ones share a network filesystem."""
 import os
 import signal
 
-import pytest
-from servicekit import JOBS, RENDEZVOUS_TIMEOUT_S, Team, train_records
-from test_service_jobs import settled_step
+from servicekit import JOBS, RENDEZVOUS_TIMEOUT_S, Team, assert_same_training, with_distributed
 
 
 def two_machine_body(body: dict) -> dict:
-    hp = body["method"]["supervised"]["hyperparameters"]
-    distributed = {"strategy": "ddp", "gpus_per_node": 1, "nodes": 2}
-    return {
-        **body,
-        "method": {
-            "type": "supervised",
-            "supervised": {"hyperparameters": {**hp, "distributed": distributed}},
-        },
-    }
+    return with_distributed(body, strategy="ddp", gpus_per_node=1, nodes=2)
 
 
 def test_a_job_without_enough_workers_fails_naming_nodes(service, team: Team, team_files):
@@ -55,25 +45,14 @@ def test_two_machine_job_pauses_resumes_and_matches_one_process(service, team: T
     second = service.start_worker("training")  # the session has one training worker
     try:
         job = team.create_job(two_machine_body(body))
-        total = team.wait_step(job["id"], 3)["progress"]["total_steps"]
-        team.ok(team.post(f"{JOBS}/{job['id']}/pause"))
-        job = team.wait_job(job["id"], "paused", timeout=120)
-        step = settled_step(team, job["id"])
-        assert 0 < step < total, (job["progress"], step)
-        assert team.checkpoints(job["id"])[-1]["step_number"] == step
-
+        total = team.pause_mid_run(job["id"])
         team.ok(team.post(f"{JOBS}/{job['id']}/resume"))  # a new attempt: both machines again
         job = team.wait_job(job["id"], "succeeded")
     finally:
         second.stop()
 
     twin = team.wait_job(team.create_job(body)["id"], "succeeded")  # one process, uninterrupted
-    got, want = train_records(team.metrics(job["id"])), train_records(team.metrics(twin["id"]))
-    assert sorted(got) == sorted(want) == list(range(1, total + 1)), sorted(got)
-    for s in want:
-        for name in ("train_loss", "train_loss_target", "train_loss_generic"):
-            assert got[s][name] == pytest.approx(want[s][name], rel=1e-4), (s, name)
-
+    assert_same_training(team.metrics(job["id"]), team.metrics(twin["id"]), total)
     distributed = job["method"]["supervised"]["hyperparameters"]["distributed"]
     assert distributed == {"strategy": "ddp", "gpus_per_node": 1, "nodes": 2}, job
     assert twin["method"]["supervised"]["hyperparameters"]["distributed"] is None, twin
