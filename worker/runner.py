@@ -157,7 +157,7 @@ def validate_file(file_id: str) -> None:
 
 def prepare_job(job_id: str) -> None:
     """Tokenize a new job's data (warming the cache for the trainer) and resolve its plan."""
-    from replay_engine.spec import JobSpec
+    from replay_engine.spec import JobSpec, upgrade_spec_data
     from replay_engine.trainer import prepare
     from worker.app import RUN_JOB, send
 
@@ -165,7 +165,7 @@ def prepare_job(job_id: str) -> None:
         job = session.scalar(select(Job).where(Job.id == job_id))
         if job is None or job.status != "validating_files":
             return
-        spec = JobSpec.model_validate(job.spec)
+        spec = JobSpec.model_validate(upgrade_spec_data(job.spec))
     try:
         plan = prepare(spec).plan.summary()
     except Exception as exc:
@@ -398,7 +398,7 @@ def run_job(job_id: str) -> str | None:
     from api.services.models import fine_tuned_name
     from replay_engine import checkpoint as ckpt
     from replay_engine.distributed import launch
-    from replay_engine.spec import JobSpec, SpecError
+    from replay_engine.spec import JobSpec, SpecError, upgrade_spec_data
     from replay_engine.trainer import train
 
     owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -433,7 +433,7 @@ def run_job(job_id: str) -> str | None:
             attempt=job.attempts,
         )
         session.commit()
-        spec = JobSpec.model_validate(job.spec)
+        spec = JobSpec.model_validate(upgrade_spec_data(job.spec))
         artifact_dir = job.artifact_dir
 
     hooks = DBHooks(
