@@ -169,9 +169,9 @@ def token_losses(
 
     `position_ids` that restart at each document (the packer's `positions`) keep attention inside
     documents: given them and no attention mask, transformers builds a block-diagonal causal mask
-    (masking_utils.find_packed_sequence_indices), or varlen attention on flash backends. None:
-    positions 0..L-1, attention across the whole row. No KV cache: with one, transformers skips
-    the packed-sequence detection, and training has no use for it."""
+    for SDPA (masking_utils.find_packed_sequence_indices; its flash-attention backends would need
+    one flattened row). None: positions 0..L-1, attention across the whole row. No KV cache:
+    with one, transformers skips the packed-sequence detection, and training has no use for it."""
     logits = model(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits
     # Shift the labels, not the logits: slicing the (B, L, V) logits would make reshape copy
     # them, and the slice's backward would fill another full-size gradient.

@@ -17,7 +17,7 @@ from replay_engine import lora
 from replay_engine.checkpoint import upgrade_meta
 from replay_engine.data import prepare_dataset
 from replay_engine.models import load_model, load_tokenizer
-from replay_engine.spec import SpecError, parse_spec
+from replay_engine.spec import JobSpec, SpecError, parse_spec, upgrade_spec_data
 from replay_engine.trainer import token_losses, train
 
 TINY = "replayft/llama-tiny"
@@ -134,9 +134,13 @@ def test_packing_attention_is_a_checked_spec_field():
     with pytest.raises(SpecError) as info:
         parse_spec({**base, "packing_attention": "bidirectional"})
     assert info.value.param == "packing_attention"
-    # a checkpoint written before the field existed attended across documents
+    # a job or checkpoint stored before the field existed attended across documents, and
+    # keeps doing so; a stored spec that has the field keeps its value
     old = upgrade_meta({"format_version": 1, "step": 3, "spec": dict(base)})
     assert old["spec"]["packing_attention"] == "causal"
+    assert JobSpec.model_validate(upgrade_spec_data(base)).packing_attention == "causal"
+    stored = parse_spec(base).model_dump(mode="json")
+    assert JobSpec.model_validate(upgrade_spec_data(stored)).packing_attention == "document"
 
 
 @pytest.fixture(scope="module")
