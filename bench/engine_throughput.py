@@ -17,10 +17,12 @@ What is measured
 - Hugging Face: the batches `replay_engine.mixture.Mixture(plan).batch(step)` picks, built
   from the packed arrays, with labels = input_ids and -100 where the loss mask is 0, in a torch
   Dataset read by a SequentialSampler (`_get_train_sampler` is overridden, and the dataset records
-  the order in which it was read, which is checked). A `TrainerCallback` times on_step_begin ->
-  on_step_end. Trainer fetches the batch *before* on_step_begin, so that window holds no data
-  loading; the "loop" column (time between consecutive step ends, for both engines) counts
-  everything.
+  the order in which it was read, which is checked). With `--packing-attention document` (the
+  engine's default) each item also carries the packer's position ids, and the model's
+  `use_cache` is off as in the engine, so both attend within documents. A `TrainerCallback`
+  times on_step_begin -> on_step_end. Trainer fetches the batch *before* on_step_begin, so that
+  window holds no data loading; the "loop" column (time between consecutive step ends, for both
+  engines) counts everything.
 - The first `--warmup` steps are left out of every timing. tokens/s = batch x seq_len / step time
   (padding included; the same tokens for both engines); the headline uses the median step, which
   shrugs off a step slowed by another process, and the mean is shown next to it.
@@ -230,6 +232,7 @@ def build_spec(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "device": args.device,
         "cache_dir": str(work / "cache"),
         "compile": args.compile,  # ReplayFT only; Trainer runs with its defaults
+        "packing_attention": args.packing_attention,  # Trainer gets the same position ids
     }
     # Tokenize and pack (the cache key does not depend on the step count or epochs).
     probe = prepare(parse_spec(spec))
@@ -343,14 +346,17 @@ def run_hf(
 
     # The engine's batches, slot by slot, as one flat list of N * B rows.
     mixture = Mixture(plan)
-    id_rows, mask_rows = [], []
+    id_rows, mask_rows, position_rows = [], [], []
     for step in range(N):
         for slot in mixture.batch(step):
             split = (data.target if slot.source == TARGET else data.generic).train
             id_rows.append(np.asarray(split.tokens[slot.index], dtype=np.int64))
             mask_rows.append(np.asarray(split.loss_mask[slot.index], dtype=bool))
+            position_rows.append(np.asarray(split.positions[slot.index], dtype=np.int64))
     input_ids = torch.from_numpy(np.stack(id_rows))
     labels = input_ids.masked_fill(~torch.from_numpy(np.stack(mask_rows)), -100)
+    per_document = spec.packing_attention == "document"
+    position_ids = torch.from_numpy(np.stack(position_rows))
 
     class Sequences(Dataset):
         def __init__(self) -> None:
@@ -361,7 +367,10 @@ def run_hf(
 
         def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
             self.order.append(int(i))
-            return {"input_ids": input_ids[i], "labels": labels[i]}
+            item = {"input_ids": input_ids[i], "labels": labels[i]}
+            if per_document:  # the engine's per-document attention, as transformers offers it
+                item["position_ids"] = position_ids[i]
+            return item
 
     class InOrderTrainer(Trainer):
         step_losses: list[torch.Tensor]
@@ -391,6 +400,8 @@ def run_hf(
                 at_last_step["cuda_peak_mib"] = cuda_peak_mib(device)
 
     model = load_model(spec.model, gguf_file=spec.gguf_file, seed=spec.seed, device="cpu")
+    # no KV cache in training: with one, transformers ignores the packed position ids
+    model.config.use_cache = False
     use_bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
     extra = {"optim": optim} if optim else {}
     args = TrainingArguments(
@@ -507,7 +518,7 @@ def explain(spec_dict: dict[str, Any], device: str, reps: int = 10) -> dict[str,
     def ours_loss() -> None:
         logits = logits0.clone().requires_grad_(True)
         fake = SimpleNamespace(logits=logits)
-        losses = token_losses(lambda input_ids: fake, ids) * mask[:, 1:]
+        losses = token_losses(lambda **_: fake, ids) * mask[:, 1:]
         (losses.sum() / n_label).backward()
 
     def hf_loss() -> None:
@@ -680,7 +691,8 @@ def parent_main(args: argparse.Namespace) -> None:
     print(
         f"{args.model}, batch {B} x seq_len {L} ({B * L} tokens/step), replay fraction "
         f"{REPLAY_FRACTION}, {args.warmup} warmup + {args.steps} measured steps, "
-        f"{args.repeats} run(s) per engine, device {device}"
+        f"{args.repeats} run(s) per engine, device {device}, packing_attention "
+        f"{args.packing_attention}"
     )
     print()
     header = (
@@ -811,6 +823,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="skip timing the loss head and AdamW step of each engine in isolation",
     )
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
+    p.add_argument(
+        "--packing-attention",
+        choices=["document", "causal"],
+        default="document",
+        help="the spec's packing_attention (both engines get the same position ids)",
+    )
     # internal: one engine in this process
     p.add_argument(
         "--compile", action="store_true", help="ReplayFT with torch.compile on each block"

@@ -14,7 +14,8 @@ turns tokens/s into MFU = tokens/s x FLOPs per token / peak (replay_engine.flops
 device name, or --peak-flops). Data: GSM8K + C4 from --data-dir when present, else synthetic
 text in the same layout (MFU does not depend on the words).
 
-One call on the device machine (10-minute limit; this takes about 4-6 minutes on an H200):
+One call on the device machine (10-minute limit; about 6-9 minutes on an H200; the JSON is
+rewritten after every run, so a cut-off call keeps what it measured):
 
     # here, once (pydantic is the one engine dependency missing from that machine's image)
     echo /.whl/ >> .git/info/exclude
@@ -119,7 +120,9 @@ def flops_per_token(model: str, seq_len: int) -> int:
     return model_flops_per_token(load_model(model), seq_len)  # on CPU: a few seconds
 
 
-def run_throughput(model: str, data: Path, args: argparse.Namespace, compile_: bool) -> dict:
+def run_throughput(
+    model: str, data: Path, args: argparse.Namespace, compile_: bool, attention: str
+) -> dict:
     cmd = [
         sys.executable,
         str(REPO / "bench" / "engine_throughput.py"),
@@ -138,12 +141,16 @@ def run_throughput(model: str, data: Path, args: argparse.Namespace, compile_: b
         "--data-dir",
         str(data),
         "--no-explain",
+        "--packing-attention",
+        attention,
     ] + (["--compile"] if compile_ else [])
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-6000:])
-        raise SystemExit(f"engine_throughput failed for {model} (compile={compile_})")
+        raise SystemExit(
+            f"engine_throughput failed for {model} (compile={compile_}, attention={attention})"
+        )
     print(proc.stdout.rsplit("\n", 2)[0][-2500:], flush=True)  # its own table, for the log
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     summary["wall_s"] = time.perf_counter() - t0
@@ -160,6 +167,11 @@ def main() -> None:
     p.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
     p.add_argument("--models", default="base,smollm2", help="comma list of base, smollm2")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
+    p.add_argument(
+        "--attention",
+        default="document,causal",
+        help="packing_attention values to measure (compile rows only for the first)",
+    )
     p.add_argument("--out", type=Path, help="write all numbers here as JSON")
     p.add_argument(
         "--fresh-smollm2",
@@ -195,18 +207,22 @@ def main() -> None:
         for key in args.models.split(","):
             model = models[key] or smollm2_model(work, fresh=args.fresh_smollm2)
             fpt = flops_per_token(model, args.seq_len)
-            for compile_ in [False] + ([] if args.no_compile else [True]):
-                s = run_throughput(model, data, args, compile_)
+            attentions = args.attention.split(",")
+            runs = [(False, a) for a in attentions]
+            if not args.no_compile:
+                runs.insert(1, (True, attentions[0]))
+            for compile_, attention in runs:
+                s = run_throughput(model, data, args, compile_, attention)
                 for engine in ("ours", "hf"):
                     if compile_ and engine == "hf":
-                        continue  # Trainer is measured once per model, as it comes
+                        continue  # Trainer is measured once per model and attention, as it comes
                     tps = s["median"][engine]["tokens_per_s_median"]
+                    label = "ReplayFT" + (" + compile" if compile_ else "")
                     rows.append(
                         {
                             "model": "replayft/llama-base" if key == "base" else "SmolLM2-135M",
-                            "engine": ("ReplayFT" + (" + compile" if compile_ else ""))
-                            if engine == "ours"
-                            else "HF Trainer",
+                            "engine": label if engine == "ours" else "HF Trainer",
+                            "attention": attention,
                             "tokens_per_s": tps,
                             "mfu": tps * fpt / peak,
                             "flops_per_token": fpt,
@@ -216,22 +232,25 @@ def main() -> None:
                     )
                     if engine == "ours":
                         rows[-1]["vs_hf"] = s["ratio_ours_over_hf"]["tokens_per_s_median"]
+                if args.out:  # after every run, so a call cut off by its time limit keeps them
+                    args.out.write_text(
+                        json.dumps({"device": name, "peak": peak, "rows": rows}, indent=2)
+                    )
     print()
     print(
         f"{name}; batch {args.batch_size} x seq_len {args.seq_len}, bf16 autocast, "
         f"{args.warmup} warmup + {args.steps} measured steps (median step)"
     )
     print()
-    print("| model | engine | tokens/s | MFU | vs HF Trainer | CUDA peak (MiB) |")
-    print("|---|---|---:|---:|---:|---:|")
+    print("| model | engine | attention | tokens/s | MFU | vs HF Trainer | CUDA peak (MiB) |")
+    print("|---|---|---|---:|---:|---:|---:|")
     for r in rows:
         vs = f"{r['vs_hf']:.2f}x" if "vs_hf" in r else ""
         print(
-            f"| {r['model']} | {r['engine']} | {r['tokens_per_s']:.0f} | {r['mfu']:.1%} | {vs} "
+            f"| {r['model']} | {r['engine']} | {r['attention']} | {r['tokens_per_s']:.0f} "
+            f"| {r['mfu']:.1%} | {vs} "
             f"| {r['cuda_peak_mib'] or 0:.0f} |"
         )
-    if args.out:
-        args.out.write_text(json.dumps({"device": name, "peak": peak, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from .spec import upgrade_spec_data
+
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
 OPTIMIZER_FILE = "optimizer.pt"
@@ -131,8 +133,7 @@ def upgrade_meta(meta: dict[str, Any]) -> dict[str, Any]:
             f"checkpoint format {version} is newer than this ReplayFT understands ({FORMAT_VERSION})"
         )
     if isinstance(meta.get("spec"), dict):
-        # spec fields added since: their defaults are what those runs used
-        meta["spec"].setdefault("target_subset_fraction", 1.0)
+        meta["spec"] = upgrade_spec_data(meta["spec"])  # spec fields added since
     return meta
 
 

@@ -39,7 +39,11 @@ the last row is padded with EOS under mask 0 instead of being dropped, because t
 scarce. The mask marks the tokens that are training *targets*: a trainer predicting token t+1
 from tokens <= t uses `tokens[:, :-1]` as inputs and `tokens[:, 1:]` under `loss_mask[:, 1:]`.
 Rows do not overlap, so the first token of each row is never a target; that is one token in
-`seq_len`, cheaper than the bookkeeping of overlapping windows. No BOS is added.
+`seq_len`, cheaper than the bookkeeping of overlapping windows. No BOS is added. Next to the
+tokens, the packer records each token's position within its document (0 at a document's first
+token and at a row's first token; a document's EOS belongs to it), so that a trainer can keep
+attention inside documents; an EOS token cannot mark the boundaries by itself, since chat
+templates that end each turn with the EOS put several inside one document.
 
 Speed. All segments of all documents are flattened and tokenized in large batches by the fast
 tokenizer (Rust, multi-threaded); the per-token work after that (concatenation, masks, EOS
@@ -47,9 +51,9 @@ insertion, padding) is numpy, with Python loops only per document or per batch. 
 tokens of a call are held in memory at once: fine for the tens of MB that fine-tuning and replay
 sets are here, but corpora of many GB would need a streaming writer instead.
 
-Cache. `cache_dir/<key>/` holds `{train,val}_{tokens,mask}.npy` and `meta.json`, where the key is
-a sha256 of everything the arrays depend on: a format version, the content hash and suffix of
-every file, the tokenizer fingerprint, seq_len, val_fraction and seed. Paths are not part of the
+Cache. `cache_dir/<key>/` holds `{train,val}_{tokens,mask,positions}.npy` and `meta.json`,
+where the key is a sha256 of everything the arrays depend on: a format version, the content hash
+and suffix of every file, the tokenizer fingerprint, seq_len, val_fraction and seed. Paths are not part of the
 key, so moving a file keeps its cache (a hit still reads each file once to hash it). An entry
 is built in a temporary sibling directory and `os.replace`d into place, so a crash never leaves
 something that looks like a complete entry, and two processes racing on one key both end up
@@ -78,7 +82,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 # Bump whenever the bytes written for the same inputs would change (rendering, packing, layout).
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: {split}_positions.npy, the document boundaries
 # Texts per batch call: large enough to keep the Rust thread pool busy, small enough that the
 # Python lists of ids it returns stay a bounded amount of memory.
 TOKENIZE_BATCH = 4096
@@ -122,6 +126,7 @@ class PackedSplit:
 
     tokens: np.ndarray  # (n_sequences, seq_len), uint16 or uint32
     loss_mask: np.ndarray  # (n_sequences, seq_len), uint8; 1 where the token is a training target
+    positions: np.ndarray  # (n_sequences, seq_len), uint16 or uint32; see `_document_positions`
     n_documents: int
     n_tokens: int  # real tokens, EOS separators included, padding excluded
     n_trainable_tokens: int
@@ -494,7 +499,25 @@ def _pack(docs: list[list[Segment]], tokenizer, seq_len: int, dtype: np.dtype) -
     pad = n_rows * seq_len - n_tokens
     tokens = np.concatenate([ids, np.full(pad, eos, dtype)]).reshape(n_rows, seq_len)
     mask = np.concatenate([mask, np.zeros(pad, bool)]).astype(np.uint8).reshape(n_rows, seq_len)
-    return PackedSplit(tokens, mask, len(docs), n_tokens, int(mask.sum()))
+    # after the insert, document i's EOS sits at doc_ends[i] + i and the next one starts after it
+    starts = np.concatenate([[0], doc_ends + np.arange(1, len(doc_ends) + 1)])
+    positions = _document_positions(starts, n_rows, seq_len)
+    return PackedSplit(tokens, mask, positions, len(docs), n_tokens, int(mask.sum()))
+
+
+def _document_positions(starts: np.ndarray, n_rows: int, seq_len: int) -> np.ndarray:
+    """Each token's position within its document, restarting at 0 at every document start
+    (`starts`: offsets into the packed stream, sorted; the padding counts as one more document)
+    and at every row start, since a row that begins mid-document sees none of its beginning.
+    A document's EOS belongs to it. The trainer passes these as position ids, which makes
+    attention per document; they come from the packer because an EOS token alone does not mark
+    a boundary: chat templates whose end-of-turn token is the EOS put several in one document."""
+    n = n_rows * seq_len
+    index = np.arange(n)
+    lengths = np.diff(np.append(starts, n))
+    in_document = index - np.repeat(starts, lengths)
+    dtype = np.uint16 if seq_len <= 2**16 else np.uint32
+    return np.minimum(in_document, index % seq_len).astype(dtype).reshape(n_rows, seq_len)
 
 
 def _holdout(docs: list, val_fraction: float, seed: int, where: str) -> tuple[list, list]:
@@ -582,6 +605,7 @@ def _load_entry(entry: Path, key: str, from_cache: bool) -> PackedDataset:
         splits[name] = PackedSplit(
             tokens=np.load(entry / f"{name}_tokens.npy", mmap_mode="r"),
             loss_mask=np.load(entry / f"{name}_mask.npy", mmap_mode="r"),
+            positions=np.load(entry / f"{name}_positions.npy", mmap_mode="r"),
             n_documents=counts["n_documents"],
             n_tokens=counts["n_tokens"],
             n_trainable_tokens=counts["n_trainable_tokens"],
@@ -731,6 +755,8 @@ def prepare_dataset(
                 np.save(f, split.tokens)
             with _durable_open(tmp / f"{name}_mask.npy") as f:
                 np.save(f, split.loss_mask)
+            with _durable_open(tmp / f"{name}_positions.npy") as f:
+                np.save(f, split.positions)
             meta[name] = {
                 "n_documents": split.n_documents,
                 "n_sequences": len(split),

@@ -165,6 +165,12 @@ class JobSpec(_Strict):
         description="Sequences per forward pass; batch_size / micro_batch_size = accumulation.",
     )
     seq_len: int = Field(512, description="Tokens per packed sequence.")
+    packing_attention: Literal["document", "causal"] = Field(
+        "document",
+        description="Attention in a packed sequence: document = each token sees only earlier "
+        "tokens of its own document (position ids restart per document); causal = every earlier "
+        "token of the sequence, across document boundaries (as many pre-training runs do).",
+    )
     learning_rate: float = Field(3e-4, description="Peak learning rate.")
     lr_scheduler: LRSchedulerSpec = Field(default_factory=LRSchedulerSpec)
     total_steps: int | None = Field(
@@ -355,6 +361,18 @@ class JobSpec(_Strict):
                 )
             )
         return errors
+
+
+# Fields added to JobSpec after specs were first stored (job rows, checkpoint meta.json), with
+# what a spec written before them meant. packing_attention is not its default: before the field
+# existed, attention crossed documents.
+_ADDED_FIELDS: dict[str, Any] = {"target_subset_fraction": 1.0, "packing_attention": "causal"}
+
+
+def upgrade_spec_data(data: dict[str, Any]) -> dict[str, Any]:
+    """A stored spec (plain data) with the fields added since it was written set to what it
+    meant then, so an old job or checkpoint keeps running the way it was submitted."""
+    return {**_ADDED_FIELDS, **data}
 
 
 def _pydantic_errors(exc: ValidationError) -> SpecError:

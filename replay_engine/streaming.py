@@ -88,6 +88,7 @@ def _concat(splits: list[PackedSplit]) -> PackedSplit:
     return PackedSplit(
         tokens=ConcatRows([s.tokens for s in splits]),
         loss_mask=ConcatRows([s.loss_mask for s in splits]),
+        positions=ConcatRows([s.positions for s in splits]),
         n_documents=sum(s.n_documents for s in splits),
         n_tokens=sum(s.n_tokens for s in splits),
         n_trainable_tokens=sum(s.n_trainable_tokens for s in splits),

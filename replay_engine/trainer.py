@@ -143,26 +143,36 @@ def build_optimizer(
 # ---------------------------------------------------------------------------- batches and losses
 def gather_batch(
     mixture: Mixture, data: RunData, step: int, slots: range | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Token ids, loss masks and an is-target flag for the given slots (default all) of batch
-    `step`."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Token ids, loss masks, positions within documents and an is-target flag for the given
+    slots (default all) of batch `step`."""
     slots = mixture.batch(step, slots)
     is_target = np.array([s.source == TARGET for s in slots])
     L = data.plan.seq_len
     tokens = np.empty((len(slots), L), dtype=np.int64)
     mask = np.empty((len(slots), L), dtype=bool)
+    positions = np.empty((len(slots), L), dtype=np.int64)
     for flag, dataset in ((True, data.target), (False, data.generic)):
         rows = np.flatnonzero(is_target == flag)
         if len(rows):
             index = np.array([slots[i].index for i in rows])
             tokens[rows] = dataset.train.tokens[index]
             mask[rows] = dataset.train.loss_mask[index]
-    return tokens, mask, is_target
+            positions[rows] = dataset.train.positions[index]
+    return tokens, mask, positions, is_target
 
 
-def token_losses(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
-    """Per-token next-token cross-entropy, shape (batch, seq_len - 1), in fp32."""
-    logits = model(input_ids=input_ids).logits
+def token_losses(
+    model: torch.nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per-token next-token cross-entropy, shape (batch, seq_len - 1), in fp32.
+
+    `position_ids` that restart at each document (the packer's `positions`) keep attention inside
+    documents: given them and no attention mask, transformers builds a block-diagonal causal mask
+    for SDPA (masking_utils.find_packed_sequence_indices; its flash-attention backends would need
+    one flattened row). None: positions 0..L-1, attention across the whole row. No KV cache:
+    with one, transformers skips the packed-sequence detection, and training has no use for it."""
+    logits = model(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits
     # Shift the labels, not the logits: slicing the (B, L, V) logits would make reshape copy
     # them, and the slice's backward would fill another full-size gradient.
     labels = torch.roll(input_ids, shifts=-1, dims=1)
@@ -182,8 +192,10 @@ def evaluate(
     device,
     autocast,
     dist: distributed.Dist | None = None,
+    per_document: bool = True,
 ) -> float | None:
-    """Token-weighted mean loss on the first `n_sequences` held-out sequences.
+    """Token-weighted mean loss on the first `n_sequences` held-out sequences, with attention
+    kept inside documents when `per_document` (the spec's packing_attention: document).
 
     With several ranks each takes every W-th micro-batch and the sums are all-reduced. All ranks
     run the same number of forward passes (a rank out of work repeats one with weight 0),
@@ -203,8 +215,12 @@ def evaluate(
         ids = torch.from_numpy(np.asarray(split.tokens[start:end], dtype=np.int64))
         mask = torch.from_numpy(np.asarray(split.loss_mask[start:end], dtype=bool))
         ids, mask = ids.to(device), mask[:, 1:].to(device)
+        positions = None
+        if per_document:
+            positions = np.asarray(split.positions[start:end], dtype=np.int64)
+            positions = torch.from_numpy(positions).to(device)
         with autocast():
-            losses = token_losses(model, ids)
+            losses = token_losses(model, ids, positions)
         totals[0] += (losses * mask).sum().double() * weight
         totals[1] += mask.sum().double() * weight
     distributed.all_reduce_sum(totals, d)
@@ -455,6 +471,7 @@ def _train(
     params = [p for p in model.parameters() if p.requires_grad]
     peak = device_peak_flops(device, spec.peak_flops)
     metrics = MetricsFile(out_dir / "metrics.jsonl", start) if main else None
+    per_document = spec.packing_attention == "document"
     # under DDP, eval runs on the bare model (no gradient hooks); FSDP needs its wrapper's gathers
     eval_model = raw_model if d.strategy == "ddp" else model
 
@@ -471,6 +488,7 @@ def _train(
             device=device,
             autocast=autocast,
             dist=d,
+            per_document=per_document,
         )
         record: dict[str, Any] = {
             "type": "eval",
@@ -523,8 +541,9 @@ def _train(
             lr = plan.lr_at(step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            tokens, mask, is_target = gather_batch(mixture, data, step, my_slots)
+            tokens, mask, positions, is_target = gather_batch(mixture, data, step, my_slots)
             ids = torch.from_numpy(tokens).to(device, non_blocking=True)
+            position_ids = torch.from_numpy(positions).to(device) if per_document else None
             label_mask = torch.from_numpy(mask[:, 1:]).to(device)
             target_rows = torch.from_numpy(is_target).to(device)
             # the loss is the mean over the GLOBAL batch's trainable tokens; DDP/FSDP average
@@ -541,7 +560,9 @@ def _train(
                 hi = lo + micro
                 with distributed.grad_sync(model, d, sync=hi >= local_B):
                     with autocast():
-                        losses = token_losses(model, ids[lo:hi]) * label_mask[lo:hi]
+                        row_positions = None if position_ids is None else position_ids[lo:hi]
+                        losses = token_losses(model, ids[lo:hi], row_positions)
+                        losses = losses * label_mask[lo:hi]
                     (losses.sum() * loss_scale).backward()
                 per_row = losses.detach().sum(dim=1)
                 rows_target = target_rows[lo:hi]

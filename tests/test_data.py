@@ -517,6 +517,7 @@ def test_cache_hit_loads_same_arrays(tmp_path, tok):
         assert isinstance(b.tokens, np.memmap) and isinstance(b.loss_mask, np.memmap)
         np.testing.assert_array_equal(a.tokens, b.tokens)
         np.testing.assert_array_equal(a.loss_mask, b.loss_mask)
+        np.testing.assert_array_equal(a.positions, b.positions)
         assert (a.n_documents, a.n_tokens, a.n_trainable_tokens) == (
             b.n_documents,
             b.n_tokens,
@@ -527,8 +528,10 @@ def test_cache_hit_loads_same_arrays(tmp_path, tok):
     assert sorted(os.listdir(entry)) == [
         "meta.json",
         "train_mask.npy",
+        "train_positions.npy",
         "train_tokens.npy",
         "val_mask.npy",
+        "val_positions.npy",
         "val_tokens.npy",
     ]
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [first.cache_key]  # no temp left

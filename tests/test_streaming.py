@@ -97,12 +97,14 @@ def test_sharded_corpus_is_deterministic_and_in_file_order(tmp_path):
     for ds in (pooled, again):
         np.testing.assert_array_equal(ds.train.tokens[:], serial.train.tokens[:])
         np.testing.assert_array_equal(ds.val.loss_mask[:], serial.val.loss_mask[:])
+        np.testing.assert_array_equal(ds.train.positions[:], serial.train.positions[:])
     # rows are the shards' rows in file order
     from replay_engine.data import prepare_dataset
 
     first = prepare_dataset([paths[0]], cache_dir=tmp_path / "a", **kwargs)
     n0 = len(first.train)
     np.testing.assert_array_equal(serial.train.tokens[:n0], first.train.tokens[:])
+    np.testing.assert_array_equal(serial.train.positions[:n0], first.train.positions[:])
     rows = np.array([n0 + 1, 0, n0 - 1])
     np.testing.assert_array_equal(serial.train.tokens[rows][1], first.train.tokens[0])
 

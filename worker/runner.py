@@ -161,7 +161,7 @@ def validate_file(file_id: str) -> None:
 
 def prepare_job(job_id: str) -> None:
     """Tokenize a new job's data (warming the cache for the trainer) and resolve its plan."""
-    from replay_engine.spec import JobSpec
+    from replay_engine.spec import JobSpec, upgrade_spec_data
     from replay_engine.trainer import prepare
     from worker.app import RUN_JOB, send
 
@@ -169,7 +169,7 @@ def prepare_job(job_id: str) -> None:
         job = session.scalar(select(Job).where(Job.id == job_id))
         if job is None or job.status != "validating_files":
             return
-        spec = JobSpec.model_validate(job.spec)
+        spec = JobSpec.model_validate(upgrade_spec_data(job.spec))
     try:
         plan = prepare(spec).plan.summary()
     except Exception as exc:
@@ -402,7 +402,7 @@ def run_job(job_id: str) -> str | None:
     from api.services.models import fine_tuned_name
     from replay_engine import checkpoint as ckpt
     from replay_engine.distributed import NodesMissing, RankFailed, launch
-    from replay_engine.spec import JobSpec
+    from replay_engine.spec import JobSpec, upgrade_spec_data
     from replay_engine.trainer import train
 
     owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -437,7 +437,7 @@ def run_job(job_id: str) -> str | None:
             attempt=job.attempts,
         )
         session.commit()
-        spec = JobSpec.model_validate(job.spec)
+        spec = JobSpec.model_validate(upgrade_spec_data(job.spec))
         artifact_dir = job.artifact_dir
 
     hooks = DBHooks(
@@ -624,7 +624,7 @@ def run_node(job_id: str, leader: str, node_rank: int, master: str) -> None:
     from sqlalchemy.exc import IntegrityError
 
     from replay_engine.distributed import Rendezvous, join
-    from replay_engine.spec import JobSpec
+    from replay_engine.spec import JobSpec, upgrade_spec_data
 
     owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
     try:
@@ -632,7 +632,7 @@ def run_node(job_id: str, leader: str, node_rank: int, master: str) -> None:
             job = session.scalar(select(Job).where(Job.id == job_id))
             if job is None or job.status != "running" or job.lease_owner != leader:
                 return
-            spec = JobSpec.model_validate(job.spec)
+            spec = JobSpec.model_validate(upgrade_spec_data(job.spec))
             artifact_dir = job.artifact_dir
             session.add(JobNode(job_id=job_id, leader=leader, node_rank=node_rank, worker=owner))
             _event(

@@ -77,6 +77,11 @@ class Hyperparameters(_Strict):
     )
     lr_scheduler: LRScheduler | None = None
     seq_len: int | None = None
+    packing_attention: Literal["document", "causal"] | None = Field(
+        None,
+        description="document (default): attention stays inside each packed document; causal: "
+        "it crosses document boundaries within a sequence.",
+    )
     total_steps: int | None = None
     optimizer_state: Literal["reset", "carry"] | None = None
     micro_batch_size: int | None = None

@@ -507,7 +507,9 @@ def _thin(records: list[dict[str, Any]], max_points: int) -> list[dict[str, Any]
 
 # ---------------------------------------------------------------------------- public shapes
 def _public_hyperparameters(job: Job) -> dict[str, Any]:
-    spec = job.spec
+    from replay_engine.spec import upgrade_spec_data
+
+    spec = upgrade_spec_data(job.spec)  # a job stored before a field existed: what it meant
     total_steps = (job.plan or {}).get("total_steps", spec.get("total_steps"))
     return {
         "n_epochs": spec["n_epochs"],
@@ -515,6 +517,7 @@ def _public_hyperparameters(job: Job) -> dict[str, Any]:
         "learning_rate_multiplier": spec["learning_rate"] / DEFAULT_LEARNING_RATE,
         "learning_rate": spec["learning_rate"],
         "seq_len": spec["seq_len"],
+        "packing_attention": spec["packing_attention"],
         "total_steps": total_steps,
         "lr_scheduler": spec["lr_scheduler"],
         "optimizer_state": spec["optimizer_state"],

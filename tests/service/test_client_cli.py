@@ -208,7 +208,8 @@ class JobRun:
 def job_run(service, env, workdir, client_team, target_jsonl, replay_jsonl) -> JobRun:
     """`jobs submit SPEC --wait --suffix clicli` of a tiny replay spec with local data, and
     `jobs logs ID --follow` started as soon as the job id is printed."""
-    spec = write_spec(workdir / "run", target_jsonl, replay_jsonl)
+    # packing_attention: not the default, so the job object shows that the field got through
+    spec = write_spec(workdir / "run", target_jsonl, replay_jsonl, packing_attention="causal")
     submit = Background(
         env, workdir, "jobs", "submit", str(spec), "--wait", "--suffix", "clicli", *WAIT
     )
@@ -251,6 +252,7 @@ def test_submit_uploads_the_spec_data_and_waits_for_success(client_team, job_run
     job = client_team.job(job_run.job_id)
     hp = job["hyperparameters"]
     assert (hp["seq_len"], hp["batch_size"], hp["n_epochs"]) == (64, 4, 0.25), hp
+    assert hp["packing_attention"] == "causal", hp
     assert job["seed"] == 7 and job["suffix"] == "clicli", job
     assert job["replay"]["fraction"] == 0.25, job["replay"]
     files = {f["id"]: f for f in client_team.list_all("/v1/files")}
@@ -369,6 +371,7 @@ def test_spec_fields_map_to_the_request_and_unsupported_ones_are_errors(tmp_path
             "training_file": str(target),
             "replay": {"dataset": ["c4-corpus", "file-abc"], "fraction": 0.2, "stage2_duration": 1},
             "seq_len": 64,
+            "packing_attention": "causal",
             "lr_scheduler": {"type": "cosine"},
             "total_steps": 10,
             "optimizer_state": "reset",
@@ -380,6 +383,7 @@ def test_spec_fields_map_to_the_request_and_unsupported_ones_are_errors(tmp_path
     hp = sub.body["method"]["supervised"]["hyperparameters"]
     assert hp == {
         "seq_len": 64,
+        "packing_attention": "causal",
         "lr_scheduler": {"type": "cosine"},
         "total_steps": 10,
         "optimizer_state": "reset",

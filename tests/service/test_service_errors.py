@@ -70,6 +70,10 @@ def test_job_create_errors_name_the_field(team: Team, team_files):
         ({"replay": {"dataset": replay, "fraction": 1.0}}, "replay.fraction"),
         ({"training_file": replay}, "training_file"),  # a replay file is not target data
         ({"replay": {"dataset": target, "fraction": 0.25}}, "replay.dataset"),  # nor the reverse
+        (
+            {"hyperparameters": {"packing_attention": "bidirectional"}},
+            "hyperparameters.packing_attention",
+        ),
     ]
     for change, param in cases:
         body = {**team.tiny_job(target, replay, n_epochs=0.1), **change}
