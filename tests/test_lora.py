@@ -151,12 +151,14 @@ def test_adapter_checkpoint_is_the_base_of_a_next_run_and_chains(spec_data, adap
     # the loss the next run must report for its first batch: the base + first adapter's (its
     # own new adapter starts at zero), computed with peft, not through models.py
     data = prepare(spec)
-    tokens, mask, _ = gather_batch(Mixture(data.plan), data, 0)
+    tokens, mask, positions, _ = gather_batch(Mixture(data.plan), data, 0)
     ids, label_mask = torch.from_numpy(tokens), torch.from_numpy(mask[:, 1:])
+    position_ids = torch.from_numpy(positions)  # the spec's default per-document attention
 
     def first_batch_loss(model):
         with torch.no_grad():
-            return float((token_losses(model.eval(), ids) * label_mask).sum() / label_mask.sum())
+            losses = token_losses(model.eval(), ids, position_ids)
+            return float((losses * label_mask).sum() / label_mask.sum())
 
     with_adapter = PeftModel.from_pretrained(load_model(TINY, seed=0), first)
     expected = first_batch_loss(with_adapter)
