@@ -464,7 +464,7 @@ def launch(
                 f"the job's other {nodes - 1} machine(s) did not all join within "
                 f"{rendezvous.timeout:g}s"
             )
-        raise _rank_error(control, rc)
+        raise _rank_error(control, rc, out_dir / "launch.log")
     outcome = json.loads((control / RESULT_FILE).read_text())
     final = outcome["final_checkpoint"]
     return TrainResult(
@@ -545,6 +545,14 @@ class _EventTail:
                 hooks.on_checkpoint(Path(event["checkpoint"]["path"]), event["checkpoint"]["step"])
 
 
+def _log_tail(path: Path, lines: int = 25, max_chars: int = 4000) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no launch.log)"
+    return "\n".join(text.splitlines()[-lines:])[-max_chars:]
+
+
 class RankFailed(RuntimeError):
     """A training process failed with an error that has no richer type here."""
 
@@ -553,24 +561,31 @@ class NodesMissing(RankFailed):
     """A multi-machine job's rendezvous timed out: some machines never arrived."""
 
 
-def _rank_error(control: Path, rc: int) -> Exception:
-    """The first error a rank recorded (the others usually just lost their peers), rebuilt."""
+def _rank_error(control: Path, rc: int, log_path: Path) -> Exception:
+    """The first error a rank recorded (the others usually just lost their peers), rebuilt.
+    Ranks that die by a signal or in native code record nothing, and a lone survivor may record
+    only a lost peer, so a RankFailed also carries the end of launch.log as a note (for server
+    logs and tracebacks, not the client's message: it holds server paths), where torchrun
+    names each failed rank and how it exited."""
     files = sorted(control.glob("error-*.json"), key=lambda f: f.stat().st_mtime)
     if not files:
-        return RankFailed(f"the training processes exited with status {rc} (see launch.log)")
-    record = json.loads(files[0].read_text())
-    kind, message = record["type"], record["message"]
-    if kind == "SpecError":
-        return SpecError([tuple(e) for e in record["errors"]])
-    if kind == "DataFormatError":
-        from .data import DataFormatError
+        error = RankFailed(f"the training processes exited with status {rc} (see launch.log)")
+    else:
+        record = json.loads(files[0].read_text())
+        kind, message = record["type"], record["message"]
+        if kind == "SpecError":
+            return SpecError([tuple(e) for e in record["errors"]])
+        if kind == "DataFormatError":
+            from .data import DataFormatError
 
-        return DataFormatError(record["path"], record["line"], record["reason"])
-    if kind == "TrainingDiverged":
-        from .trainer import TrainingDiverged
+            return DataFormatError(record["path"], record["line"], record["reason"])
+        if kind == "TrainingDiverged":
+            from .trainer import TrainingDiverged
 
-        return TrainingDiverged(message)
-    return RankFailed(f"{kind}: {message}")
+            return TrainingDiverged(message)
+        error = RankFailed(f"{kind}: {message}")
+    error.add_note(f"the end of {log_path}:\n{_log_tail(log_path)}")
+    return error
 
 
 def run_main(spec_file: str, out_dir: str, control_dir: str | None) -> int:

@@ -14,7 +14,14 @@ import time
 import pytest
 import torch
 
-from replay_engine.distributed import NodesMissing, Rendezvous, join, launch, launch_command
+from replay_engine.distributed import (
+    NodesMissing,
+    RankFailed,
+    Rendezvous,
+    join,
+    launch,
+    launch_command,
+)
 from replay_engine.spec import SpecError, parse_spec
 from replay_engine.trainer import train
 
@@ -261,6 +268,43 @@ def test_ranks_die_with_a_killed_launcher(data, tmp_path):
     for pid in left:  # do not leak them into the rest of the suite
         os.kill(pid, signal.SIGKILL)
     assert not left, f"processes outlived their launcher: {left}"
+
+
+def test_a_rank_killed_without_a_word_is_reported_with_torchruns_account(data, tmp_path):
+    """Ranks that die by a signal write no error record (a lone survivor may record only "peer
+    lost", so both are killed here); the error then carries the end of launch.log, where
+    torchrun names the failed rank and the signal, for the server's logs."""
+    import os
+    import signal
+
+    out = tmp_path / "run"
+
+    def rank_pid(rank: int) -> int | None:
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                cmdline = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+                environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+            except OSError:
+                continue
+            if f"--out={out}".encode() in cmdline and f"RANK={rank}".encode() in environ:
+                return int(pid)
+        return None
+
+    class KillBothRanks(Recorder):
+        def on_metrics(self, record):
+            super().on_metrics(record)
+            if len(self.metrics) == 1:
+                pids = [rank_pid(0), rank_pid(1)]
+                for pid in pids:
+                    os.kill(pid, signal.SIGKILL)
+
+    spec = make_spec(data, n_epochs=20, distributed={"gpus_per_node": 2})  # long enough
+    with pytest.raises(RankFailed, match="exited with status 1") as failed:
+        launch(spec, out, KillBothRanks())
+    assert not list((out / ".launch").glob("error-*.json"))
+    note = "\n".join(failed.value.__notes__)
+    assert "launch.log" in note and "SIGKILL" in note, note
+    assert str(out) not in str(failed.value)  # the client's message names no server path
 
 
 def test_lora_on_two_ddp_processes_matches_one(data, tmp_path):
