@@ -3,7 +3,8 @@
 Pipeline, one function per step:
 
     read_documents(path)   file -> (format, documents); a document is a list[Segment]
-    iter_documents(path)   the same, one document at a time (validating a file of any size)
+    iter_documents(path)   the same, one document at a time (validating a file of any size,
+                           optionally collecting every bad line into `Problems`)
     render_chat(messages)  one chat example -> segments, trainable only on assistant text
     _holdout(docs)         documents -> (train, val), split by document, never by sequence
     nested_subset(docs)    train documents -> a seeded share of them (reference runs of a sweep)
@@ -72,9 +73,9 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -83,9 +84,12 @@ log = logging.getLogger(__name__)
 
 # Bump whenever the bytes written for the same inputs would change (rendering, packing, layout).
 FORMAT_VERSION = 2  # 2: {split}_positions.npy, the document boundaries
-# Texts per batch call: large enough to keep the Rust thread pool busy, small enough that the
-# Python lists of ids it returns stay a bounded amount of memory.
+# Texts and characters per tokenizer call (`text_batches`): enough to keep the Rust thread pool
+# busy, few enough that what one call returns stays bounded. A call's encodings and id lists cost
+# ~100 bytes per token, so 4096 long documents in one call took ~1 GB; 256K characters (at most
+# ~256K tokens) keep a call to tens of MB.
 TOKENIZE_BATCH = 4096
+TOKENIZE_BATCH_CHARS = 1 << 18
 PARQUET_BATCH_ROWS = 8192  # rows per record batch when streaming a Parquet file
 
 ROLES = ("system", "user", "assistant")
@@ -110,6 +114,29 @@ class DataFormatError(ValueError):
     def __reduce__(self):
         # Keep the three-argument constructor working through pickling (process pools, queues).
         return (type(self), (self.path, self.line, self.reason))
+
+
+@dataclass
+class Problems:
+    """Bad records collected by a read that goes on past them (validating an upload, so its
+    owner can fix every line at once): all are counted, the first `keep` are kept in order.
+    Whole-file problems (an empty file, an undecidable format) still raise."""
+
+    keep: int = 10
+    count: int = 0
+    first: list[DataFormatError] = field(default_factory=list)
+
+    def add(self, error: DataFormatError) -> None:
+        self.count += 1
+        if len(self.first) < self.keep:
+            self.first.append(error)
+
+    def summary(self) -> str:
+        """'2 bad lines: line 3: invalid JSON ...; line 9: ...' (and how many more)."""
+        listed = "; ".join(f"line {e.line}: {e.reason}" for e in self.first)
+        more = self.count - len(self.first)
+        noun = "bad line" if self.count == 1 else "bad lines"
+        return f"{self.count} {noun}: {listed}" + (f"; and {more} more" if more else "")
 
 
 @dataclass(frozen=True)
@@ -148,8 +175,9 @@ class PackedDataset:
 # Reading files
 
 
-def _iter_lines(path: Path):
-    """Yield (1-based line number, line without its newline), checking UTF-8 line by line."""
+def _iter_lines(path: Path, problems: Problems | None = None):
+    """Yield (1-based line number, line without its newline), checking UTF-8 line by line
+    (a line that is not UTF-8 raises, or goes to `problems` and is skipped)."""
     with open(path, "rb") as f:
         # Iterating bytes splits on b"\n" only; str.splitlines would also split on U+2028 etc.,
         # which JSON strings may legally contain.
@@ -158,7 +186,10 @@ def _iter_lines(path: Path):
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
                 reason = f"invalid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
-                raise DataFormatError(path, lineno, reason) from None
+                if problems is None:
+                    raise DataFormatError(path, lineno, reason) from None
+                problems.add(DataFormatError(path, lineno, reason))
+                continue
             if lineno == 1:
                 line = line.removeprefix("\ufeff")  # a BOM some editors write
             yield lineno, line.rstrip("\r\n")
@@ -241,40 +272,56 @@ def _string_field(obj: dict, key: str) -> str:
     return value
 
 
-def _iter_jsonl(path: Path, tokenizer, fmt: str) -> Iterator[list[Segment]]:
+def _iter_jsonl(
+    path: Path, tokenizer, fmt: str, problems: Problems | None = None
+) -> Iterator[list[Segment]]:
     first_line = None
-    for lineno, line in _iter_lines(path):
+    for lineno, line in _iter_lines(path, problems):
         if not line.strip():
             continue
-        obj = _parse_json_line(path, lineno, line)
-        kind = _record_format(path, lineno, obj)
-        first_line = first_line or lineno
-        if kind != fmt:
-            reason = (
-                f"this line is a {kind} record but the file is {fmt} (decided by line {first_line})"
-            )
-            raise DataFormatError(path, lineno, reason)
+        first_line = first_line or lineno  # the line detect_format decided by
         try:
-            if kind == "chat":
-                doc = render_chat(obj["messages"], tokenizer)
-            elif kind == "prompt_completion":
-                prompt, completion = _string_field(obj, "prompt"), _string_field(obj, "completion")
-                doc = [Segment(prompt, False), Segment(completion, True)]
-            else:
-                doc = [Segment(_string_field(obj, "text"), True)]
-        except Exception as e:
-            # Includes errors raised inside a Jinja chat template (`raise_exception(...)`), which
-            # are not ValueErrors: every per-record failure gets the file and line attached.
-            raise DataFormatError(path, lineno, str(e)) from e
+            doc = _jsonl_record(path, lineno, line, tokenizer, fmt, first_line)
+        except DataFormatError as e:
+            if problems is None:
+                raise
+            problems.add(e)
+            continue
         if any(seg.text for seg in doc):  # a document without text would only add a lone EOS
             yield doc
 
 
-def _txt_has_paragraphs(path: Path) -> bool:
+def _jsonl_record(
+    path: Path, lineno: int, line: str, tokenizer, fmt: str, first_line: int
+) -> list[Segment]:
+    """One JSONL line -> its document, or a DataFormatError naming the line."""
+    obj = _parse_json_line(path, lineno, line)
+    kind = _record_format(path, lineno, obj)
+    if kind != fmt:
+        reason = (
+            f"this line is a {kind} record but the file is {fmt} (decided by line {first_line})"
+        )
+        raise DataFormatError(path, lineno, reason)
+    try:
+        if kind == "chat":
+            return render_chat(obj["messages"], tokenizer)
+        if kind == "prompt_completion":
+            prompt, completion = _string_field(obj, "prompt"), _string_field(obj, "completion")
+            return [Segment(prompt, False), Segment(completion, True)]
+        return [Segment(_string_field(obj, "text"), True)]
+    except Exception as e:
+        # Includes errors raised inside a Jinja chat template (`raise_exception(...)`), which
+        # are not ValueErrors: every per-record failure gets the file and line attached.
+        raise DataFormatError(path, lineno, str(e)) from e
+
+
+def _txt_has_paragraphs(path: Path, problems: Problems | None) -> bool:
     """Whether a blank line separates two non-blank ones (a first pass, so that reading the
     documents can stream): then documents are paragraphs, else lines."""
     seen_text = blank_after_text = False
-    for _, line in _iter_lines(path):
+    # when collecting, bad lines are skipped here and collected once, by the second pass
+    skipped = None if problems is None else Problems(keep=0)
+    for _, line in _iter_lines(path, skipped):
         if not line.strip():
             blank_after_text = seen_text
         elif blank_after_text:
@@ -282,16 +329,18 @@ def _txt_has_paragraphs(path: Path) -> bool:
         else:
             seen_text = True
     if not seen_text:
-        raise DataFormatError(path, None, "file is empty")
+        reason = "no line is valid UTF-8" if skipped and skipped.count else "file is empty"
+        raise DataFormatError(path, None, reason)
     return False
 
 
-def _iter_txt(path: Path) -> Iterator[list[Segment]]:
-    if not _txt_has_paragraphs(path):
-        yield from ([Segment(line, True)] for _, line in _iter_lines(path) if line.strip())
+def _iter_txt(path: Path, problems: Problems | None = None) -> Iterator[list[Segment]]:
+    lines = _iter_lines(path, problems)
+    if not _txt_has_paragraphs(path, problems):
+        yield from ([Segment(line, True)] for _, line in lines if line.strip())
         return
     paragraph: list[str] = []
-    for _, line in itertools.chain(_iter_lines(path), [(None, "")]):  # "" flushes the last one
+    for _, line in itertools.chain(lines, [(None, "")]):  # "" flushes the last one
         if line.strip():
             paragraph.append(line)
         elif paragraph:
@@ -327,19 +376,22 @@ def _iter_parquet(path: Path) -> Iterator[list[Segment]]:
         raise DataFormatError(path, None, "file is empty (no rows)")
 
 
-def iter_documents(path, tokenizer=None) -> tuple[str, Iterator[list[Segment]]]:
+def iter_documents(
+    path, tokenizer=None, problems: Problems | None = None
+) -> tuple[str, Iterator[list[Segment]]]:
     """(format, documents one at a time): `read_documents` with memory bounded by the largest
     document, for files of any size. The format is known up front; a bad record raises its
-    DataFormatError when iteration reaches it, after the documents before it were yielded."""
+    DataFormatError when iteration reaches it, after the documents before it were yielded, or,
+    given `problems`, is added there and skipped."""
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(path, None, "no such file")
     fmt = detect_format(path)
     if fmt == "txt":
-        return fmt, _iter_txt(path)
+        return fmt, _iter_txt(path, problems)
     if fmt == "parquet":
-        return fmt, _iter_parquet(path)
-    return fmt, _iter_jsonl(path, tokenizer, fmt)
+        return fmt, _iter_parquet(path)  # its problems are whole-file or whole-column
+    return fmt, _iter_jsonl(path, tokenizer, fmt, problems)
 
 
 def read_documents(path, tokenizer=None) -> tuple[str, list[list[Segment]]]:
@@ -461,6 +513,21 @@ def _token_dtype(tokenizer) -> np.dtype:
     return np.dtype(np.uint16 if n_ids <= 2**16 else np.uint32)
 
 
+def text_batches(texts: Iterable[str]) -> Iterator[list[str]]:
+    """Texts grouped for one tokenizer call each: at most TOKENIZE_BATCH texts, and no more
+    once TOKENIZE_BATCH_CHARS characters are reached (so a single huge text is a batch alone)."""
+    batch: list[str] = []
+    chars = 0
+    for text in texts:
+        batch.append(text)
+        chars += len(text)
+        if len(batch) >= TOKENIZE_BATCH or chars >= TOKENIZE_BATCH_CHARS:
+            yield batch
+            batch, chars = [], 0
+    if batch:
+        yield batch
+
+
 def _pack(docs: list[list[Segment]], tokenizer, seq_len: int, dtype: np.dtype) -> PackedSplit:
     """Tokenize and pack documents into a PackedSplit holding in-memory arrays."""
     eos = tokenizer.eos_token_id
@@ -469,12 +536,11 @@ def _pack(docs: list[list[Segment]], tokenizer, seq_len: int, dtype: np.dtype) -
     segs_per_doc = np.fromiter(map(len, docs), np.int64, count=len(docs))
     assert (segs_per_doc > 0).all(), "every document needs at least one segment"
 
-    # One batch call per TOKENIZE_BATCH texts; each batch's ids go straight into a numpy array
-    # so the (much larger) Python lists never exist for the whole corpus at once.
+    # Each batch call's ids go straight into a numpy array, so the (much larger) Python lists
+    # never exist for more than one bounded batch at a time.
     id_chunks, len_chunks = [], []
-    for start in range(0, len(texts), TOKENIZE_BATCH):
+    for batch in text_batches(texts):
         # verbose=False: documents longer than model_max_length are expected; packing cuts them.
-        batch = texts[start : start + TOKENIZE_BATCH]
         ids = tokenizer(
             batch, add_special_tokens=False, return_attention_mask=False, verbose=False
         )["input_ids"]

@@ -14,6 +14,7 @@ from transformers import PreTrainedTokenizerFast
 
 from replay_engine.data import (
     DataFormatError,
+    Problems,
     Segment,
     detect_format,
     iter_documents,
@@ -290,6 +291,49 @@ def test_iter_documents_streams_and_fails_at_the_bad_record(tmp_path):
     assert err.value.line == 4
     with pytest.raises(DataFormatError, match="no such file"):
         iter_documents(tmp_path / "missing.jsonl")  # eagerly
+
+
+def test_collecting_problems_reads_past_every_bad_line(tmp_path, tok):
+    """Validation collects each bad record (in order, with its line and reason) and reads on,
+    yielding exactly the good documents; without a collector the first bad line raises."""
+    good = '{"prompt": "p", "completion": "c"}'
+    lines = [good, '{"prompt": "p", "completion": 7}', good, "{oops", "", good, '{"text": "t"}']
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(("\n".join(lines) + "\n").encode() + b'{"prompt": "caf\xe9"}\n')
+
+    problems = Problems()
+    fmt, docs = iter_documents(path, tok, problems)
+    assert fmt == "prompt_completion" and len(list(docs)) == 3
+    assert [(e.line, e.path) for e in problems.first] == [(n, str(path)) for n in (2, 4, 7, 8)]
+    reasons = [e.reason for e in problems.first]
+    assert "'completion' must be a string, got a number" in reasons[0]
+    assert reasons[1].startswith("invalid JSON") and "invalid UTF-8" in reasons[3]
+    assert "text record but the file is prompt_completion (decided by line 1)" in reasons[2]
+    assert problems.count == 4
+    assert problems.summary().startswith("4 bad lines: line 2: 'completion' must be a string")
+
+    with pytest.raises(DataFormatError) as err:
+        read_documents(path, tok)
+    assert err.value.line == 2
+
+    # all counted, the first `keep` named; a .txt file's bad UTF-8 is collected once
+    many = tmp_path / "many.jsonl"
+    many.write_text(good + "\n" + '{"prompt": 1, "completion": "c"}\n' * 25)
+    capped = Problems(keep=3)
+    list(iter_documents(many, tok, capped)[1])
+    assert capped.count == 25 and [e.line for e in capped.first] == [2, 3, 4]
+    assert capped.summary().endswith("; and 22 more")
+    txt = tmp_path / "bytes.txt"
+    txt.write_bytes(b"one\n\ntw\xffo\n\nthree\n")
+    collected = Problems()
+    assert [d[0].text for d in iter_documents(txt, None, collected)[1]] == ["one", "three"]
+    assert [e.line for e in collected.first] == [3] and collected.summary().startswith(
+        "1 bad line:"
+    )
+    only_bad = tmp_path / "only-bad.txt"
+    only_bad.write_bytes(b"\xff\n\xfe\n")
+    with pytest.raises(DataFormatError, match="no line is valid UTF-8"):
+        list(iter_documents(only_bad, None, Problems())[1])
 
 
 def test_parquet_column_errors(tmp_path):

@@ -1,5 +1,7 @@
-"""Upload validation (`worker.runner.file_stats`) streams: the same stats as reading the whole
-file, on real data of every format, with memory that does not grow with the file."""
+"""Tokenizing in bounded batches. Upload validation (`worker.runner.file_stats`) streams: the
+same stats as reading the whole file, on real data of every format, with memory that does not
+grow with the file. Training-time packing (`data.prepare_dataset`) holds the documents, but its
+tokenizer calls stay bounded however long the documents are."""
 
 import json
 import os
@@ -141,3 +143,56 @@ def test_validation_memory_stays_flat_as_the_file_grows(tmp_path):
     mib = 1024
     assert got_large["growth_kib"] < 48 * mib, (got_small, got_large)
     assert got_large["growth_kib"] < got_small["growth_kib"] + 16 * mib, (got_small, got_large)
+
+
+PACK = textwrap.dedent(
+    """
+    import json, sys
+    from memory_probe import peak_growth_kib
+    from replay_engine.data import prepare_dataset
+    from replay_engine.models import load_tokenizer
+    warmup, path, cache = sys.argv[1], sys.argv[2], sys.argv[3]
+    tokenizer = load_tokenizer("replayft/llama-tiny")
+    prepare_dataset([warmup], tokenizer=tokenizer, seq_len=512, cache_dir=cache + "/warmup")
+    with peak_growth_kib() as memory:
+        data = prepare_dataset([path], tokenizer=tokenizer, seq_len=512, cache_dir=cache + "/run")
+    print(json.dumps({**memory, "tokens": data.train.n_tokens + data.val.n_tokens}))
+    """
+)
+
+
+def test_packing_long_documents_costs_no_more_than_short_ones(tmp_path):
+    """The same ~30 MB of text as 60K short documents and as 600 long ones (~50 KB each):
+    tokenizer calls capped by characters cost the same either way. Capped by count alone, the
+    long documents went through in one call holding ~100 bytes per token (~0.7 GB)."""
+    short, long_, warmup = tmp_path / "short.jsonl", tmp_path / "long.jsonl", tmp_path / "w.jsonl"
+    write_text_jsonl(short, 30)
+    write_text_jsonl(warmup, 1)
+    with open(short) as src, open(long_, "w") as dst:
+        texts = [json.loads(line)["text"] for line in src]
+        for i in range(0, len(texts), 100):
+            dst.write(json.dumps({"text": " ".join(texts[i : i + 100])}) + "\n")
+
+    def measure_pack(path) -> dict:
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                PACK,
+                str(warmup),
+                str(path),
+                str(tmp_path / f"cache-{path.stem}"),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO)])},
+            timeout=300,
+        )
+        assert out.returncode == 0, f"packing {path} failed:\n{out.stderr[-3000:]}"
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    got_short, got_long = measure_pack(short), measure_pack(long_)
+    assert got_long["tokens"] > 5_000_000, got_long
+    mib = 1024
+    assert got_long["growth_kib"] < got_short["growth_kib"] * 1.25 + 32 * mib, (got_short, got_long)

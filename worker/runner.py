@@ -32,7 +32,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
@@ -41,14 +41,13 @@ from api.db.models import Checkpoint, File, Job, JobEvent, JobMetric, JobNode, T
 from api.db.session import session_scope
 from api.settings import get_settings
 
+if TYPE_CHECKING:  # the engine is imported inside the functions that use it, as elsewhere here
+    from replay_engine.data import Problems
+
 log = logging.getLogger("replayft.worker")
 
 RETRY_LATER = "retry-later"
 _ACTIVE = ("queued", "running")
-# Characters per tokenizer call when validating a file. A call's encodings and id lists cost
-# ~100 bytes per token, so batches of 4096 long documents took ~1 GB; 256K characters (at most
-# ~256K tokens) keep it to tens of MB and the tokenizer's threads still busy.
-STATS_BATCH_CHARS = 1 << 18
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -103,39 +102,34 @@ def fail_job(job_id: str, exc: BaseException, *, owner: str | None = None) -> No
 
 
 # ---------------------------------------------------------------------------- files queue
-def file_stats(path: str) -> dict[str, Any]:
-    """Format, number of examples and tokens (with one EOS per document, as packed).
+def file_stats(path: str, problems: Problems | None = None) -> dict[str, Any]:
+    """Format, number of examples and tokens (with one EOS per document, as packed) of the
+    good records; bad ones go to `problems` when given, else the first one raises.
 
     Streams: documents are read one at a time and tokenized in batches of bounded size, so
     memory stays flat however large the upload (replay corpora can be many GB)."""
-    from replay_engine.data import TOKENIZE_BATCH, iter_documents
+    from replay_engine.data import iter_documents, text_batches
     from replay_engine.models import load_tokenizer
 
     name = get_settings().default_tokenizer_model
     tokenizer = load_tokenizer(name)
-    fmt, docs = iter_documents(path, tokenizer)
+    fmt, docs = iter_documents(path, tokenizer, problems)
     examples = tokens = 0
-    texts: list[str] = []
-    chars = 0
 
-    def count(texts: list[str]) -> int:
-        ids = tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
-        return sum(len(x) for x in ids)
+    def segment_texts():
+        nonlocal examples
+        for doc in docs:
+            examples += 1
+            yield from (segment.text for segment in doc)
 
-    for doc in docs:
-        examples += 1
-        for segment in doc:
-            texts.append(segment.text)
-            chars += len(segment.text)
-        if len(texts) >= TOKENIZE_BATCH or chars >= STATS_BATCH_CHARS:
-            tokens, texts, chars = tokens + count(texts), [], 0
-    if texts:
-        tokens += count(texts)
+    for batch in text_batches(segment_texts()):
+        ids = tokenizer(batch, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+        tokens += sum(map(len, ids))
     return {"format": fmt, "examples": examples, "tokens": tokens + examples, "tokenizer": name}
 
 
 def validate_file(file_id: str) -> None:
-    from replay_engine.data import DataFormatError
+    from replay_engine.data import DataFormatError, Problems
 
     with session_scope() as session:
         file = session.scalar(select(File).where(File.id == file_id))
@@ -143,8 +137,11 @@ def validate_file(file_id: str) -> None:
             return  # deleted meanwhile, or a duplicate delivery
         path = file.path
     stats, details = None, None
+    problems = Problems()  # every bad line is counted, the first ten are named
     try:
-        stats = file_stats(path)
+        stats = file_stats(path, problems)
+        if problems.count:
+            stats, details = None, problems.summary()
     except DataFormatError as exc:
         details = f"line {exc.line}: {exc.reason}" if exc.line else exc.reason
     except Exception as exc:

@@ -90,15 +90,20 @@ def test_sign_in_upload_train_watch_download_compare(
     page.get_by_role("heading", name="Files").wait_for()  # back where the deep link pointed
     page.get_by_text("No files yet").wait_for()
 
-    # --- files: two good uploads and one with an error on line 2
+    # --- files: two good uploads and one with errors on lines 2 and 4
     bad = tmp_path / "broken.jsonl"
-    bad.write_text('{"prompt": "a", "completion": "b"}\nthis is not json\n')
+    good = '{"prompt": "a", "completion": "b"}\n'
+    bad.write_text(good + "this is not json\n" + good + '{"prompt": "a"}\n')
     upload(page, target_jsonl, "fine-tune")
     upload(page, bad, "fine-tune")
     upload(page, replay_jsonl, "replay")
     for name in (target_jsonl.name, replay_jsonl.name):
         file_row(page, name).get_by_text("processed").wait_for()
     file_row(page, bad.name).get_by_text("Line 2:").wait_for()
+    listed = file_row(page, bad.name).locator(".bad-lines li").all_inner_texts()
+    assert [t.split(":")[0] for t in listed] == ["Line 2", "Line 4"], listed
+    assert "missing 'completion'" in listed[1], listed
+    file_row(page, bad.name).get_by_text("2 bad lines").wait_for()
     target = next(f for f in team.list_all("/v1/files") if f["filename"] == target_jsonl.name)
     row = file_row(page, target_jsonl.name)
     assert row.locator("td").nth(3).inner_text() == target["stats"]["format"]

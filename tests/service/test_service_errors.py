@@ -15,19 +15,22 @@ def test_health_needs_no_key_and_the_api_needs_a_valid_one(service):
     assert_error(resp, 401)
 
 
-def test_malformed_jsonl_ends_in_error_naming_the_line(team: Team, tmp_path):
+def test_malformed_jsonl_ends_in_error_naming_every_bad_line(team: Team, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(
         '{"prompt": "1 + 1 =", "completion": " 2"}\n'
         '{"prompt": "2 + 2 =", "completion": " 4"}\n'
         '{"prompt": "3 + 3 =", "completion": \n'
         '{"prompt": "4 + 4 =", "completion": " 8"}\n'
+        '{"prompt": "5 + 5 =", "completion": 10}\n'
     )
     uploaded = team.ok(team.upload(bad, "fine-tune"))
     file = team.wait_file(uploaded["id"])
     assert file["status"] == "error", file
     details = file["status_details"] or ""
-    assert "line 3" in details.lower(), details
+    assert details.startswith("2 bad lines: line 3: invalid JSON"), details
+    assert "line 5: 'completion' must be a string, got a number" in details, details
+    assert str(tmp_path) not in details and "bad.jsonl" not in details  # no paths
 
     resp = team.post(JOBS, json=team.tiny_job(file["id"], n_epochs=0.1))
     assert_error(resp, 400, "training_file")

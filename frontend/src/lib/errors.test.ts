@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { ApiError, SseParser, toApiError } from "../api";
-import { errorLine, fieldForParam, formErrors } from "./errors";
+import { badLines, fieldForParam, formErrors } from "./errors";
 
 describe("API error -> form field", () => {
   it.each([
@@ -47,10 +47,24 @@ describe("API error -> form field", () => {
     expect(toApiError(502, "<html>bad gateway</html>").message).toBe("HTTP 502");
   });
 
-  it("reads the line number of a file validation error", () => {
-    expect(errorLine("line 12: not valid JSON")).toBe(12);
-    expect(errorLine("file is empty")).toBeNull();
-    expect(errorLine(null)).toBeNull();
+  it("reads the bad lines a file validation error lists", () => {
+    expect(badLines("line 12: not valid JSON")).toEqual({ count: 1, lines: [{ line: 12, reason: "not valid JSON" }], more: 0 });
+    expect(badLines("1 bad line: line 4: 'text' must be a string, got a number")).toEqual({
+      count: 1,
+      lines: [{ line: 4, reason: "'text' must be a string, got a number" }],
+      more: 0,
+    });
+    const many = "13 bad lines: line 2: invalid JSON: x (column 3); .json files must hold one JSON object per line; line 9: missing 'prompt'; and 11 more";
+    expect(badLines(many)).toEqual({
+      count: 13,
+      lines: [
+        { line: 2, reason: "invalid JSON: x (column 3); .json files must hold one JSON object per line" },
+        { line: 9, reason: "missing 'prompt'" },
+      ],
+      more: 11,
+    });
+    expect(badLines("file is empty")).toBeNull();
+    expect(badLines(null)).toBeNull();
   });
 });
 

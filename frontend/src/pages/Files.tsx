@@ -6,7 +6,7 @@ import type { FileObject } from "../api";
 import { useClient, useOnError } from "../auth";
 import { Empty, ErrorNote, Loading, ProgressBar } from "../components/ui";
 import { usePolled } from "../hooks";
-import { errorLine } from "../lib/errors";
+import { badLines } from "../lib/errors";
 import { formatBytes, formatCount, formatTime } from "../lib/format";
 
 interface Upload {
@@ -147,12 +147,7 @@ export function FilesPage() {
                   <span className={`badge badge-file-${f.status}`}>
                     {f.status === "uploaded" ? "validating…" : f.status}
                   </span>
-                  {f.status === "error" && (
-                    <div className="field-error small">
-                      {errorLine(f.status_details) !== null && <strong>Line {errorLine(f.status_details)}: </strong>}
-                      {(f.status_details ?? "").replace(/^line \d+:\s*/, "")}
-                    </div>
-                  )}
+                  {f.status === "error" && <FileError details={f.status_details} />}
                 </td>
                 <td>{f.stats?.format ?? "—"}</td>
                 <td className="num">{formatCount(f.stats?.examples)}</td>
@@ -170,5 +165,25 @@ export function FilesPage() {
         </table>
       )}
     </section>
+  );
+}
+
+/** Why validation refused a file: every bad line it names (all of them were checked), or the
+ * whole-file problem. */
+function FileError({ details }: { details: string | null }) {
+  const bad = badLines(details);
+  if (!bad) return <div className="field-error small">{details}</div>;
+  return (
+    <div className="field-error small">
+      {bad.count > 1 && <div>{formatCount(bad.count)} bad lines</div>}
+      <ul className="bad-lines">
+        {bad.lines.map((l) => (
+          <li key={l.line}>
+            <strong>Line {l.line}:</strong> {l.reason}
+          </li>
+        ))}
+      </ul>
+      {bad.more > 0 && <div>and {formatCount(bad.more)} more</div>}
+    </div>
   );
 }
