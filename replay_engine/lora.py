@@ -40,6 +40,39 @@ def adapter_folder(checkpoint: Path, spec: JobSpec) -> Path:
     return checkpoint if spec.method.export == "adapter" else checkpoint / ADAPTER_DIR
 
 
+def _adaptable(module: torch.nn.Module) -> bool:
+    """Layer types peft's LoRA can wrap (a match on anything else fails when peft builds it)."""
+    from transformers.pytorch_utils import Conv1D
+
+    kinds = (torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d, Conv1D)
+    return isinstance(module, kinds)
+
+
+def check_target_modules(model: torch.nn.Module, target_modules: list[str]) -> None:
+    """SpecError unless each `target_modules` entry names layers of `model` that LoRA can adapt,
+    matched as peft matches them: a module's full name, or its last dotted parts (`q_proj`,
+    `self_attn.q_proj`). `model` may live on the meta device: only names and types are read.
+    Checked before a job is queued, since peft would fail only once the weights are loaded."""
+    modules = list(model.named_modules())
+    bad = []
+    for entry in target_modules:
+        hits = [m for name, m in modules if name == entry or name.endswith("." + entry)]
+        if not hits or not all(map(_adaptable, hits)):
+            bad.append(entry)
+    if bad:
+        names = sorted({name.rsplit(".", 1)[-1] for name, m in modules if name and _adaptable(m)})
+        noun = "names no layer" if len(bad) == 1 else "name no layers"
+        raise SpecError(
+            [
+                (
+                    "method.lora.target_modules",
+                    f"{', '.join(map(repr, bad))} {noun} that LoRA can adapt in this model "
+                    f"(its adaptable layers: {', '.join(names)}; or use all-linear)",
+                )
+            ]
+        )
+
+
 def _check_qlora(spec: JobSpec) -> None:
     if not torch.cuda.is_available():
         raise SpecError([("method.type", "qlora needs a CUDA GPU; use lora on this machine")])

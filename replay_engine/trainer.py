@@ -73,12 +73,21 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("REPLAYFT_CACHE_DIR", Path.home() / ".cache" / "replayft"))
 
 
-def prepare(spec: JobSpec) -> RunData:
-    """Tokenize (or load from cache) the run's data and resolve its schedule. No model weights."""
-    info = model_info(spec.model, spec.gguf_file)
-    max_len = info.get("max_sequence_length")
+def check_against_model(spec: JobSpec) -> None:
+    """The spec's checks that need the model, from its config alone (never its weights):
+    seq_len within the model's context, LoRA target modules that name layers it has. Raises
+    SpecError naming the field; a model that cannot be found or read, ValueError or OSError."""
+    max_len = model_info(spec.model, spec.gguf_file).get("max_sequence_length")
     if max_len is not None and spec.seq_len > max_len:
         raise SpecError([("seq_len", f"{spec.seq_len} exceeds the model's maximum of {max_len}")])
+    targets = spec.method.lora.target_modules
+    if spec.method.type != "full" and targets != "all-linear":
+        lora.check_target_modules(build_on_meta(spec.model, gguf_file=spec.gguf_file), targets)
+
+
+def prepare(spec: JobSpec) -> RunData:
+    """Tokenize (or load from cache) the run's data and resolve its schedule. No model weights."""
+    check_against_model(spec)
     tokenizer = load_tokenizer(spec.model, spec.gguf_file)
     cache_dir = Path(spec.cache_dir) if spec.cache_dir else default_cache_dir()
 

@@ -14,7 +14,7 @@ from replay_engine import lora
 from replay_engine.mixture import Mixture
 from replay_engine.models import build_on_meta, load_model, load_tokenizer, model_info
 from replay_engine.spec import SpecError, parse_spec
-from replay_engine.trainer import gather_batch, prepare, token_losses, train
+from replay_engine.trainer import check_against_model, gather_batch, prepare, token_losses, train
 
 TINY = "replayft/llama-tiny"
 LORA = {"type": "lora", "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}}
@@ -220,3 +220,26 @@ def test_lora_spec_errors(spec_data):
         spec = parse_spec({**spec_data, "method": {"type": "qlora", "export": "adapter"}})
         with pytest.raises(SpecError, match="qlora needs a CUDA GPU"):
             lora.build_model(spec, torch.device("cpu"), None)
+
+
+def test_target_modules_are_checked_against_the_models_layers(spec_data):
+    """Entries match as in peft (a full name or its last dotted parts) and must name layers LoRA
+    can wrap; a miss is a SpecError listing the model's adaptable layers, before any weights."""
+
+    def check(targets):
+        lora_spec = {"type": "lora", "lora": {"target_modules": targets}}
+        check_against_model(parse_spec({**spec_data, "method": lora_spec}))
+
+    for good in (["q_proj", "v_proj"], ["self_attn.o_proj", "mlp.down_proj"], ["embed_tokens"]):
+        check(good)
+    check("all-linear")
+    check_against_model(parse_spec(spec_data))  # full fine-tuning: nothing to match
+    for bad, named in ((["q_proj", "qkv"], "'qkv'"), (["mlp"], "'mlp'"), (["c_attn"], "'c_attn'")):
+        with pytest.raises(SpecError) as err:
+            check(bad)
+        assert err.value.param == "method.lora.target_modules"
+        message = err.value.errors[0][1]
+        assert message.startswith(named + " names no layer"), message
+        assert "down_proj, embed_tokens, gate_proj, k_proj, lm_head, o_proj" in message, message
+    with pytest.raises(SpecError, match="'qkv', 'wo' name no layers"):
+        check(["qkv", "wo"])

@@ -145,8 +145,8 @@ def build_spec(
     *, session: Session, team: Team, body: JobCreate, settings: Settings
 ) -> dict[str, Any]:
     """Map a create request to a checked engine spec (as plain data). Raises APIError(400)."""
-    from replay_engine.models import model_info
     from replay_engine.spec import SpecError, parse_spec
+    from replay_engine.trainer import check_against_model
 
     model_path, gguf_file = resolve_model(session=session, team=team, model_id=body.model)
     training = _data_file(
@@ -195,14 +195,12 @@ def build_spec(
         path, message = exc.errors[0]
         raise invalid(f"{api_param(path)}: {message}", api_param(path)) from None
     try:
-        max_len = model_info(checked.model, checked.gguf_file).get("max_sequence_length")
+        check_against_model(checked)
+    except SpecError as exc:
+        path, message = exc.errors[0]
+        raise invalid(f"{api_param(path)}: {message}", api_param(path)) from None
     except (ValueError, OSError) as exc:
         raise invalid(f"model: {exc}", "model", code="model_not_found") from None
-    if max_len is not None and checked.seq_len > max_len:
-        raise invalid(
-            f"hyperparameters.seq_len: {checked.seq_len} exceeds the model's maximum of {max_len}",
-            "hyperparameters.seq_len",
-        )
     return checked.model_dump(mode="json")
 
 

@@ -236,6 +236,14 @@ def test_lora_job_from_the_form(service, signed_in, team: Team, team_files):
     assert team.list_all(JOBS) == []
     page.get_by_label("Rank r").fill("4")
     error.wait_for(state="detached")
+    # a layer the model does not have: named under the target-modules input, from the plan's 400
+    page.get_by_label("Target modules").fill("q_proj, qkv")
+    targets = page.locator('[data-field-error="adapter_target_modules"]')
+    targets.wait_for()
+    assert "'qkv' names no layer" in targets.inner_text(), targets.inner_text()
+    page.get_by_label("Target modules").fill("q_proj, v_proj")
+    page.get_by_label("Dropout").fill("0.1")
+    targets.wait_for(state="detached")
     page.get_by_test_id("plan-total-steps").wait_for()
     shot(page, "07-new-job-lora")
     page.get_by_role("button", name="Create job").click()
@@ -245,6 +253,7 @@ def test_lora_job_from_the_form(service, signed_in, team: Team, team_files):
     page.locator(".badge", has_text="succeeded").first.wait_for(timeout=JOB_TIMEOUT_S * 1000)
     adapter = team.job(job_id)["hyperparameters"]["adapter"]
     assert adapter["type"] == "lora" and adapter["r"] == 4, adapter
+    assert adapter["target_modules"] == ["q_proj", "v_proj"] and adapter["dropout"] == 0.1, adapter
     assert adapter["export"] == "merged", adapter  # the form's default export
     assert page.get_by_test_id("job-method").inner_text() == "LoRA r 4 · merged"
 

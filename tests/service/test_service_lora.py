@@ -131,6 +131,11 @@ def test_adapter_only_model_is_the_base_of_a_next_job(team: Team, team_files):
         ({"type": "lora", "r": 0}, "hyperparameters.adapter.r"),
         ({"type": "lora", "dropout": 1.5}, "hyperparameters.adapter.dropout"),
         ({"type": "qlora"}, "hyperparameters.adapter.export"),
+        # checked against the model's layers (its config on the meta device) before queueing
+        (
+            {"type": "lora", "target_modules": ["q_proj", "qkv"]},
+            "hyperparameters.adapter.target_modules",
+        ),
     ],
 )
 def test_bad_adapter_field_is_a_400_naming_it(team: Team, team_files, adapter, param):

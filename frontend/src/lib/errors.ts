@@ -22,6 +22,8 @@ export type FormField =
   | "adapter_type"
   | "adapter_r"
   | "adapter_alpha"
+  | "adapter_dropout"
+  | "adapter_target_modules"
   | "adapter_export"
   | "gpus_per_node"
   | "nodes"
@@ -46,11 +48,12 @@ const HYPER: Record<string, FormField> = {
   lr_scheduler: "lr_scheduler",
   batch_size: "batch_size",
   seq_len: "seq_len",
-  // the adapter's fields without an input of their own (dropout, target_modules) go to the
-  // method choice, as does `adapter` itself
+  // `adapter` itself (and any of its fields without an input) goes to the method choice
   adapter: "adapter_type",
   "adapter.r": "adapter_r",
   "adapter.alpha": "adapter_alpha",
+  "adapter.dropout": "adapter_dropout",
+  "adapter.target_modules": "adapter_target_modules",
   "adapter.export": "adapter_export",
   distributed: "gpus_per_node",
   "distributed.gpus_per_node": "gpus_per_node",

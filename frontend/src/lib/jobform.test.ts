@@ -51,6 +51,22 @@ describe("new-job form -> request body", () => {
     });
   });
 
+  it("sends the adapter's dropout and target modules (a list, or all-linear)", () => {
+    const adapter = (fields: Partial<JobForm>) => hyper(form({ adapter_type: "lora", ...fields })).adapter;
+    expect(adapter({ adapter_dropout: "0.1", adapter_target_modules: "q_proj, v_proj" })).toEqual({
+      type: "lora",
+      dropout: 0.1,
+      target_modules: ["q_proj", "v_proj"],
+      export: "merged",
+    });
+    expect(adapter({ adapter_target_modules: " self_attn.q_proj  mlp.down_proj," })).toHaveProperty(
+      "target_modules",
+      ["self_attn.q_proj", "mlp.down_proj"],
+    );
+    expect(adapter({ adapter_target_modules: "all-linear" })).toHaveProperty("target_modules", "all-linear");
+    expect(adapter({ adapter_target_modules: " , " })).not.toHaveProperty("target_modules");
+  });
+
   it("forgets the adapter knobs when the method goes back to full", () => {
     expect(hyper(form({ adapter_type: "full", adapter_r: "8", adapter_alpha: "4" }))).not.toHaveProperty("adapter");
   });

@@ -23,6 +23,9 @@ export interface JobForm {
   adapter_type: "full" | "lora" | "qlora";
   adapter_r: string;
   adapter_alpha: string;
+  adapter_dropout: string;
+  /** "all-linear" or module names separated by commas or spaces; empty: the engine's default */
+  adapter_target_modules: string;
   adapter_export: "merged" | "adapter";
   gpus_per_node: string;
   nodes: string;
@@ -46,6 +49,8 @@ export const INITIAL_FORM: JobForm = {
   adapter_type: "full",
   adapter_r: "",
   adapter_alpha: "",
+  adapter_dropout: "",
+  adapter_target_modules: "",
   adapter_export: "merged",
   gpus_per_node: "",
   nodes: "",
@@ -58,6 +63,14 @@ const num = (v: string) => (v.trim() === "" ? undefined : Number(v));
 function defined<T extends Record<string, unknown>>(obj: T): T {
   for (const k of Object.keys(obj)) if (obj[k] === undefined) delete obj[k];
   return obj;
+}
+
+/** The target-modules input -> the API's value: "all-linear", a list of names, or undefined. */
+export function targetModules(text: string): string[] | "all-linear" | undefined {
+  const names = text.split(/[\s,]+/).filter(Boolean);
+  if (names.length === 0) return undefined;
+  if (names.length === 1 && names[0] === "all-linear") return "all-linear";
+  return names;
 }
 
 /** The form -> the API's request body. */
@@ -74,6 +87,8 @@ export function toRequest(form: JobForm): JobRequest {
       type: form.adapter_type,
       r: num(form.adapter_r),
       alpha: num(form.adapter_alpha),
+      dropout: num(form.adapter_dropout),
+      target_modules: targetModules(form.adapter_target_modules),
       export: form.adapter_export,
     });
   }

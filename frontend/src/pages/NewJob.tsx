@@ -200,6 +200,16 @@ export function NewJobPage() {
                   <input id="f-adapter_alpha" type="number" min="0" placeholder="32" value={form.adapter_alpha}
                     onChange={set("adapter_alpha")} {...described("adapter_alpha")} />
                 </Field>
+                <Field id="adapter_dropout" label="Dropout" error={err("adapter_dropout")}>
+                  <input id="f-adapter_dropout" type="number" min="0" max="0.95" step="0.05" placeholder="0"
+                    value={form.adapter_dropout} onChange={set("adapter_dropout")} {...described("adapter_dropout")} />
+                </Field>
+                <Field id="adapter_target_modules" label="Target modules" error={err("adapter_target_modules")}
+                  hint="Layer names, comma-separated (q_proj, v_proj), or all-linear.">
+                  <input id="f-adapter_target_modules" type="text" placeholder="all-linear" spellCheck={false}
+                    value={form.adapter_target_modules} onChange={set("adapter_target_modules")}
+                    {...described("adapter_target_modules")} />
+                </Field>
                 <Field id="adapter_export" label="Checkpoints" error={err("adapter_export")}
                   hint={form.adapter_type === "qlora" ? "QLoRA saves the adapter only." : "Either can be the model of a next job."}>
                   <select id="f-adapter_export" value={form.adapter_export} onChange={set("adapter_export")} {...described("adapter_export")}>
