@@ -93,6 +93,8 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def worker_argv(queues: str, concurrency: int, loglevel: str = "INFO") -> list[str]:
+    from worker.app import child_recycling
+
     return [
         "worker",
         f"--queues={queues}",
@@ -101,6 +103,7 @@ def worker_argv(queues: str, concurrency: int, loglevel: str = "INFO") -> list[s
         f"--hostname=replayft-{os.getpid()}@%h",  # unique per process: several per machine
         "--without-gossip",
         "--without-mingle",
+        *child_recycling(queues),
     ]
 
 

@@ -256,3 +256,21 @@ def test_two_process_job_pauses_resumes_and_matches_one_process(team: Team, team
     assert [c["step_number"] for c in team.checkpoints(job["id"])][-1] == total
     messages = [e["message"] for e in team.events(job["id"])]
     assert messages.count("Training on 2 processes (ddp).") == 2, messages  # both attempts
+
+
+def test_a_files_worker_keeps_its_child_across_uploads(service, team: Team, target_jsonl):
+    """Training gets a fresh child process per job (its memory is released when it ends), but a
+    files-only worker's child serves upload after upload: a fresh one per task would pay the
+    imports and the tokenizer load on every file."""
+
+    def children(worker) -> set[int]:
+        pid = worker.popen.pid
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return {int(p) for p in f.read().split()}
+
+    (files_worker,) = [w for w in service.workers if w.alive and w.queues == ["files"]]
+    seen = []
+    for _ in range(3):
+        team.processed_file(target_jsonl, "fine-tune")
+        seen.append(children(files_worker))
+    assert len(seen[0]) == 1 and seen[0] == seen[1] == seen[2], seen
