@@ -73,7 +73,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -528,8 +528,15 @@ def text_batches(texts: Iterable[str]) -> Iterator[list[str]]:
         yield batch
 
 
-def _pack(docs: list[list[Segment]], tokenizer, seq_len: int, dtype: np.dtype) -> PackedSplit:
-    """Tokenize and pack documents into a PackedSplit holding in-memory arrays."""
+def _pack(
+    docs: list[list[Segment]],
+    tokenizer,
+    seq_len: int,
+    dtype: np.dtype,
+    on_batch: Callable[[int], None] | None = None,
+) -> PackedSplit:
+    """Tokenize and pack documents into a PackedSplit holding in-memory arrays. `on_batch`
+    gets the number of characters each tokenizer call took (for progress)."""
     eos = tokenizer.eos_token_id
     texts = [seg.text for doc in docs for seg in doc]
     flags = np.fromiter((seg.trainable for doc in docs for seg in doc), bool, count=len(texts))
@@ -545,6 +552,8 @@ def _pack(docs: list[list[Segment]], tokenizer, seq_len: int, dtype: np.dtype) -
             batch, add_special_tokens=False, return_attention_mask=False, verbose=False
         )["input_ids"]
         lens = np.fromiter(map(len, ids), np.int64, count=len(ids))
+        if on_batch is not None:
+            on_batch(sum(map(len, batch)))
         id_chunks.append(
             np.fromiter(itertools.chain.from_iterable(ids), dtype, count=int(lens.sum()))
         )
@@ -723,8 +732,11 @@ def prepare_dataset(
     val_fraction: float = 0.05,
     seed: int = 0,
     subset_fraction: float = 1.0,
+    progress: Callable[[float], None] | None = None,
 ) -> PackedDataset:
     """Read, split, tokenize and pack `paths` (and `val_paths`), or load the same from the cache.
+    `progress` is called with the share of the work done, rising to 1.0 (a cache hit: 1.0 once);
+    tokenizing is the long part, so the share is of the characters tokenized so far.
 
     With `val_paths`, all of `paths` is training data and `val_paths` is the validation split.
     Without, round(val_fraction * n_documents) documents (at least one) are held out, chosen by
@@ -767,6 +779,8 @@ def prepare_dataset(
     entry = cache_dir / key
     if _is_entry(entry):
         log.info("data cache hit: %s", entry)
+        if progress is not None:
+            progress(1.0)
         return _load_entry(entry, key, from_cache=True)
 
     t0 = time.perf_counter()
@@ -786,9 +800,19 @@ def prepare_dataset(
 
     t1 = time.perf_counter()
     dtype = _token_dtype(tokenizer)
+    on_batch = None
+    if progress is not None:
+        total = sum(len(seg.text) for doc in (*train_docs, *val_docs) for seg in doc)
+        done = 0
+
+        def on_batch(chars: int) -> None:
+            nonlocal done
+            done += chars
+            progress(min(done / max(total, 1), 1.0))
+
     splits = {
-        "train": _pack(train_docs, tokenizer, seq_len, dtype),
-        "val": _pack(val_docs, tokenizer, seq_len, dtype),
+        "train": _pack(train_docs, tokenizer, seq_len, dtype, on_batch),
+        "val": _pack(val_docs, tokenizer, seq_len, dtype, on_batch),
     }
     t2 = time.perf_counter()
     n_tokens = sum(split.n_tokens for split in splits.values())

@@ -29,7 +29,7 @@ which for a corpus of many shards is the same sampling as holding out across the
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -116,10 +116,12 @@ def prepare_sharded(
     val_fraction: float = 0.05,
     seed: int = 0,
     workers: int | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> PackedDataset:
     """`prepare_dataset` for many shards: one cache entry per shard, built in `workers`
     background processes (default: one per core, at most one per shard), read as one dataset.
-    With `val_paths`, the validation split is those files (taken from the first shard's entry)."""
+    With `val_paths`, the validation split is those files (taken from the first shard's entry).
+    `progress` gets the share of shards ready (cached ones count from the start)."""
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
     kwargs = dict(
@@ -150,13 +152,25 @@ def prepare_sharded(
     todo = [i for i in range(len(paths)) if i not in done]
     jobs = [(str(paths[i]), tokenizer, kwargs) for i in todo]
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
+    built: list[tuple[str, bool]] = []
+
+    def collect(results) -> None:  # in shard order, as each is ready
+        for result in results:
+            built.append(result)
+            if progress is not None:
+                progress((len(done) + len(built)) / len(paths))
+
+    if progress is not None and done and todo:
+        progress(len(done) / len(paths))
     if workers == 1:
-        built = [_prepare_shard(job) for job in jobs]
+        collect(map(_prepare_shard, jobs))
     else:
         with ProcessPoolExecutor(
             workers, mp_context=get_context("spawn"), initializer=_worker_init
         ) as pool:
-            built = list(pool.map(_prepare_shard, jobs))
+            collect(pool.map(_prepare_shard, jobs))
+    if progress is not None and not todo:
+        progress(1.0)
     done.update(zip(todo, built, strict=True))
     order = [done[i] for i in range(len(paths))]  # file order, not completion order
     shards = [_load_entry(Path(cache_dir) / key, key, hit) for key, hit in order]

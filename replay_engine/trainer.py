@@ -26,6 +26,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -85,18 +86,20 @@ def check_against_model(spec: JobSpec) -> None:
         lora.check_target_modules(build_on_meta(spec.model, gguf_file=spec.gguf_file), targets)
 
 
-def prepare(spec: JobSpec) -> RunData:
-    """Tokenize (or load from cache) the run's data and resolve its schedule. No model weights."""
+def prepare(spec: JobSpec, progress: Callable[[str, float], None] | None = None) -> RunData:
+    """Tokenize (or load from cache) the run's data and resolve its schedule. No model weights.
+    `progress("target" | "generic", share)` follows each dataset's tokenizing up to 1.0."""
     check_against_model(spec)
     tokenizer = load_tokenizer(spec.model, spec.gguf_file)
     cache_dir = Path(spec.cache_dir) if spec.cache_dir else default_cache_dir()
 
     def packed(
-        paths: list[str], val_paths: list[str], subset_fraction: float = 1.0
+        which: str, paths: list[str], val_paths: list[str], subset_fraction: float = 1.0
     ) -> PackedDataset | None:
         if not paths:
             return None
         common = dict(
+            progress=None if progress is None else lambda share: progress(which, share),
             tokenizer=tokenizer,
             seq_len=spec.seq_len,
             cache_dir=cache_dir,
@@ -110,8 +113,8 @@ def prepare(spec: JobSpec) -> RunData:
             return prepare_sharded(paths, **common)
         return prepare_dataset(paths, subset_fraction=subset_fraction, **common)
 
-    target = packed(spec.training_file, spec.validation_file, spec.target_subset_fraction)
-    generic = packed(spec.replay.dataset, spec.replay.validation_dataset)
+    target = packed("target", spec.training_file, spec.validation_file, spec.target_subset_fraction)
+    generic = packed("generic", spec.replay.dataset, spec.replay.validation_dataset)
     plan = resolve_plan(
         spec, len(target.train) if target else 0, len(generic.train) if generic else 0
     )
