@@ -53,9 +53,13 @@ class ProgressHooks:
         self.bar.close()
 
 
+def _say(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from . import checkpoint
-    from .trainer import prepare, train
+    from .trainer import DataProgress, prepare, train
 
     spec = load_spec(args.spec)
     rendezvous = None
@@ -72,7 +76,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         rendezvous = Rendezvous(args.node_rank, args.master, args.rendezvous_timeout)
         if args.node_rank > 0:  # node 0 prepares the data and reports; we only train
             return join(spec, args.out, rendezvous)
-    data = prepare(spec)
+    data = prepare(spec, DataProgress(_say))
     resume = checkpoint.latest_checkpoint(args.out)
     start = int(checkpoint.read_meta(resume)["step"]) if resume else 0
     if resume:
@@ -126,9 +130,9 @@ def format_plan(summary: dict[str, Any]) -> str:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from .trainer import prepare
+    from .trainer import DataProgress, prepare
 
-    summary = prepare(load_spec(args.spec)).plan.summary()
+    summary = prepare(load_spec(args.spec), DataProgress(_say)).plan.summary()
     print(json.dumps(summary, indent=2) if args.json else format_plan(summary))
     return 0
 

@@ -86,6 +86,30 @@ def check_against_model(spec: JobSpec) -> None:
         lora.check_target_modules(build_on_meta(spec.model, gguf_file=spec.gguf_file), targets)
 
 
+class DataProgress:
+    """A `prepare` progress callback that tells a person (job events, the CLI's stderr) about
+    data that takes a while to tokenize (a replay corpus of many GB): nothing in the first
+    `every_s`, then each dataset's share at most every `every_s`, and a last message for a
+    dataset that reported. Quick or cached data says nothing."""
+
+    def __init__(
+        self, emit: Callable[[str], None], every_s: float = 10.0, clock=time.monotonic
+    ) -> None:
+        self.emit, self.every_s, self.clock = emit, every_s, clock
+        self.began = clock()
+        self.last: dict[str, float] = {}  # when each dataset last reported
+
+    def __call__(self, which: str, share: float) -> None:
+        now = self.clock()
+        if share >= 1.0:
+            if self.last.pop(which, None) is not None:
+                self.emit(f"Tokenized the {which} data.")
+            return
+        if now - self.last.get(which, self.began) >= self.every_s:
+            self.last[which] = now
+            self.emit(f"Tokenizing the {which} data: {share:.0%}.")
+
+
 def prepare(spec: JobSpec, progress: Callable[[str, float], None] | None = None) -> RunData:
     """Tokenize (or load from cache) the run's data and resolve its schedule. No model weights.
     `progress("target" | "generic", share)` follows each dataset's tokenizing up to 1.0."""

@@ -1,6 +1,6 @@
 """Long data preparation shows progress: `prepare_dataset` and `prepare_sharded` report their
-share of the work up to 1.0, `trainer.prepare` per dataset, and the worker turns that into job
-events only for data that takes a while (`runner.DataProgress`)."""
+share of the work up to 1.0, `trainer.prepare` per dataset, and `trainer.DataProgress` turns
+that into messages (job events, the CLI's stderr) only for data that takes a while."""
 
 from itertools import pairwise
 
@@ -11,8 +11,7 @@ from replay_engine.data import prepare_dataset
 from replay_engine.models import load_tokenizer
 from replay_engine.spec import parse_spec
 from replay_engine.streaming import prepare_sharded
-from replay_engine.trainer import prepare
-from worker.runner import DataProgress
+from replay_engine.trainer import DataProgress, prepare
 
 TINY = "replayft/llama-tiny"
 

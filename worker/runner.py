@@ -31,7 +31,6 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -157,34 +156,10 @@ def validate_file(file_id: str) -> None:
         session.commit()
 
 
-class DataProgress:
-    """`trainer.prepare`'s progress as job events, for data that takes a while to tokenize (a
-    replay corpus of many GB): nothing in the first `every_s`, then each dataset's share at
-    most every `every_s`, and a last event for a dataset that reported. Quick or cached data
-    adds none."""
-
-    def __init__(
-        self, emit: Callable[[str], None], every_s: float = 10.0, clock=time.monotonic
-    ) -> None:
-        self.emit, self.every_s, self.clock = emit, every_s, clock
-        self.began = clock()
-        self.last: dict[str, float] = {}  # when each dataset last reported
-
-    def __call__(self, which: str, share: float) -> None:
-        now = self.clock()
-        if share >= 1.0:
-            if self.last.pop(which, None) is not None:
-                self.emit(f"Tokenized the {which} data.")
-            return
-        if now - self.last.get(which, self.began) >= self.every_s:
-            self.last[which] = now
-            self.emit(f"Tokenizing the {which} data: {share:.0%}.")
-
-
 def prepare_job(job_id: str) -> None:
     """Tokenize a new job's data (warming the cache for the trainer) and resolve its plan."""
     from replay_engine.spec import JobSpec, upgrade_spec_data
-    from replay_engine.trainer import prepare
+    from replay_engine.trainer import DataProgress, prepare
     from worker.app import RUN_JOB, send
 
     with session_scope() as session:
