@@ -614,12 +614,8 @@ def fmt(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def parent_main(args: argparse.Namespace) -> None:
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)  # for the machine line and the explain timings
-    device = resolve_device(args.device)
+def print_machine(device) -> dict:
+    """Print the table's header (the machine, library versions, load) and return machine_info."""
     info = machine_info(device)
     print(
         f"machine: {info['cpu']}, {info['cores']} cores ({info['torch_threads']} torch threads), "
@@ -627,6 +623,16 @@ def parent_main(args: argparse.Namespace) -> None:
         + (f" ({info['gpu']})" if "gpu" in info else "")
     )
     print(f"load average at start: {os.getloadavg()[0]:.2f}")
+    return info
+
+
+def parent_main(args: argparse.Namespace) -> None:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # for the machine line and the explain timings
+    device = resolve_device(args.device)
+    info = print_machine(device)
     with tempfile.TemporaryDirectory(prefix="replayft-bench-") as tmp:
         work = Path(tmp)
         t0 = time.perf_counter()

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -124,13 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         setattr(full, key, value)
 
     device = et.resolve_device(args.device)
-    info = et.machine_info(device)
-    print(
-        f"machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, "
-        f"transformers {info['transformers']}, device {device}"
-        + (f" ({info['gpu']})" if "gpu" in info else "")
-    )
-    print(f"load average at start: {os.getloadavg()[0]:.2f}")
+    info = et.print_machine(device)
     with tempfile.TemporaryDirectory(prefix="replayft-packing-") as tmp:
         work = Path(tmp)
         t0 = time.perf_counter()
