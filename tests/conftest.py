@@ -5,6 +5,24 @@ import os
 from pathlib import Path
 
 import pytest
+from servicekit import (
+    HEARTBEAT_TIMEOUT_S,
+    MAX_UPLOAD_BYTES,
+    PG_URL_BASE,
+    REDIS_HOST,
+    REDIS_PORT,
+    RENDEZVOUS_TIMEOUT_S,
+    REPLAY_DOCS,
+    TARGET_EXAMPLES,
+    Service,
+    Team,
+    claim_redis_db,
+    create_database,
+    drop_database,
+    end_survivors,
+    release_redis_db,
+    service_env,
+)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # fail fast instead of waiting on an unreachable hub
 
@@ -45,3 +63,92 @@ def gsm8k_prompt_completion(shared_data: Path, out: Path, n: int, offset: int = 
                 + "\n"
             )
     return out
+
+
+# ---------------------------------------------------------------------------- a real deployment
+# `service` (one per test session) is a real ReplayFT deployment for the service and reliability
+# tests: it creates a database of its own on the local PostgreSQL server, claims an empty Redis
+# database index, runs `replayft db upgrade`, then starts the API (`replayft api`), one Celery
+# worker for both queues and one for the files queue only, as subprocesses. Each runs in its own
+# process group with its output in a log file; teardown stops every group it started, drops the
+# database and flushes only the Redis index it claimed.
+#
+# Tests isolate themselves by team: `team` and `other_team` mint a fresh key through the CLI and
+# wrap an HTTP client (`Team`) whose helpers poll with timeouts. When a wait runs out, or a job
+# ends in a state the test did not expect, the failure message carries the tail of every service
+# log, so a red run on CI says what the server and the workers were doing.
+
+
+@pytest.fixture(scope="session")
+def target_jsonl(tmp_path_factory, gsm8k_file) -> Path:
+    """30 GSM8K examples as prompt/completion JSONL (the fine-tune file of every test)."""
+    return gsm8k_file(tmp_path_factory.mktemp("data") / "gsm8k-30.jsonl", n=TARGET_EXAMPLES)
+
+
+@pytest.fixture(scope="session")
+def replay_jsonl(tmp_path_factory, shared_data) -> Path:
+    """The first 20 documents of the C4 sample (the replay file of every test)."""
+    lines = (shared_data / "c4_sample" / "c4_demo.jsonl").read_text().splitlines()[:REPLAY_DOCS]
+    out = tmp_path_factory.mktemp("data") / "c4-20.jsonl"
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+@pytest.fixture(scope="session")
+def service(tmp_path_factory, cache_dir):
+    root = tmp_path_factory.mktemp("service")
+    (root / "data").mkdir()
+    (root / "tmp").mkdir()
+    db_name = create_database()
+    redis_db: int | None = None
+    svc: Service | None = None
+    try:
+        redis_db = claim_redis_db()
+        env = service_env(
+            REPLAYFT_DATA_DIR=root / "data",
+            REPLAYFT_DATABASE_URL=f"{PG_URL_BASE}/{db_name}",
+            REPLAYFT_BROKER_URL=f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_db}",
+            REPLAYFT_MAX_UPLOAD_BYTES=str(MAX_UPLOAD_BYTES),
+            REPLAYFT_CACHE_DIR=cache_dir,
+            REPLAYFT_HEARTBEAT_TIMEOUT=str(HEARTBEAT_TIMEOUT_S),
+            REPLAYFT_RENDEZVOUS_TIMEOUT=str(RENDEZVOUS_TIMEOUT_S),
+            TMPDIR=root / "tmp",  # where the server spools uploads: checked for leftovers
+        )
+        svc = Service(root, env)
+        upgrade = svc.cli("db", "upgrade")
+        assert upgrade.returncode == 0, f"replayft db upgrade failed:\n{upgrade.stderr}"
+        svc.start_worker()  # training and files, as the contract starts a worker
+        # a CPU worker for the files queue, so that validating a test's uploads never waits
+        # behind the training left over from the test before (the split the queues exist for)
+        svc.start_worker("files")
+        svc.start_api()
+        yield svc
+    finally:
+        if svc is not None:
+            svc.stop()
+        end_survivors()
+        drop_database(db_name)
+        if redis_db is not None:
+            release_redis_db(redis_db)
+
+
+@pytest.fixture
+def team(service, request) -> Team:
+    t = service.team(request.node.name)
+    yield t
+    t.close()
+
+
+@pytest.fixture
+def other_team(service, request) -> Team:
+    t = service.team("other-" + request.node.name)
+    yield t
+    t.close()
+
+
+@pytest.fixture
+def team_files(team, target_jsonl, replay_jsonl) -> tuple[str, str]:
+    """(fine-tune file id, replay file id), uploaded by `team` and processed."""
+    target = team.processed_file(target_jsonl, "fine-tune")
+    replay = team.processed_file(replay_jsonl, "replay")
+    return target["id"], replay["id"]

@@ -22,7 +22,7 @@ import psycopg
 import pytest
 import redis
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 TINY = "replayft/llama-tiny"
 TERMINAL = ("succeeded", "failed", "cancelled")
 JOBS = "/v1/fine_tuning/jobs"
