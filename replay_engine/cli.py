@@ -64,7 +64,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     rendezvous = None
     if spec.distributed.nodes > 1:
-        from .distributed import Rendezvous, join
+        from .launcher import Rendezvous, join
 
         if not args.master or not 0 <= args.node_rank < spec.distributed.nodes:
             print(
@@ -84,7 +84,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     hooks = ProgressHooks(data.plan.total_steps, start)
     try:
         if spec.distributed.world_size > 1 and "WORLD_SIZE" not in os.environ:
-            from .distributed import launch  # starts torchrun with one process per GPU
+            from .launcher import launch  # starts torchrun with one process per GPU
 
             result = launch(spec, args.out, hooks, rendezvous=rendezvous)
         else:

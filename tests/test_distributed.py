@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-from replay_engine.distributed import (
+from replay_engine.launcher import (
     NodesMissing,
     RankFailed,
     Rendezvous,
@@ -160,9 +160,9 @@ def test_spec_checks_the_split_over_processes(data):
 
 def test_launch_command(tmp_path):
     cmd = launch_command(tmp_path / "s.json", tmp_path, tmp_path / "c", gpus_per_node=8)
-    assert cmd[1:4] == ["-m", "replay_engine.distributed", "agent"]
+    assert cmd[1:4] == ["-m", "replay_engine.launcher", "agent"]
     assert "--nproc-per-node=8" in cmd and "--standalone" in cmd
-    assert cmd[-5:-3] == ["replay_engine.distributed", "run"]
+    assert cmd[-5:-3] == ["replay_engine.launcher", "run"]
     with pytest.raises(SpecError) as err:  # several machines need to know where they meet
         launch_command(tmp_path / "s.json", tmp_path, tmp_path / "c", gpus_per_node=8, nodes=2)
     assert err.value.param == "distributed.nodes"
@@ -238,7 +238,7 @@ def test_ranks_die_with_a_killed_launcher(data, tmp_path):
     out = tmp_path / "run"
     code = (
         "import sys; from pathlib import Path; from replay_engine.spec import JobSpec; "
-        "from replay_engine.distributed import launch; "
+        "from replay_engine.launcher import launch; "
         "launch(JobSpec.model_validate_json(Path(sys.argv[1]).read_text()), sys.argv[2])"
     )
     launcher = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "spec.json"), str(out)])

@@ -59,7 +59,7 @@ def readable_error(exc: BaseException) -> tuple[str, str, str | None]:
     """-> (code, message, param) for a client: no traceback and no server paths."""
     from api.services.jobs import api_param
     from replay_engine.data import DataFormatError
-    from replay_engine.distributed import NodesMissing
+    from replay_engine.launcher import NodesMissing
     from replay_engine.spec import SpecError
     from replay_engine.trainer import TrainingDiverged
 
@@ -404,7 +404,7 @@ def run_job(job_id: str) -> str | None:
     """Claim and run (or resume) a job; returns RETRY_LATER if it must wait for a lease."""
     from api.services.models import fine_tuned_name
     from replay_engine import checkpoint as ckpt
-    from replay_engine.distributed import NodesMissing, RankFailed, launch
+    from replay_engine.launcher import NodesMissing, RankFailed, launch
     from replay_engine.spec import JobSpec, upgrade_spec_data
     from replay_engine.trainer import train
 
@@ -528,7 +528,7 @@ def lead_machines(job_id: str, owner: str, spec) -> Any:
     """Make this worker (the job's lease owner) node 0 of a multi-machine job: pick the
     rendezvous address, record the node, and ask N-1 other training workers to join, one
     `run_node` task per node."""
-    from replay_engine.distributed import Rendezvous
+    from replay_engine.launcher import Rendezvous
     from worker.app import RUN_NODE, send
 
     settings = get_settings()
@@ -554,7 +554,7 @@ def lead_machines(job_id: str, owner: str, spec) -> Any:
 
 def nodes_missing(job_id: str, leader: str, spec, rendezvous) -> Exception:
     """The readable error of a rendezvous that timed out: how many machines came."""
-    from replay_engine.distributed import NodesMissing
+    from replay_engine.launcher import NodesMissing
 
     with session_scope() as session:
         joined = len(
@@ -626,7 +626,7 @@ def run_node(job_id: str, leader: str, node_rank: int, master: str) -> None:
     earlier run of the job (its lease has moved on), does nothing."""
     from sqlalchemy.exc import IntegrityError
 
-    from replay_engine.distributed import Rendezvous, join
+    from replay_engine.launcher import Rendezvous, join
     from replay_engine.spec import JobSpec, upgrade_spec_data
 
     owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
