@@ -9,7 +9,7 @@ Layout of `OUT/checkpoints/step-N/` (N = optimizer steps completed):
   meta.json                              step, spec, plan, loop state (readable; written last)
 
 A LoRA run with `export: adapter` writes adapter_config.json + adapter_model.safetensors in place
-of config.json and the weights; meta.json's spec then names the base (lora.load_merged).
+of config.json and the weights; meta.json's spec then names the base (models.load_merged).
 
 A checkpoint is written into a hidden temporary folder and renamed into place, so a folder named
 `step-N` is always complete; a crash mid-write leaves only a `.tmp-*` folder, which is ignored and

@@ -10,7 +10,7 @@ Design
 - Export. `adapter`: the checkpoint folder *is* a peft adapter folder (adapter_config.json,
   adapter_model.safetensors); load it with `PeftModel.from_pretrained(base, folder)`. It is also
   a base in its own right: as the `model` of a next job (or of `models.load_model`) it loads as
-  the run's base with the adapter merged in (`load_merged`), the base being named by the spec in
+  the run's base with the adapter merged in (`models.load_merged`), the base being named by the spec in
   the checkpoint's meta.json; a base that is itself a checkpoint loads the same way, recursively.
   `merged` (the default): the folder is a plain Hugging Face model with W + (alpha/r) B A folded
   into each adapted weight, loadable by `AutoModelForCausalLM.from_pretrained` and usable as the
@@ -30,7 +30,6 @@ from typing import Any
 
 import torch
 
-from .checkpoint import META_FILE, read_meta
 from .spec import JobSpec, SpecError
 
 ADAPTER_DIR = "adapter"  # inside a merged-export checkpoint
@@ -73,62 +72,11 @@ def check_target_modules(model: torch.nn.Module, target_modules: list[str]) -> N
         )
 
 
-def _check_qlora(spec: JobSpec) -> None:
-    if not torch.cuda.is_available():
-        raise SpecError([("method.type", "qlora needs a CUDA GPU; use lora on this machine")])
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        raise SpecError(
-            [("method.type", "qlora needs the bitsandbytes package (pip install bitsandbytes)")]
-        ) from None
-
-
-def _load_quantized_base(spec: JobSpec, device: torch.device) -> torch.nn.Module:
-    from peft import prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
-    from .models import is_adapter_folder, is_preset, split_gguf
-
-    model = spec.model
-    if is_preset(model) or spec.gguf_file or model.lower().endswith(".gguf"):
-        raise SpecError(
-            [("method.type", "qlora needs a Hugging Face model folder or hub id as model")]
-        )
-    if is_adapter_folder(model):  # 4-bit loading goes through from_pretrained, which needs weights
-        raise SpecError(
-            [
-                (
-                    "method.type",
-                    f"qlora needs a full model as base; {model} is an adapter-only checkpoint "
-                    f"(use lora, or a checkpoint exported with export: merged)",
-                )
-            ]
-        )
-    target, _ = split_gguf(model, None)
-    quant = BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_compute_dtype=torch.bfloat16,
-        bnb_4bit_use_double_quant=True,
-    )
-    base = AutoModelForCausalLM.from_pretrained(
-        target, quantization_config=quant, attn_implementation="sdpa", device_map={"": device}
-    )
-    return prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
-
-
-def build_model(spec: JobSpec, device: torch.device, resume: Path | None) -> torch.nn.Module:
-    """The base (frozen) with trainable adapters: fresh, or the checkpoint's on resume."""
+def build_model(spec: JobSpec, base: torch.nn.Module, resume: Path | None) -> torch.nn.Module:
+    """`base` (frozen, from `models.load_base`) with trainable adapters: fresh, or the
+    checkpoint's on resume."""
     from peft import LoraConfig, PeftModel, get_peft_model
 
-    from .models import load_model
-
-    if spec.method.type == "qlora":
-        _check_qlora(spec)
-        base = _load_quantized_base(spec, device)
-    else:
-        base = load_model(spec.model, gguf_file=spec.gguf_file, seed=spec.seed, device=device)
     if resume is not None:
         return PeftModel.from_pretrained(base, adapter_folder(resume, spec), is_trainable=True)
     lora = spec.method.lora
@@ -142,38 +90,6 @@ def build_model(spec: JobSpec, device: torch.device, resume: Path | None) -> tor
     with torch.random.fork_rng(devices=[]):  # adapter init depends on the seed only
         torch.manual_seed(spec.seed)
         return get_peft_model(base, config)
-
-
-def adapter_base(folder: str | Path) -> tuple[str, str | None, int]:
-    """(model, gguf_file, seed) of the run that wrote the adapter-only checkpoint `folder`: the
-    base its adapter was trained on (presets are initialised from the seed)."""
-    try:
-        spec = read_meta(folder)["spec"]
-        model, gguf_file, seed = spec["model"], spec.get("gguf_file"), spec.get("seed", 0)
-        if not isinstance(model, str) or not isinstance(seed, int):
-            raise ValueError("its spec has no model name or seed")
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ValueError(
-            f"model {str(folder)!r} is a peft adapter folder without readable ReplayFT metadata "
-            f"({META_FILE}: {err}), so its base model is unknown. Give as `model` a ReplayFT "
-            f"checkpoint, or a full model folder (for an adapter from elsewhere: merge it into its "
-            f"base with peft's merge_and_unload and save_pretrained)"
-        ) from None
-    return model, gguf_file, seed
-
-
-def load_merged(folder: str | Path, device: str | torch.device = "cpu") -> Any:
-    """The adapter-only checkpoint `folder` as a plain model: its base with the adapter folded
-    in, fp32, in eval mode, every weight trainable (it may be fully fine-tuned next)."""
-    from peft import PeftModel
-
-    from .models import load_model
-
-    model, gguf_file, seed = adapter_base(folder)
-    base = load_model(model, gguf_file=gguf_file, seed=seed, device=device)
-    merged = PeftModel.from_pretrained(base, folder).merge_and_unload()
-    # peft froze the base's weights when it wrapped them; merging does not thaw them
-    return merged.requires_grad_(True).eval()
 
 
 def merged_state_dict(model: Any) -> dict[str, torch.Tensor]:

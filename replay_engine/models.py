@@ -11,7 +11,7 @@ A `model` string is one of five things, checked in this order:
    file (or a folder plus `gguf_file`), which transformers de-quantises to plain fp32 weights.
 3. A ReplayFT adapter-only checkpoint (LoRA with `export: adapter`: adapter_config.json, no
    config.json): its meta.json names the run's base, which is loaded (recursively, so the base may
-   itself be a checkpoint) with the adapter folded in; see lora.load_merged.
+   itself be a checkpoint) with the adapter folded in; see load_merged.
 4. A Hugging Face hub id (`org/name`, optionally with `gguf_file`), downloaded by transformers.
 5. Anything else is an error that says what was expected.
 
@@ -42,7 +42,8 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from . import lora
+from .checkpoint import META_FILE, read_meta
+from .spec import JobSpec, SpecError
 
 # -----------------------------------------------------------------------------
 # presets
@@ -239,7 +240,7 @@ def load_tokenizer(model: str, gguf_file: str | None = None) -> PreTrainedTokeni
     """
     kind, target, gguf_file, from_hub = _resolve(model, gguf_file)
     if kind == "adapter" and not _has_tokenizer_files(target):
-        base, base_gguf, _ = lora.adapter_base(target)
+        base, base_gguf, _ = adapter_base(target)
         return load_tokenizer(base, base_gguf)
     if kind == "preset":
         tok = PreTrainedTokenizerFast.from_pretrained(bundled_tokenizer_path())
@@ -295,7 +296,7 @@ def load_model(
     if kind == "preset":
         net = _build_preset(target, seed=seed).eval()
     elif kind == "adapter":
-        net = lora.load_merged(target, device=device)
+        net = load_merged(target, device=device)
     else:
         if not from_hub:
             _check_model_folder(target, gguf_file)
@@ -328,7 +329,7 @@ def build_on_meta(model: str, *, gguf_file: str | None = None) -> PreTrainedMode
         with torch.device("meta"):
             return LlamaForCausalLM(config).to(torch.float32)
     if kind == "adapter":  # merging the adapter leaves the base's architecture unchanged
-        base, base_gguf, _ = lora.adapter_base(target)
+        base, base_gguf, _ = adapter_base(target)
         return build_on_meta(base, gguf_file=base_gguf)
     kwargs = {"gguf_file": gguf_file} if gguf_file is not None else {}
     config = _from_pretrained(AutoConfig, target, from_hub, **kwargs)
@@ -369,7 +370,7 @@ def model_info(model: str, gguf_file: str | None = None) -> dict[str, Any]:
     """
     kind, target, gguf_file, from_hub = _resolve(model, gguf_file)
     if kind == "adapter":
-        base, base_gguf, _ = lora.adapter_base(target)
+        base, base_gguf, _ = adapter_base(target)
         return {**model_info(base, base_gguf), "name": model, "kind": kind}
     if kind == "preset":
         config = LlamaConfig(**PRESETS[target])
@@ -384,3 +385,89 @@ def model_info(model: str, gguf_file: str | None = None) -> dict[str, Any]:
         "max_sequence_length": _config_max_positions(config),
         "vocab_size": getattr(config, "vocab_size", None),
     }
+
+
+# -----------------------------------------------------------------------------
+# adapter-only checkpoints as bases, and the bases LoRA trains on
+
+
+def adapter_base(folder: str | Path) -> tuple[str, str | None, int]:
+    """(model, gguf_file, seed) of the run that wrote the adapter-only checkpoint `folder`: the
+    base its adapter was trained on (presets are initialised from the seed)."""
+    try:
+        spec = read_meta(folder)["spec"]
+        model, gguf_file, seed = spec["model"], spec.get("gguf_file"), spec.get("seed", 0)
+        if not isinstance(model, str) or not isinstance(seed, int):
+            raise ValueError("its spec has no model name or seed")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(
+            f"model {str(folder)!r} is a peft adapter folder without readable ReplayFT metadata "
+            f"({META_FILE}: {err}), so its base model is unknown. Give as `model` a ReplayFT "
+            f"checkpoint, or a full model folder (for an adapter from elsewhere: merge it into its "
+            f"base with peft's merge_and_unload and save_pretrained)"
+        ) from None
+    return model, gguf_file, seed
+
+
+def load_merged(folder: str | Path, device: str | torch.device = "cpu") -> Any:
+    """The adapter-only checkpoint `folder` as a plain model: its base with the adapter folded
+    in, fp32, in eval mode, every weight trainable (it may be fully fine-tuned next)."""
+    from peft import PeftModel
+
+    model, gguf_file, seed = adapter_base(folder)
+    base = load_model(model, gguf_file=gguf_file, seed=seed, device=device)
+    merged = PeftModel.from_pretrained(base, folder).merge_and_unload()
+    # peft froze the base's weights when it wrapped them; merging does not thaw them
+    return merged.requires_grad_(True).eval()
+
+
+def _check_qlora(spec: JobSpec) -> None:
+    if not torch.cuda.is_available():
+        raise SpecError([("method.type", "qlora needs a CUDA GPU; use lora on this machine")])
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise SpecError(
+            [("method.type", "qlora needs the bitsandbytes package (pip install bitsandbytes)")]
+        ) from None
+
+
+def _load_quantized(spec: JobSpec, device: torch.device) -> torch.nn.Module:
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    model = spec.model
+    if is_preset(model) or spec.gguf_file or model.lower().endswith(".gguf"):
+        raise SpecError(
+            [("method.type", "qlora needs a Hugging Face model folder or hub id as model")]
+        )
+    if is_adapter_folder(model):  # 4-bit loading goes through from_pretrained, which needs weights
+        raise SpecError(
+            [
+                (
+                    "method.type",
+                    f"qlora needs a full model as base; {model} is an adapter-only checkpoint "
+                    f"(use lora, or a checkpoint exported with export: merged)",
+                )
+            ]
+        )
+    target, _ = split_gguf(model, None)
+    quant = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=torch.bfloat16,
+        bnb_4bit_use_double_quant=True,
+    )
+    base = AutoModelForCausalLM.from_pretrained(
+        target, quantization_config=quant, attn_implementation="sdpa", device_map={"": device}
+    )
+    return prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
+
+
+def load_base(spec: JobSpec, device: torch.device) -> torch.nn.Module:
+    """The frozen base a LoRA or QLoRA run trains its adapters on: `model` in fp32, or in 4-bit
+    NF4 for QLoRA (CUDA and bitsandbytes only, refused with a readable error elsewhere)."""
+    if spec.method.type == "qlora":
+        _check_qlora(spec)
+        return _load_quantized(spec, device)
+    return load_model(spec.model, gguf_file=spec.gguf_file, seed=spec.seed, device=device)

@@ -1,6 +1,6 @@
 """The two-stage data schedule and the learning-rate schedule, as plain math.
 
-Notation (the paper's, see ../shared/docs/science.md):
+Notation (the paper's, see docs/science.md):
   N  total optimizer steps, B sequences per step
   g  target fraction of all training sequences = epochs x unique target sequences / (N x B)
   a  target stage-2 allocation: share of the (epoched) target data placed in stage 2

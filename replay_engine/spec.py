@@ -345,22 +345,22 @@ class JobSpec(_Strict):
             errors.append(("distributed.nodes", "must be >= 1"))
         if errors:
             return errors
-        world = dist.world_size
+        return self.batch_split_errors(dist.world_size)
+
+    def batch_split_errors(self, world: int) -> list[tuple[str, str]]:
+        """Each of `world` processes takes batch_size / world sequences of every step, in
+        micro-batches: both must divide evenly. The trainer checks the world it actually got."""
         if self.batch_size % world:
-            errors.append(
-                ("batch_size", f"must be divisible by the {world} processes of `distributed`")
-            )
-        elif (
-            self.micro_batch_size is not None and (self.batch_size // world) % self.micro_batch_size
-        ):
-            errors.append(
+            return [("batch_size", f"must be divisible by the {world} processes of `distributed`")]
+        if self.micro_batch_size is not None and (self.batch_size // world) % self.micro_batch_size:
+            return [
                 (
                     "micro_batch_size",
                     f"must divide the per-process batch ({self.batch_size // world} = "
                     f"batch_size / {world} processes)",
                 )
-            )
-        return errors
+            ]
+        return []
 
 
 # Fields added to JobSpec after specs were first stored (job rows, checkpoint meta.json), with

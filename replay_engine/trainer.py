@@ -41,7 +41,7 @@ from .data import PackedDataset, prepare_dataset
 from .flops import device_peak_flops, mfu, model_flops_per_token
 from .hooks import NoHooks, TrainingHooks
 from .mixture import TARGET, Mixture
-from .models import build_on_meta, load_model, load_tokenizer, model_info
+from .models import build_on_meta, load_base, load_model, load_tokenizer, model_info
 from .schedule import Plan, resolve_plan
 from .spec import JobSpec, SpecError
 from .streaming import prepare_sharded, should_stream
@@ -386,64 +386,131 @@ def _train(
     d: distributed.Dist,
     device: torch.device,
 ) -> TrainResult:
-    main = d.is_main
-    if not main:
-        hooks = NoHooks()
-    if main:
+    """The recipe: the setup steps of the module docstring, then the loop."""
+    if d.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        hooks = NoHooks()  # only rank 0 reports
     torch.manual_seed(spec.seed)
 
-    # 1-2. tokenizer, data, plan: rank 0 first, so the others find the token cache warm
-    if data is None:
-        if not main:
-            distributed.barrier(d)
-        data = prepare(spec)
-        if main:
-            distributed.barrier(d)
+    data = data or _prepare_in_rank_order(spec, d)  # 1-2. tokenizer, data, plan
     plan = data.plan
-    mixture = Mixture(plan)
-    N, B, L = plan.total_steps, plan.batch_size, plan.seq_len
-    W = d.world_size
-    if B % W or (spec.micro_batch_size and (B // W) % spec.micro_batch_size):
-        raise SpecError(
-            [
-                (
-                    "batch_size",
-                    f"{B} sequences (micro {spec.micro_batch_size}) do not split over {W} processes",
-                )
-            ]
-        )
-    my_slots = range(d.rank, B, W)
-    spec_json = spec.model_dump(mode="json")
+    _check_batch_split(spec, d)
+    resume, meta = _resume_point(spec, out_dir, d)  # 3. resume point
+    model, raw_model, flops_per_token = _build_model(spec, resume, d, device, plan.seq_len)  # 4.
+    optimizer = build_optimizer(raw_model, spec, device)  # 5. optimizer
+    _restore_optimizer(optimizer, raw_model, spec, resume, d)
 
-    # 3. resume point
-    if main:
+    start, N = int(meta.get("step", 0)), plan.total_steps
+    run = _Run(
+        spec=spec,
+        plan=plan,
+        data=data,
+        mixture=Mixture(plan),
+        d=d,
+        device=device,
+        model=model,
+        raw_model=raw_model,
+        optimizer=optimizer,
+        hooks=hooks,
+        metrics=MetricsFile(out_dir / "metrics.jsonl", start) if d.is_main else None,
+        out_dir=out_dir,
+        flops_per_token=flops_per_token,
+        peak_flops=device_peak_flops(device, spec.peak_flops),
+        spike=SpikeTracker(**meta.get("spike", {})),
+        last_eval=meta.get("last_eval", {}),
+    )
+    eval_interval = spec.eval_interval or max(1, N // 20)
+    checkpoint_interval = spec.checkpoint_interval or max(1, N // 10)
+
+    stopped = False
+    final_checkpoint = resume if start == N else None
+    try:
+        if start == 0:
+            _run_eval(run, 0)
+        for step in range(start, N):
+            run.emit(_train_step(run, step))
+            done = step + 1
+            if done % eval_interval == 0 or done == N:
+                _run_eval(run, done)
+            if done % checkpoint_interval == 0 or done == N:
+                path = _save(run, done)
+                if done == N:
+                    final_checkpoint = path
+            if done < N and distributed.broadcast_flag(hooks.should_stop(done), d, device):
+                if done % checkpoint_interval:
+                    _save(run, done)
+                stopped = True
+                break
+        summary = _summary(plan, run.spike, run.last_eval, stopped)
+        if not stopped:
+            run.emit(summary)
+    finally:
+        if run.metrics is not None:
+            run.metrics.close()
+    steps_completed = done if stopped else N
+    return TrainResult(out_dir, steps_completed, N, stopped, final_checkpoint, summary)
+
+
+# ---------------------------------------------------------------------------- setup steps
+def _prepare_in_rank_order(spec: JobSpec, d: distributed.Dist) -> RunData:
+    """`prepare` on rank 0 first, so the other ranks find the token cache warm."""
+    if not d.is_main:
+        distributed.barrier(d)
+    data = prepare(spec)
+    if d.is_main:
+        distributed.barrier(d)
+    return data
+
+
+def _check_batch_split(spec: JobSpec, d: distributed.Dist) -> None:
+    # spec.check() tests the world the spec asks for; this is the one the run got (torchrun
+    # started by hand with another process count, say)
+    errors = spec.batch_split_errors(d.world_size)
+    if errors:
+        raise SpecError(errors)
+
+
+def _resume_point(
+    spec: JobSpec, out_dir: Path, d: distributed.Dist
+) -> tuple[Path | None, dict[str, Any]]:
+    """The newest complete checkpoint in `out_dir` and its meta.json (None, {} for a new run)."""
+    if d.is_main:
         ckpt.clean_partial(out_dir)
     distributed.barrier(d)
     resume = ckpt.latest_checkpoint(out_dir)
-    meta: dict[str, Any] = {}
-    if resume is not None:
-        meta = ckpt.read_meta(resume)
-        if _comparable(meta["spec"]) != _comparable(spec_json):
-            raise SpecError(
-                [("spec", f"{out_dir} holds a run of a different spec; use a new output folder")]
-            )
+    if resume is None:
+        return None, {}
+    meta = ckpt.read_meta(resume)
+    if _comparable(meta["spec"]) != _comparable(spec.model_dump(mode="json")):
+        raise SpecError(
+            [("spec", f"{out_dir} holds a run of a different spec; use a new output folder")]
+        )
+    return resume, meta
 
-    # 4. model. FSDP: rank 0 loads it on CPU, the other ranks build it empty on the meta
-    # device; after sharding, rank 0 broadcasts the weights (each rank keeps only its shard)
+
+def _load_weights(
+    spec: JobSpec, resume: Path | None, d: distributed.Dist, device: torch.device
+) -> torch.nn.Module:
+    """The model to train, from the checkpoint when resuming, else from the spec. Under FSDP
+    only rank 0 reads weights; the other ranks build the architecture empty on the meta
+    device and receive their shards after wrapping (`distributed.fill_from_rank0`)."""
     fsdp = d.enabled and d.strategy == "fsdp"
-    load_device = torch.device("cpu") if fsdp else device
     if spec.method.type != "full":
         if fsdp:
             raise SpecError([("distributed.strategy", "LoRA trains with ddp, not fsdp")])
-        model = lora.build_model(spec, load_device, resume)  # base from the spec + adapter
-    elif fsdp and not main:
+        # the base always comes from the spec; on resume the adapter from the checkpoint
+        return lora.build_model(spec, load_base(spec, device), resume)
+    if fsdp and not d.is_main:
         source = (str(resume), None) if resume is not None else (spec.model, spec.gguf_file)
-        model = build_on_meta(source[0], gguf_file=source[1])
-    elif resume is not None:
-        model = load_model(str(resume), device=load_device)
-    else:
-        model = load_model(spec.model, gguf_file=spec.gguf_file, seed=spec.seed, device=load_device)
+        return build_on_meta(source[0], gguf_file=source[1])
+    if resume is not None:
+        return load_model(str(resume), device=device)
+    return load_model(spec.model, gguf_file=spec.gguf_file, seed=spec.seed, device=device)
+
+
+def _apply_speed_options(model: torch.nn.Module, spec: JobSpec) -> None:
+    """Activation checkpointing and torch.compile: how fast, never what is computed."""
     if spec.activation_checkpointing:
         # transformers 5.2x renamed gradient_checkpointing_enable; accept both names
         enable = getattr(model, "activation_checkpointing_enable", None)
@@ -456,215 +523,236 @@ def _train(
     if spec.compile:
         for block in distributed.transformer_blocks(model) or [model]:
             block.compile()  # in place: parameter names (and so checkpoints) are unchanged
+
+
+def _build_model(
+    spec: JobSpec, resume: Path | None, d: distributed.Dist, device: torch.device, seq_len: int
+) -> tuple[torch.nn.Module, torch.nn.Module, float]:
+    """-> (the model the loop runs, wrapped for DDP/FSDP; the bare model that is saved and
+    optimized; FLOPs per token). FSDP loads on CPU and shards onto `device` while wrapping."""
+    fsdp = d.enabled and d.strategy == "fsdp"
+    model = _load_weights(spec, resume, d, torch.device("cpu") if fsdp else device)
+    _apply_speed_options(model, spec)
     model.train()
-    flops_per_token = model_flops_per_token(model, L)
-    full_weights = model.state_dict() if fsdp and main else {}
+    flops_per_token = model_flops_per_token(model, seq_len)
+    full_weights = model.state_dict() if fsdp and d.is_main else {}
     model = distributed.wrap_model(model, d, device)
     if fsdp:
         distributed.fill_from_rank0(model, full_weights, d, device)
         del full_weights
-    raw_model = distributed.unwrap(model)  # what is saved, evaluated under DDP, optimized
+    return model, distributed.unwrap(model), flops_per_token
 
-    # 5. optimizer
-    optimizer = build_optimizer(raw_model, spec, device)
+
+def _restore_optimizer(
+    optimizer: torch.optim.Optimizer,
+    raw_model: torch.nn.Module,
+    spec: JobSpec,
+    resume: Path | None,
+    d: distributed.Dist,
+) -> None:
+    """Resume: the checkpoint's moments and RNG. `optimizer_state: carry`: the moments of the
+    full fine-tuning checkpoint named as `model`. Otherwise the optimizer starts fresh."""
     if resume is not None:
         distributed.load_optimizer_state(raw_model, optimizer, resume, d)
         ckpt.restore_rng(resume)
-    elif spec.optimizer_state == "carry":
-        if not ckpt.is_replayft_checkpoint(spec.model):
-            raise SpecError(
-                [
-                    (
-                        "optimizer_state",
-                        f"carry needs a ReplayFT checkpoint as model; {spec.model} is not one",
-                    )
-                ]
-            )
-        if ckpt.read_meta(spec.model)["spec"].get("method", {}).get("type", "full") != "full":
-            raise SpecError(
-                [
-                    (
-                        "optimizer_state",
-                        f"carry needs a full fine-tuning checkpoint; {spec.model} was trained with "
-                        f"LoRA, whose optimizer state covers only the adapter",
-                    )
-                ]
-            )
-        distributed.load_optimizer_state(raw_model, optimizer, Path(spec.model), d)
-
-    use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-
-    def autocast():
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
-
-    start = int(meta.get("step", 0))
-    spike = SpikeTracker(**meta.get("spike", {}))
-    last_eval: dict[str, Any] = meta.get("last_eval", {})
-    eval_interval = spec.eval_interval or max(1, N // 20)
-    checkpoint_interval = spec.checkpoint_interval or max(1, N // 10)
-    local_B = len(my_slots)
-    micro = spec.micro_batch_size or local_B
-    params = [p for p in model.parameters() if p.requires_grad]
-    peak = device_peak_flops(device, spec.peak_flops)
-    metrics = MetricsFile(out_dir / "metrics.jsonl", start) if main else None
-    per_document = spec.packing_attention == "document"
-    # under DDP, eval runs on the bare model (no gradient hooks); FSDP needs its wrapper's gathers
-    eval_model = raw_model if d.strategy == "ddp" else model
-
-    def emit(record: dict[str, Any]) -> None:
-        if main:
-            metrics.write(record)
-            hooks.on_metrics(record)
-
-    def run_eval(step: int) -> None:
-        nonlocal last_eval
-        kwargs = dict(
-            n_sequences=spec.eval_sequences,
-            micro_batch=micro,
-            device=device,
-            autocast=autocast,
-            dist=d,
-            per_document=per_document,
-        )
-        record: dict[str, Any] = {
-            "type": "eval",
-            "step": step,
-            "stage": plan.stage_at(min(step, N - 1)).index,
-        }
-        if data.target is not None:
-            record["val_loss_target"] = evaluate(eval_model, data.target.val, **kwargs)
-        if data.generic is not None:
-            record["val_loss_generic"] = evaluate(eval_model, data.generic.val, **kwargs)
-        last_eval = record
-        emit(record)
-
-    def save(step: int) -> Path:
-        model_state, optimizer_state = distributed.full_state(model, optimizer, d)
-        path = ckpt.checkpoints_root(out_dir) / f"step-{step}"
-        if main:
-            path = ckpt.save_checkpoint(
-                out_dir,
-                step,
-                model=raw_model,
-                tokenizer=data.tokenizer,
-                optimizer=optimizer,
-                optimizer_state=optimizer_state,
-                model_state=model_state,
-                write_model=None
-                if spec.method.type == "full"
-                else lambda folder: lora.write_checkpoint_weights(raw_model, folder, spec),
-                meta={
-                    "spec": spec_json,
-                    "plan": plan.summary(),
-                    "spike": asdict(spike),
-                    "last_eval": last_eval,
-                    "tokens_seen": step * B * L,
-                    "world_size": W,
-                },
-            )
-            ckpt.prune_checkpoints(out_dir, spec.keep_checkpoints, protect=path)
-            hooks.on_checkpoint(path, step)
-        distributed.barrier(d)  # the folder is complete before any rank goes on (or resumes)
-        return path
-
-    stopped = False
-    final_checkpoint = resume if start == N else None
-    try:
-        if start == 0:
-            run_eval(0)
-        for step in range(start, N):
-            t0 = time.perf_counter()
-            lr = plan.lr_at(step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            tokens, mask, positions, is_target = gather_batch(mixture, data, step, my_slots)
-            ids = torch.from_numpy(tokens).to(device, non_blocking=True)
-            position_ids = torch.from_numpy(positions).to(device) if per_document else None
-            label_mask = torch.from_numpy(mask[:, 1:]).to(device)
-            target_rows = torch.from_numpy(is_target).to(device)
-            # the loss is the mean over the GLOBAL batch's trainable tokens; DDP/FSDP average
-            # gradients over the W ranks, so each rank scales its share by W
-            n_label_tokens = torch.tensor(float(mask[:, 1:].sum()), device=device)
-            distributed.all_reduce_sum(n_label_tokens, d).clamp_(min=1.0)
-            loss_scale = W / n_label_tokens
-            data_time = time.perf_counter() - t0
-
-            # sums of per-token loss and token counts, by source: [target, generic]
-            loss_sums = torch.zeros(2, device=device)
-            token_counts = torch.zeros(2, device=device)
-            for lo in range(0, local_B, micro):
-                hi = lo + micro
-                with distributed.grad_sync(model, d, sync=hi >= local_B):
-                    with autocast():
-                        row_positions = None if position_ids is None else position_ids[lo:hi]
-                        losses = token_losses(model, ids[lo:hi], row_positions)
-                        losses = losses * label_mask[lo:hi]
-                    (losses.sum() * loss_scale).backward()
-                per_row = losses.detach().sum(dim=1)
-                rows_target = target_rows[lo:hi]
-                counts = label_mask[lo:hi].sum(dim=1).float()
-                loss_sums[0] += per_row[rows_target].sum()
-                loss_sums[1] += per_row[~rows_target].sum()
-                token_counts[0] += counts[rows_target].sum()
-                token_counts[1] += counts[~rows_target].sum()
-            clip = spec.grad_clip if spec.grad_clip > 0 else math.inf
-            grad_norm = distributed.as_local(torch.nn.utils.clip_grad_norm_(params, clip))
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-
-            totals = distributed.all_reduce_sum(torch.cat([loss_sums, token_counts]), d)
-            sums, counts = totals[:2].tolist(), totals[2:].tolist()  # the one sync point per step
-            grad_norm = float(grad_norm)
-            train_loss = sum(sums) / max(1.0, sum(counts))
-            if not (math.isfinite(train_loss) and math.isfinite(grad_norm)):
-                raise TrainingDiverged(
-                    f"training diverged at step {step + 1}: loss {train_loss}, grad norm {grad_norm}; "
-                    f"try a lower learning_rate"
+        return
+    if spec.optimizer_state != "carry":
+        return
+    if not ckpt.is_replayft_checkpoint(spec.model):
+        raise SpecError(
+            [
+                (
+                    "optimizer_state",
+                    f"carry needs a ReplayFT checkpoint as model; {spec.model} is not one",
                 )
-            loss_target = sums[0] / counts[0] if counts[0] else None
-            loss_generic = sums[1] / counts[1] if counts[1] else None
-            spike.update(step + 1, loss_target)
-            step_time = time.perf_counter() - t0
-            done = step + 1
-            tokens_per_second = B * L / step_time
-            emit(
-                {
-                    "type": "train",
-                    "step": done,
-                    "stage": plan.stage_at(step).index,
-                    "lr": lr,
-                    "train_loss": train_loss,
-                    "train_loss_target": loss_target,
-                    "train_loss_generic": loss_generic,
-                    "grad_norm": grad_norm,
-                    "tokens_seen": done * B * L,
-                    "tokens_per_second": tokens_per_second,
-                    "mfu": mfu(tokens_per_second, flops_per_token, peak, W),
-                    "target_sequences": plan.target_count_at(step),
-                    "generic_sequences": B - plan.target_count_at(step),
-                    "data_time": data_time,
-                    "step_time": step_time,
-                }
-            )
-            if done % eval_interval == 0 or done == N:
-                run_eval(done)
-            if done % checkpoint_interval == 0 or done == N:
-                path = save(done)
-                if done == N:
-                    final_checkpoint = path
-            if done < N and distributed.broadcast_flag(hooks.should_stop(done), d, device):
-                if done % checkpoint_interval:
-                    save(done)
-                stopped = True
-                break
-        summary = _summary(plan, spike, last_eval, stopped)
-        if not stopped:
-            emit(summary)
-    finally:
-        if metrics is not None:
-            metrics.close()
-    steps_completed = done if stopped else N
-    return TrainResult(out_dir, steps_completed, N, stopped, final_checkpoint, summary)
+            ]
+        )
+    if ckpt.read_meta(spec.model)["spec"].get("method", {}).get("type", "full") != "full":
+        raise SpecError(
+            [
+                (
+                    "optimizer_state",
+                    f"carry needs a full fine-tuning checkpoint; {spec.model} was trained with "
+                    f"LoRA, whose optimizer state covers only the adapter",
+                )
+            ]
+        )
+    distributed.load_optimizer_state(raw_model, optimizer, Path(spec.model), d)
+
+
+# ---------------------------------------------------------------------------- the loop's steps
+@dataclass
+class _Run:
+    """What the loop's steps share, built once by the setup steps."""
+
+    spec: JobSpec
+    plan: Plan
+    data: RunData
+    mixture: Mixture
+    d: distributed.Dist
+    device: torch.device
+    model: torch.nn.Module  # what runs forward and backward (the DDP/FSDP wrapper, if any)
+    raw_model: torch.nn.Module  # what is saved and optimized
+    optimizer: torch.optim.Optimizer
+    hooks: TrainingHooks
+    metrics: MetricsFile | None  # rank 0 only
+    out_dir: Path
+    flops_per_token: float
+    peak_flops: float | None
+    spike: SpikeTracker
+    last_eval: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        self.my_slots = range(self.d.rank, self.plan.batch_size, self.d.world_size)
+        self.micro = self.spec.micro_batch_size or len(self.my_slots)
+        self.per_document = self.spec.packing_attention == "document"
+        self.use_bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        # under DDP, eval runs on the bare model (no gradient hooks); FSDP needs its wrapper's
+        # gathers
+        self.eval_model = self.raw_model if self.d.strategy == "ddp" else self.model
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16)
+
+    def emit(self, record: dict[str, Any]) -> None:
+        if self.metrics is not None:
+            self.metrics.write(record)
+            self.hooks.on_metrics(record)
+
+
+def _train_step(run: _Run, step: int) -> dict[str, Any]:
+    """One optimizer step (the `step`-th, from 0); -> its train record."""
+    plan, device, d = run.plan, run.device, run.d
+    B, L, W = plan.batch_size, plan.seq_len, d.world_size
+    t0 = time.perf_counter()
+    lr = plan.lr_at(step)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    tokens, mask, positions, is_target = gather_batch(run.mixture, run.data, step, run.my_slots)
+    ids = torch.from_numpy(tokens).to(device, non_blocking=True)
+    position_ids = torch.from_numpy(positions).to(device) if run.per_document else None
+    label_mask = torch.from_numpy(mask[:, 1:]).to(device)
+    target_rows = torch.from_numpy(is_target).to(device)
+    # the loss is the mean over the GLOBAL batch's trainable tokens; DDP/FSDP average
+    # gradients over the W ranks, so each rank scales its share by W
+    n_label_tokens = torch.tensor(float(mask[:, 1:].sum()), device=device)
+    distributed.all_reduce_sum(n_label_tokens, d).clamp_(min=1.0)
+    loss_scale = W / n_label_tokens
+    data_time = time.perf_counter() - t0
+
+    # sums of per-token loss and token counts, by source: [target, generic]
+    loss_sums = torch.zeros(2, device=device)
+    token_counts = torch.zeros(2, device=device)
+    local_B, micro = len(run.my_slots), run.micro
+    for lo in range(0, local_B, micro):
+        hi = lo + micro
+        with distributed.grad_sync(run.model, d, sync=hi >= local_B):
+            with run.autocast():
+                row_positions = None if position_ids is None else position_ids[lo:hi]
+                losses = token_losses(run.model, ids[lo:hi], row_positions)
+                losses = losses * label_mask[lo:hi]
+            (losses.sum() * loss_scale).backward()
+        per_row = losses.detach().sum(dim=1)
+        rows_target = target_rows[lo:hi]
+        counts = label_mask[lo:hi].sum(dim=1).float()
+        loss_sums[0] += per_row[rows_target].sum()
+        loss_sums[1] += per_row[~rows_target].sum()
+        token_counts[0] += counts[rows_target].sum()
+        token_counts[1] += counts[~rows_target].sum()
+    clip = run.spec.grad_clip if run.spec.grad_clip > 0 else math.inf
+    grad_norm = distributed.as_local(torch.nn.utils.clip_grad_norm_(run.trainable, clip))
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+
+    totals = distributed.all_reduce_sum(torch.cat([loss_sums, token_counts]), d)
+    sums, counts = totals[:2].tolist(), totals[2:].tolist()  # the one sync point per step
+    grad_norm = float(grad_norm)
+    train_loss = sum(sums) / max(1.0, sum(counts))
+    if not (math.isfinite(train_loss) and math.isfinite(grad_norm)):
+        raise TrainingDiverged(
+            f"training diverged at step {step + 1}: loss {train_loss}, grad norm {grad_norm}; "
+            f"try a lower learning_rate"
+        )
+    loss_target = sums[0] / counts[0] if counts[0] else None
+    loss_generic = sums[1] / counts[1] if counts[1] else None
+    run.spike.update(step + 1, loss_target)
+    step_time = time.perf_counter() - t0
+    done = step + 1
+    tokens_per_second = B * L / step_time
+    return {
+        "type": "train",
+        "step": done,
+        "stage": plan.stage_at(step).index,
+        "lr": lr,
+        "train_loss": train_loss,
+        "train_loss_target": loss_target,
+        "train_loss_generic": loss_generic,
+        "grad_norm": grad_norm,
+        "tokens_seen": done * B * L,
+        "tokens_per_second": tokens_per_second,
+        "mfu": mfu(tokens_per_second, run.flops_per_token, run.peak_flops, W),
+        "target_sequences": plan.target_count_at(step),
+        "generic_sequences": B - plan.target_count_at(step),
+        "data_time": data_time,
+        "step_time": step_time,
+    }
+
+
+def _run_eval(run: _Run, step: int) -> None:
+    """Validation loss per source on held-out sequences, after `step` updates."""
+    kwargs = dict(
+        n_sequences=run.spec.eval_sequences,
+        micro_batch=run.micro,
+        device=run.device,
+        autocast=run.autocast,
+        dist=run.d,
+        per_document=run.per_document,
+    )
+    N = run.plan.total_steps
+    record: dict[str, Any] = {
+        "type": "eval",
+        "step": step,
+        "stage": run.plan.stage_at(min(step, N - 1)).index,
+    }
+    if run.data.target is not None:
+        record["val_loss_target"] = evaluate(run.eval_model, run.data.target.val, **kwargs)
+    if run.data.generic is not None:
+        record["val_loss_generic"] = evaluate(run.eval_model, run.data.generic.val, **kwargs)
+    run.last_eval = record
+    run.emit(record)
+
+
+def _save(run: _Run, step: int) -> Path:
+    """checkpoints/step-`step` (every rank takes part in gathering the state; rank 0 writes)."""
+    spec, plan = run.spec, run.plan
+    model_state, optimizer_state = distributed.full_state(run.model, run.optimizer, run.d)
+    path = ckpt.checkpoints_root(run.out_dir) / f"step-{step}"
+    if run.d.is_main:
+        path = ckpt.save_checkpoint(
+            run.out_dir,
+            step,
+            model=run.raw_model,
+            tokenizer=run.data.tokenizer,
+            optimizer=run.optimizer,
+            optimizer_state=optimizer_state,
+            model_state=model_state,
+            write_model=None
+            if spec.method.type == "full"
+            else lambda folder: lora.write_checkpoint_weights(run.raw_model, folder, spec),
+            meta={
+                "spec": spec.model_dump(mode="json"),
+                "plan": plan.summary(),
+                "spike": asdict(run.spike),
+                "last_eval": run.last_eval,
+                "tokens_seen": step * plan.batch_size * plan.seq_len,
+                "world_size": run.d.world_size,
+            },
+        )
+        ckpt.prune_checkpoints(run.out_dir, spec.keep_checkpoints, protect=path)
+        run.hooks.on_checkpoint(path, step)
+    distributed.barrier(run.d)  # the folder is complete before any rank goes on (or resumes)
+    return path
 
 
 def _summary(

@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM
 
 from replay_engine import lora
 from replay_engine.mixture import Mixture
-from replay_engine.models import build_on_meta, load_model, load_tokenizer, model_info
+from replay_engine.models import build_on_meta, load_base, load_model, load_tokenizer, model_info
 from replay_engine.spec import SpecError, parse_spec
 from replay_engine.trainer import check_against_model, gather_batch, prepare, token_losses, train
 
@@ -66,7 +66,7 @@ def merged_run(spec_data, tmp_path_factory):
 
 def test_only_adapters_train_and_the_loss_falls(spec_data, merged_run):
     spec = parse_spec({**spec_data, "method": LORA})
-    model = lora.build_model(spec, torch.device("cpu"), None)
+    model = lora.build_model(spec, load_base(spec, torch.device("cpu")), None)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_A" in n or "lora_B" in n for n in trainable)
     assert len(trainable) == 4 * 2 * 2  # 4 layers x (q, v) x (A, B)
@@ -219,7 +219,7 @@ def test_lora_spec_errors(spec_data):
     if not torch.cuda.is_available():
         spec = parse_spec({**spec_data, "method": {"type": "qlora", "export": "adapter"}})
         with pytest.raises(SpecError, match="qlora needs a CUDA GPU"):
-            lora.build_model(spec, torch.device("cpu"), None)
+            lora.build_model(spec, load_base(spec, torch.device("cpu")), None)
 
 
 def test_target_modules_are_checked_against_the_models_layers(spec_data):

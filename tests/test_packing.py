@@ -16,7 +16,7 @@ import torch
 from replay_engine import lora
 from replay_engine.checkpoint import upgrade_meta
 from replay_engine.data import prepare_dataset
-from replay_engine.models import load_model, load_tokenizer
+from replay_engine.models import load_base, load_model, load_tokenizer
 from replay_engine.spec import JobSpec, SpecError, parse_spec, upgrade_spec_data
 from replay_engine.trainer import token_losses, train
 
@@ -59,7 +59,7 @@ def test_packed_documents_score_as_if_alone():
 
 def test_packed_documents_score_as_if_alone_under_lora():
     spec = parse_spec({"model": TINY, "training_file": "t", "method": {"type": "lora"}})
-    model = lora.build_model(spec, torch.device("cpu"), None).eval()
+    model = lora.build_model(spec, load_base(spec, torch.device("cpu")), None).eval()
     assert type(model).__name__.startswith("Peft")  # the kwargs go through peft's forward
     # peft starts adapters at zero (B = 0); random ones make the wrapper change the outputs
     with torch.no_grad():
