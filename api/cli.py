@@ -20,8 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from api.client_cli import add_client_commands
-from api.sweeps_cli import add_sweep_commands
+from client.jobs import add_client_commands
+from client.sweeps import add_sweep_commands
 from replay_engine import cli as engine_cli
 
 ENGINE_COMMANDS = ("train", "plan", "efficiency", "demo")

@@ -32,7 +32,7 @@ def test_midtraining_example_plans(shared_data, cache_dir, monkeypatch):
     "path", sorted(EXAMPLES[0].parent.glob("sweeps/*.yaml")), ids=lambda p: p.name
 )
 def test_sweep_example_parses(path, shared_data):
-    from api.sweeps_cli import load_sweep_file
+    from client.sweeps import load_sweep_file
 
     spec, sweep = load_sweep_file(path)
     assert f"replayft sweeps submit examples/sweeps/{path.name}" in path.read_text()

@@ -4,8 +4,8 @@
 import pytest
 import yaml
 
-from api.client_cli import CLIError
-from api.sweeps_cli import load_sweep_file
+from client.http import CLIError
+from client.sweeps import load_sweep_file
 
 
 def write(tmp_path, data):

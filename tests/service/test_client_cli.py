@@ -22,7 +22,8 @@ import pytest
 import yaml
 from servicekit import TINY, Team, service_env
 
-from api.client_cli import CLIError, api_error, build_submission, join_jsonl
+from client.http import CLIError, api_error
+from client.submit import build_submission, join_jsonl
 from replay_engine.spec import parse_spec
 
 JOB_LINE = re.compile(r"^(ftjob-\S+) (\S+)")

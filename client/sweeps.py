@@ -28,28 +28,13 @@ import argparse
 import json
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-from api.client_cli import (
-    POLL_S,
-    CLIError,
-    _attach_ids,
-    _client,
-    _command,
-    _deadline,
-    _delete_uploads,
-    _err,
-    _expired,
-    _num,
-    _out,
-    _server_options,
-    _table,
-    _timeout_option,
-    build_submission,
-    upload_data,
-)
+from client.http import CLIError, client_from_args
+from client.options import command, server_options, timeout_option
+from client.output import err, num, out, table
+from client.submit import POLL_S, build_submission, deadline_after, expired, submit
 
 SWEEPS = "/sweeps"
 SWEEP_KEYS = ("replay_fractions", "target_stage2_allocations", "reference_subsets")
@@ -102,37 +87,27 @@ def cmd_sweeps_submit(args: argparse.Namespace) -> int:
     spec, sweep = load_sweep_file(path)
     submission = build_submission(spec, suffix=args.suffix)
     for note in submission.notes:
-        _err(f"note: {note}")
-    deadline = _deadline(args.timeout)
-    with _client(args) as client, tempfile.TemporaryDirectory(prefix="replayft-") as tmp:
-        uploaded = upload_data(client, submission, Path(tmp), deadline)
-        body = {**_attach_ids(submission), **sweep}
-        if "replay" in body:
+        err(f"note: {note}")
+    deadline = deadline_after(args.timeout)
+
+    def sweep_body(body: dict[str, Any]) -> dict[str, Any]:
+        body = {**body, **sweep}
+        if "replay" in body:  # the sweep sets the fractions; the spec gives only the data
             body["replay"] = {"dataset": body["replay"].get("dataset")}
-        try:
-            # the key makes a repeat after a lost answer return the same sweep, not a second
-            # family of jobs
-            created = client.request(
-                "POST",
-                SWEEPS,
-                json=body,
-                headers={"Idempotency-Key": f"replayft-cli-{uuid.uuid4()}"},
-                retry=True,
-            )
-        except CLIError as exc:
-            if exc.exit_code == 2:  # rejected: nothing was created, its files are no use
-                _delete_uploads(client, uploaded)
-            raise
-        _out(f"{created['id']} {created['status']} ({len(created['members'])} jobs)")
+        return body
+
+    with client_from_args(args) as client, tempfile.TemporaryDirectory(prefix="replayft-") as tmp:
+        created = submit(client, submission, SWEEPS, Path(tmp), deadline, shape=sweep_body)
+        out(f"{created['id']} {created['status']} ({len(created['members'])} jobs)")
         if not args.wait:
             return 0
         try:
             final = wait_sweep(client, created["id"], deadline)
         except KeyboardInterrupt:
-            _err(f"stopped waiting; sweep {created['id']} carries on")
+            err(f"stopped waiting; sweep {created['id']} carries on")
             return 130
         report = client.get(f"{SWEEPS}/{created['id']}/report")
-    _out(format_report(report))
+    out(format_report(report))
     if final["status"] != "succeeded":
         raise CLIError(f"sweep {created['id']} {final['status']}: {final['counts']}", 1)
     return 0
@@ -149,11 +124,11 @@ def wait_sweep(client: Any, sweep_id: str, deadline: float | None = None) -> dic
             f"succeeded, {counts['failed']} failed, {counts['unfinished']} unfinished"
         )
         if line != last:
-            _err(line)
+            err(line)
             last = line
         if sweep["status"] in FINISHED:
             return sweep
-        if _expired(deadline):
+        if expired(deadline):
             raise CLIError(
                 f"timed out waiting for sweep {sweep_id} ({counts}); it carries on: "
                 f"`replayft sweeps show {sweep_id}`",
@@ -180,7 +155,7 @@ def format_members(sweep: dict[str, Any]) -> str:
             ]
         )
     header = ["JOB", "STATUS", "ROLE", "R", "A", "SUBSET", "STEP"]
-    return f"{sweep['id']} {sweep['status']}\n" + _table(rows, header)
+    return f"{sweep['id']} {sweep['status']}\n" + table(rows, header)
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -189,18 +164,18 @@ def format_report(report: dict[str, Any]) -> str:
     fit = reference.get("fit")
     if fit:
         params = (
-            f"A={_num(fit['A'])} B={_num(fit['B'])} C={_num(fit['C'])}"
+            f"A={num(fit['A'])} B={num(fit['B'])} C={num(fit['C'])}"
             if fit["method"] == "power"
-            else f"alpha={_num(fit['alpha'])} beta={_num(fit['beta'])} (power law degenerated)"
+            else f"alpha={num(fit['alpha'])} beta={num(fit['beta'])} (power law degenerated)"
         )
         lines.append(f"reference fit: {fit['formula']}: {params}")
     else:
         lines.append(f"reference fit: none ({reference.get('fit_error')})")
     rows = [
-        [f"{p['x']:.4g}", _num(p["final_val_loss_target"]), p["status"], p["job_id"]]
+        [f"{p['x']:.4g}", num(p["final_val_loss_target"]), p["status"], p["job_id"]]
         for p in reference["points"]
     ]
-    lines.append(_table(rows, ["X", "VAL_TARGET", "STATUS", "JOB"]))
+    lines.append(table(rows, ["X", "VAL_TARGET", "STATUS", "JOB"]))
     rows = []
     for c in report["configurations"]:
         alloc = c["target_stage2_allocation"]
@@ -209,15 +184,15 @@ def format_report(report: dict[str, Any]) -> str:
                 f"{c['replay_fraction']:g}" + (" (baseline)" if c["is_baseline"] else ""),
                 "-" if alloc is None else f"{alloc:g}",
                 c["status"],
-                _num(c["final_val_loss_target"]),
-                _num(c["final_val_loss_generic"]),
-                _num(c["loss_spike_height"]),
+                num(c["final_val_loss_target"]),
+                num(c["final_val_loss_generic"]),
+                num(c["loss_spike_height"]),
                 "-" if c["multiplier"] is None else f"{c['multiplier']:.2f}x",
                 c["job_id"],
             ]
         )
     header = ["R", "A", "STATUS", "VAL_TARGET", "VAL_GENERIC", "SPIKE", "MULTIPLIER", "JOB"]
-    lines += ["", _table(rows, header)]
+    lines += ["", table(rows, header)]
     rec = report.get("recommendation")
     lines.append("")
     lines.append(f"recommended: {rec['reason']}" if rec else "recommended: nothing finished yet")
@@ -226,25 +201,25 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def cmd_sweeps_show(args: argparse.Namespace) -> int:
-    with _client(args) as client:
+    with client_from_args(args) as client:
         sweep = client.get(f"{SWEEPS}/{args.sweep_id}")
         report = client.get(f"{SWEEPS}/{args.sweep_id}/report")
     if args.json:
-        _out(json.dumps({"sweep": sweep, "report": report}, indent=2))
+        out(json.dumps({"sweep": sweep, "report": report}, indent=2))
     else:
-        _out(format_members(sweep) + "\n\n" + format_report(report))
+        out(format_members(sweep) + "\n\n" + format_report(report))
     return 0
 
 
 def cmd_sweeps_cancel(args: argparse.Namespace) -> int:
-    with _client(args) as client:
+    with client_from_args(args) as client:
         sweep = client.request("POST", f"{SWEEPS}/{args.sweep_id}/cancel")
-    _out(f"{sweep['id']} {sweep['status']}")
+    out(f"{sweep['id']} {sweep['status']}")
     return 0
 
 
 def add_sweep_commands(sub: argparse._SubParsersAction) -> None:
-    server = _server_options()
+    server = server_options()
     sweeps = sub.add_parser(
         "sweeps", parents=[server], help="replay sweeps and their data-efficiency reports"
     )
@@ -261,14 +236,14 @@ def add_sweep_commands(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="wait for every member, then print the report; exit 1 unless all succeed",
     )
-    _timeout_option(p)
-    p.set_defaults(func=_command(cmd_sweeps_submit))
+    timeout_option(p)
+    p.set_defaults(func=command(cmd_sweeps_submit))
 
     p = sweeps_sub.add_parser("show", parents=[server], help="a sweep's members and its report")
     p.add_argument("sweep_id")
     p.add_argument("--json", action="store_true", help="the sweep and report objects as JSON")
-    p.set_defaults(func=_command(cmd_sweeps_show))
+    p.set_defaults(func=command(cmd_sweeps_show))
 
     p = sweeps_sub.add_parser("cancel", parents=[server], help="cancel a sweep's unfinished jobs")
     p.add_argument("sweep_id")
-    p.set_defaults(func=_command(cmd_sweeps_cancel))
+    p.set_defaults(func=command(cmd_sweeps_cancel))
