@@ -29,6 +29,7 @@ from api.settings import Settings
 # Suffixes the engine reads by name; anything else is stored bare and sniffed by the engine.
 _KNOWN_SUFFIXES = {".jsonl", ".json", ".txt", ".parquet"}
 _MAX_FIELD_BYTES = 4096
+_MAX_PART_HEADER_BYTES = 16 * 1024  # a part's header lines (a file name is at most 500 chars)
 
 
 class _UploadSink:
@@ -60,7 +61,15 @@ class _UploadSink:
         }
 
     def _append(self, attr: str, data: bytes) -> None:
-        setattr(self, attr, getattr(self, attr) + data)
+        value = getattr(self, attr) + data
+        if len(value) > _MAX_PART_HEADER_BYTES:  # held in memory: bound it
+            raise invalid(
+                f"Malformed multipart body: a part header is longer than "
+                f"{_MAX_PART_HEADER_BYTES} bytes.",
+                "file",
+                code="invalid_multipart",
+            )
+        setattr(self, attr, value)
 
     def _part_begin(self) -> None:
         self._headers, self._name, self._value = {}, None, bytearray()

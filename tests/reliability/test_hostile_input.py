@@ -327,6 +327,7 @@ UPLOADS = {
     "nul in file name": multipart(b"a\x00b.jsonl"),
     "501-character file name": multipart(b"a" * 497 + b".txt"),
     "10000-character file name": multipart(b"a" * 10_000),
+    "1 MB part header": multipart(b"a" * 1_000_000),
     "malformed multipart": (b"this is not multipart", "multipart/form-data; boundary=xyz"),
     "bad part header": (
         b"--xyz\r\nnot a header\r\n\r\nbody\r\n--xyz--\r\n",
