@@ -90,8 +90,9 @@ def bounded(kind: type, *, ge=None, gt=None, le=None, lt=None) -> Any:
     return Annotated[kind, Field(ge=ge, gt=gt, le=le, lt=lt, **extra), WrapValidator(check)]
 
 
-# Bounds that are facts, shared with the API's request schemas. Steps, seeds and counts are
-# stored in 32-bit integer columns; the batch and sequence maxima are far past any real run.
+# Bounds on single fields (the API's request schemas share `Seed`). Steps and seeds are stored
+# in 32-bit integer columns by the service; the batch, sequence, eval and epoch maxima are far past
+# any real run and keep the schedule's arithmetic finite (n_epochs 1e308 overflowed it).
 INT32_END = 2**31
 MAX_BATCH_SIZE = 2**16
 MAX_SEQ_LEN = 2**20
