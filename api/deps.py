@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from api.db.models import File, Job, Sweep, Team
 from api.db.session import get_sessionmaker
 from api.errors import APIError, not_found
+from api.schemas.common import PathId
 from api.services.teams import team_for_key
 
 
@@ -53,7 +54,7 @@ def get_current_team(
 CurrentTeam = Annotated[Team, Depends(get_current_team)]
 
 
-def get_file(file_id: str, session: SessionDep, team: CurrentTeam) -> File:
+def get_file(file_id: PathId, session: SessionDep, team: CurrentTeam) -> File:
     file = session.scalar(select(File).where(File.id == file_id, File.team_id == team.id))
     if file is None:
         raise not_found("file", file_id, param="file_id")
@@ -63,7 +64,7 @@ def get_file(file_id: str, session: SessionDep, team: CurrentTeam) -> File:
 FileDep = Annotated[File, Depends(get_file)]
 
 
-def get_job(job_id: str, session: SessionDep, team: CurrentTeam) -> Job:
+def get_job(job_id: PathId, session: SessionDep, team: CurrentTeam) -> Job:
     job = session.scalar(select(Job).where(Job.id == job_id, Job.team_id == team.id))
     if job is None:
         raise not_found("fine-tuning job", job_id, param="fine_tuning_job_id")
@@ -73,7 +74,7 @@ def get_job(job_id: str, session: SessionDep, team: CurrentTeam) -> Job:
 JobDep = Annotated[Job, Depends(get_job)]
 
 
-def get_sweep(sweep_id: str, session: SessionDep, team: CurrentTeam) -> Sweep:
+def get_sweep(sweep_id: PathId, session: SessionDep, team: CurrentTeam) -> Sweep:
     sweep = session.scalar(select(Sweep).where(Sweep.id == sweep_id, Sweep.team_id == team.id))
     if sweep is None:
         raise not_found("sweep", sweep_id, param="sweep_id")

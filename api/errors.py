@@ -86,13 +86,13 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        # drop the location kind ("body", "query") and pydantic's union-branch labels
+        loc = [str(p) for p in first.get("loc", ())[1:]]  # without the kind ("body", "query")
+        if "[key]" in loc:  # a bad key of a mapping: name the mapping, not the client's key
+            loc = loc[: loc.index("[key]") - 1]
+        # drop pydantic's union-branch labels ("function-after[...]", "list[...]", "int", ...)
         loc = [
-            str(p)
-            for p in first.get("loc", ())[1:]
-            if not str(p).startswith(("function-", "literal["))
+            p for p in loc if "[" not in p and p not in ("float", "int", "str", "constrained-str")
         ]
-        loc = [p for p in loc if p not in ("float", "int", "str", "list[str]")]
         param = ".".join(loc) or None
         message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
         return JSONResponse(

@@ -40,6 +40,17 @@ class Settings(BaseSettings):
         600.0,
         description="Seconds a multi-machine job waits for all its machines before failing.",
     )
+    max_steps_per_job: int = Field(
+        1_000_000,
+        gt=0,
+        description="Most optimizer steps one job may plan; a request over it is refused (400).",
+    )
+    max_tokens_per_job: int = Field(
+        10**12,
+        gt=0,
+        description="Most tokens one job may train on (steps x batch_size x seq_len); a request "
+        "over it is refused (400).",
+    )
     default_tokenizer_model: str = Field(
         "replayft/llama-tiny", description="Tokenizer used for the token counts in file stats."
     )

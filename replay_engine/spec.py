@@ -6,7 +6,10 @@ follow the public API (docs in ../shared/docs/api.md): the replay knobs live und
 top level.
 
 Validation that needs only the spec itself happens here and reports *every* problem at once, each
-with its field path (`replay.fraction`), through `SpecError`. Validation that needs the data (how
+with its field path (`replay.fraction`), through `SpecError`. A bound that holds for one field
+alone (r in [0, 1), a seed below 2^31, at most 2^16 sequences a batch) is declared on the field,
+so JSON schemas show it and nothing absurd gets past parsing; `JobSpec.check` keeps the rules
+that tie fields together. No float may be NaN or infinite. Validation that needs the data (how
 many target sequences there are, whether r/a/d are consistent with them) happens when the schedule
 is resolved (`schedule.resolve_plan`), and raises the same error type.
 """
@@ -14,10 +17,19 @@ is resolved (`schedule.resolve_plan`), and raises the same error type.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 
 class SpecError(ValueError):
@@ -36,6 +48,62 @@ class SpecError(ValueError):
         return self.errors[0][0]
 
 
+_BOUND_ERRORS = {
+    "greater_than",
+    "greater_than_equal",
+    "less_than",
+    "less_than_equal",
+    "finite_number",
+}
+
+
+def _number(x: float) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def bounded(kind: type, *, ge=None, gt=None, le=None, lt=None) -> Any:
+    """`kind` (int or float) limited to an interval declared on the field, so a JSON schema
+    shows it; a value outside reads `must be in [0, 1), got 1.5` rather than pydantic's
+    one-sided wording. Floats must also be finite."""
+    low = f"[{_number(ge)}" if ge is not None else f"({_number(gt)}" if gt is not None else None
+    high = f"{_number(le)}]" if le is not None else f"{_number(lt)})" if lt is not None else None
+    if low and high:
+        rule = f"in {low}, {high}"
+    elif low:
+        rule = (">= " if ge is not None else "> ") + low[1:]
+    else:
+        rule = ("<= " if le is not None else "< ") + (high or "")[:-1]
+
+    def check(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError as exc:
+            kind_of_error = exc.errors()[0]["type"]
+            if kind_of_error not in _BOUND_ERRORS:
+                raise
+            finite = "a finite number " if kind_of_error == "finite_number" else ""
+            raise PydanticCustomError(
+                "out_of_range", f"must be {finite}{rule}, got {{value}}", {"value": value}
+            ) from None
+
+    extra = {"allow_inf_nan": False} if kind is float else {}
+    return Annotated[kind, Field(ge=ge, gt=gt, le=le, lt=lt, **extra), WrapValidator(check)]
+
+
+# Bounds on single fields (the API's request schemas share `Seed`). Steps and seeds are stored
+# in 32-bit integer columns by the service; the batch, sequence, eval and epoch maxima are far past
+# any real run and keep the schedule's arithmetic finite (n_epochs 1e308 overflowed it).
+INT32_END = 2**31
+MAX_BATCH_SIZE = 2**16
+MAX_SEQ_LEN = 2**20
+MAX_EVAL_SEQUENCES = 2**16
+MAX_EPOCHS = 10_000
+Seed = bounded(int, ge=0, lt=INT32_END)
+Steps = bounded(int, ge=1, lt=INT32_END)  # a step count or interval
+BatchSize = bounded(int, ge=1, le=MAX_BATCH_SIZE)
+Share = bounded(float, ge=0, le=1)  # a ratio in [0, 1]
+
+
 def _as_list(value: Any) -> Any:
     """A single path may be given where a list of paths is expected."""
     return [value] if isinstance(value, str) else value
@@ -43,7 +111,7 @@ def _as_list(value: Any) -> Any:
 
 class _Strict(BaseModel):
     # Unknown keys are errors: a typo in a YAML spec must not silently fall back to a default.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ReplaySpec(_Strict):
@@ -57,13 +125,13 @@ class ReplaySpec(_Strict):
         default_factory=list,
         description="Held-out generic files for val_loss_generic; empty = hold out documents of `dataset`.",
     )
-    fraction: float | None = Field(
+    fraction: bounded(float, ge=0, lt=1) | None = Field(
         default=None, description="r: share of stage-2 sequences that are generic, in [0, 1)."
     )
-    target_stage2_allocation: float | None = Field(
+    target_stage2_allocation: Share | None = Field(
         default=None, description="a: fraction of the (epoched) target data placed in stage 2."
     )
-    stage2_duration: float | None = Field(
+    stage2_duration: bounded(float, gt=0, le=1) | None = Field(
         default=None, description="d: stage-2 length as a fraction of all steps, in (0, 1]."
     )
 
@@ -77,12 +145,12 @@ class LRSchedulerSpec(_Strict):
     """Learning-rate schedule; the LR is a pure function of the step (schedule.lr_at)."""
 
     type: Literal["wsd", "cosine", "linear", "constant"] = "wsd"
-    warmup_ratio: float = Field(0.01, description="warmup steps = floor(warmup_ratio * steps)")
-    decay_ratio: float = Field(0.1, description="WSD only: share of steps in the final decay")
+    warmup_ratio: Share = Field(0.01, description="warmup steps = floor(warmup_ratio * steps)")
+    decay_ratio: Share = Field(0.1, description="WSD only: share of steps in the final decay")
     decay_shape: Literal["linear", "cosine", "1-sqrt"] = Field(
         "linear", description="WSD only: shape of the final decay"
     )
-    min_lr_ratio: float = Field(0.0, description="the LR decays to min_lr_ratio * learning_rate")
+    min_lr_ratio: Share = Field(0.0, description="the LR decays to min_lr_ratio * learning_rate")
 
 
 class DistributedSpec(_Strict):
@@ -95,10 +163,10 @@ class DistributedSpec(_Strict):
     """
 
     strategy: Literal["ddp", "fsdp"] = "ddp"
-    gpus_per_node: int = Field(
+    gpus_per_node: BatchSize = Field(
         1, description="Processes per machine, one per GPU (torchrun's nproc-per-node)."
     )
-    nodes: int = Field(1, description="Machines; more than 1 needs a torchrun per machine.")
+    nodes: BatchSize = Field(1, description="Machines; more than 1 needs a torchrun per machine.")
 
     @property
     def world_size(self) -> int:
@@ -108,9 +176,9 @@ class DistributedSpec(_Strict):
 class LoraSpec(_Strict):
     """LoRA adapter settings (peft's LoraConfig)."""
 
-    r: int = Field(16, description="Adapter rank.")
+    r: bounded(int, ge=1, le=MAX_BATCH_SIZE) = Field(16, description="Adapter rank.")
     alpha: float = Field(32.0, description="Scaling numerator: updates are scaled by alpha / r.")
-    dropout: float = Field(0.0, description="Dropout on the adapter input.")
+    dropout: bounded(float, ge=0, lt=1) = Field(0.0, description="Dropout on the adapter input.")
     target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear",
         description="Module names to adapt, or all-linear (every linear but the head).",
@@ -150,7 +218,7 @@ class JobSpec(_Strict):
         description="Held-out target data; empty = hold out documents of `training_file`.",
     )
     replay: ReplaySpec = Field(default_factory=ReplaySpec)
-    target_subset_fraction: float = Field(
+    target_subset_fraction: bounded(float, gt=0, le=1) = Field(
         1.0,
         description="Train on this share of the target documents (after the validation holdout); "
         "with one seed, smaller shares are subsets of larger ones. For data-efficiency reference "
@@ -158,45 +226,51 @@ class JobSpec(_Strict):
     )
 
     # --- hyperparameters (names as in the API)
-    n_epochs: float = Field(1.0, description="Passes over the target training data.")
-    batch_size: int = Field(8, description="Sequences per optimizer step.")
-    micro_batch_size: int | None = Field(
+    n_epochs: bounded(float, gt=0, le=MAX_EPOCHS) = Field(
+        1.0, description="Passes over the target training data."
+    )
+    batch_size: BatchSize = Field(8, description="Sequences per optimizer step.")
+    micro_batch_size: BatchSize | None = Field(
         None,
         description="Sequences per forward pass; batch_size / micro_batch_size = accumulation.",
     )
-    seq_len: int = Field(512, description="Tokens per packed sequence.")
+    seq_len: bounded(int, ge=8, le=MAX_SEQ_LEN) = Field(
+        512, description="Tokens per packed sequence."
+    )
     packing_attention: Literal["document", "causal"] = Field(
         "document",
         description="Attention in a packed sequence: document = each token sees only earlier "
         "tokens of its own document (position ids restart per document); causal = every earlier "
         "token of the sequence, across document boundaries (as many pre-training runs do).",
     )
-    learning_rate: float = Field(3e-4, description="Peak learning rate.")
+    learning_rate: bounded(float, gt=0) = Field(3e-4, description="Peak learning rate.")
     lr_scheduler: LRSchedulerSpec = Field(default_factory=LRSchedulerSpec)
-    total_steps: int | None = Field(
+    total_steps: Steps | None = Field(
         None, description="Fix compute: total optimizer steps. Unset = derived from the data."
     )
     optimizer_state: Literal["reset", "carry"] = Field(
         "reset", description="carry: load AdamW moments from the ReplayFT checkpoint in `model`."
     )
-    weight_decay: float = Field(
+    weight_decay: bounded(float, ge=0) = Field(
         0.1, description="Decoupled; not applied to norms, embeddings, biases."
     )
-    adam_betas: tuple[float, float] = (0.9, 0.95)
+    adam_betas: tuple[bounded(float, ge=0, lt=1), bounded(float, ge=0, lt=1)] = (0.9, 0.95)
     adam_eps: float = 1e-8
-    grad_clip: float = Field(1.0, description="Max global grad norm; 0 disables.")
-    seed: int = 0
+    grad_clip: bounded(float, ge=0) = Field(1.0, description="Max global grad norm; 0 disables.")
+    seed: Seed = 0
 
     # --- evaluation and checkpoints
-    eval_interval: int | None = Field(None, description="Steps between evals; unset = total/20.")
-    eval_sequences: int = Field(64, description="Held-out sequences per source per eval.")
-    val_fraction: float = Field(
+    eval_interval: Steps | None = Field(None, description="Steps between evals; unset = total/20.")
+    eval_sequences: bounded(int, ge=1, le=MAX_EVAL_SEQUENCES) = Field(
+        64, description="Held-out sequences per source per eval."
+    )
+    val_fraction: bounded(float, gt=0, lt=1) = Field(
         0.05, description="Share of documents held out when no validation file."
     )
-    checkpoint_interval: int | None = Field(
+    checkpoint_interval: Steps | None = Field(
         None, description="Steps between checkpoints; unset = total/10."
     )
-    keep_checkpoints: int = Field(
+    keep_checkpoints: Steps = Field(
         2, description="Newest step checkpoints kept (the final one always is)."
     )
 
@@ -208,7 +282,7 @@ class JobSpec(_Strict):
     activation_checkpointing: bool = Field(
         False, description="Recompute activations in backward: less memory, ~30% more compute."
     )
-    peak_flops: float | None = Field(
+    peak_flops: bounded(float, gt=0) | None = Field(
         None,
         description="Peak FLOP/s of one device for the mfu metric; unset = looked up for known GPUs.",
     )
@@ -234,7 +308,8 @@ class JobSpec(_Strict):
         return self.batch_size // (self.micro_batch_size or self.batch_size)
 
     def check(self) -> None:
-        """Raise SpecError listing every problem that the spec alone reveals."""
+        """Raise SpecError listing every problem that the spec alone reveals across fields (each
+        field's own bounds were checked when it was parsed)."""
         errors: list[tuple[str, str]] = []
         r, a, d = (
             self.replay.fraction,
@@ -242,13 +317,7 @@ class JobSpec(_Strict):
             self.replay.stage2_duration,
         )
 
-        if r is not None and not 0 <= r < 1:
-            errors.append(("replay.fraction", f"must be in [0, 1), got {r}"))
-        if a is not None and not 0 <= a <= 1:
-            errors.append(("replay.target_stage2_allocation", f"must be in [0, 1], got {a}"))
-        if d is not None and not 0 < d <= 1:
-            errors.append(("replay.stage2_duration", f"must be in (0, 1], got {d}"))
-        if r and r > 0 and not self.replay.dataset:
+        if r and not self.replay.dataset:
             errors.append(("replay.dataset", "replay.fraction > 0 needs generic data to replay"))
         if not self.training_file and not self.replay.dataset:
             errors.append(("training_file", "no data: give training_file and/or replay.dataset"))
@@ -276,55 +345,14 @@ class JobSpec(_Strict):
                     "must be 1 when stage2_duration is 1 (there is no stage 1)",
                 )
             )
-        if not 0 < self.target_subset_fraction <= 1:
-            errors.append(
-                ("target_subset_fraction", f"must be in (0, 1], got {self.target_subset_fraction}")
-            )
         if self.target_subset_fraction < 1 and not self.training_file:
             errors.append(("target_subset_fraction", "given without training_file"))
-        if self.n_epochs <= 0:
-            errors.append(("n_epochs", f"must be > 0, got {self.n_epochs}"))
-        if self.batch_size < 1:
-            errors.append(("batch_size", f"must be >= 1, got {self.batch_size}"))
-        if self.micro_batch_size is not None and (
-            self.micro_batch_size < 1 or self.batch_size % self.micro_batch_size
-        ):
+        if self.micro_batch_size is not None and self.batch_size % self.micro_batch_size:
             errors.append(("micro_batch_size", f"must divide batch_size ({self.batch_size})"))
-        if self.seq_len < 8:
-            errors.append(("seq_len", f"must be >= 8, got {self.seq_len}"))
-        if not self.learning_rate > 0:
-            errors.append(("learning_rate", f"must be > 0, got {self.learning_rate}"))
-        if self.total_steps is not None and self.total_steps < 1:
-            errors.append(("total_steps", f"must be >= 1, got {self.total_steps}"))
         sched = self.lr_scheduler
-        for name in ("warmup_ratio", "decay_ratio", "min_lr_ratio"):
-            value = getattr(sched, name)
-            if not 0 <= value <= 1:
-                errors.append((f"lr_scheduler.{name}", f"must be in [0, 1], got {value}"))
         if sched.type == "wsd" and sched.warmup_ratio + sched.decay_ratio > 1:
             errors.append(("lr_scheduler.decay_ratio", "warmup_ratio + decay_ratio must be <= 1"))
-        if self.weight_decay < 0:
-            errors.append(("weight_decay", "must be >= 0"))
-        if self.grad_clip < 0:
-            errors.append(("grad_clip", "must be >= 0 (0 disables)"))
-        if not all(0 <= b < 1 for b in self.adam_betas):
-            errors.append(("adam_betas", "each beta must be in [0, 1)"))
-        if self.eval_interval is not None and self.eval_interval < 1:
-            errors.append(("eval_interval", "must be >= 1"))
-        if self.checkpoint_interval is not None and self.checkpoint_interval < 1:
-            errors.append(("checkpoint_interval", "must be >= 1"))
-        if self.eval_sequences < 1:
-            errors.append(("eval_sequences", "must be >= 1"))
-        if not 0 < self.val_fraction < 1:
-            errors.append(("val_fraction", "must be in (0, 1)"))
-        if self.keep_checkpoints < 1:
-            errors.append(("keep_checkpoints", "must be >= 1"))
         errors += self._check_distributed()
-        lora = self.method.lora
-        if lora.r < 1:
-            errors.append(("method.lora.r", f"must be >= 1, got {lora.r}"))
-        if not 0 <= lora.dropout < 1:
-            errors.append(("method.lora.dropout", f"must be in [0, 1), got {lora.dropout}"))
         if self.method.type == "qlora" and self.method.export != "adapter":
             # merging needs the de-quantized base, which a 4-bit run never holds
             errors.append(("method.export", "qlora checkpoints export the adapter only"))
@@ -332,20 +360,11 @@ class JobSpec(_Strict):
             errors.append(
                 ("optimizer_state", "carry is for full fine-tuning; LoRA starts fresh adapters")
             )
-        if self.peak_flops is not None and not self.peak_flops > 0:
-            errors.append(("peak_flops", "must be > 0"))
         if errors:
             raise SpecError(errors)
 
     def _check_distributed(self) -> list[tuple[str, str]]:
-        dist, errors = self.distributed, []
-        if dist.gpus_per_node < 1:
-            errors.append(("distributed.gpus_per_node", "must be >= 1"))
-        if dist.nodes < 1:
-            errors.append(("distributed.nodes", "must be >= 1"))
-        if errors:
-            return errors
-        return self.batch_split_errors(dist.world_size)
+        return self.batch_split_errors(self.distributed.world_size)
 
     def batch_split_errors(self, world: int) -> list[tuple[str, str]]:
         """Each of `world` processes takes batch_size / world sequences of every step, in

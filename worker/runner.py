@@ -158,7 +158,8 @@ def validate_file(file_id: str) -> None:
 
 def prepare_job(job_id: str) -> None:
     """Tokenize a new job's data (warming the cache for the trainer) and resolve its plan."""
-    from replay_engine.spec import JobSpec, upgrade_spec_data
+    from api.services.limits import plan_problem
+    from replay_engine.spec import JobSpec, SpecError, upgrade_spec_data
     from replay_engine.trainer import DataProgress, prepare
     from worker.app import RUN_JOB, send
 
@@ -175,6 +176,9 @@ def prepare_job(job_id: str) -> None:
 
     try:
         plan = prepare(spec, DataProgress(emit)).plan.summary()
+        over = plan_problem(spec, plan["total_steps"], get_settings())
+        if over is not None:  # submission only estimated the steps; this is the exact count
+            raise SpecError([over])
     except Exception as exc:
         fail_job(job_id, exc)
         return

@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from api.deps import CurrentTeam, FileDep, SessionDep
-from api.schemas.common import DeletedResponse, ListResponse
+from api.schemas.common import Cursor, DeletedResponse, ListResponse, db_string
 from api.schemas.files import FilePublic
 from api.services import files as service
 from api.settings import get_settings
@@ -66,8 +66,8 @@ async def create_file(request: Request, session: SessionDep, team: CurrentTeam) 
 def list_files(
     session: SessionDep,
     team: CurrentTeam,
-    purpose: str | None = None,
-    after: str | None = None,
+    purpose: Annotated[db_string(32) | None, Query()] = None,
+    after: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=10000)] = 10000,
 ) -> ListResponse[FilePublic]:
     rows, has_more = service.list_files(

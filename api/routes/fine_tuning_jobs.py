@@ -12,16 +12,25 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from pydantic import AfterValidator
 from sqlalchemy import func, select
 
 from api.db.models import Job, JobEvent, JobMetric
 from api.db.session import session_scope
 from api.deps import CurrentTeam, JobDep, SessionDep
 from api.errors import invalid
-from api.schemas.common import ListResponse
+from api.schemas.common import (
+    ID_MAX_LENGTH,
+    Cursor,
+    IdempotencyKeyHeader,
+    ListResponse,
+    PathId,
+    Step,
+    storable_or_none,
+)
 from api.schemas.jobs import (
     TERMINAL_STATUSES,
     CheckpointPublic,
@@ -45,7 +54,7 @@ def create_job(
     session: SessionDep,
     team: CurrentTeam,
     response: Response,
-    idempotency_key: Annotated[str | None, Header()] = None,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> JobPublic:
     job, created = service.create_job(
         session=session,
@@ -70,7 +79,7 @@ def list_jobs(
     request: Request,
     session: SessionDep,
     team: CurrentTeam,
-    after: str | None = None,
+    after: Cursor = None,
     limit: Limit = 20,
     status: Annotated[
         list[JobStatus] | None, Query(description="ReplayFT extra: only jobs in these states.")
@@ -110,7 +119,7 @@ def resume_job(job: JobDep, session: SessionDep) -> JobPublic:
 
 @router.get("/jobs/{job_id}/events", response_model=ListResponse[JobEventPublic])
 def list_events(
-    job: JobDep, session: SessionDep, after: str | None = None, limit: Limit = 20
+    job: JobDep, session: SessionDep, after: Cursor = None, limit: Limit = 20
 ) -> ListResponse[JobEventPublic]:
     events, has_more = service.list_events(session=session, job=job, after=after, limit=limit)
     return ListResponse(data=[service.event_public(e) for e in events], has_more=has_more)
@@ -118,7 +127,7 @@ def list_events(
 
 @router.get("/jobs/{job_id}/checkpoints", response_model=ListResponse[CheckpointPublic])
 def list_checkpoints(
-    job: JobDep, session: SessionDep, after: str | None = None, limit: Limit = 10
+    job: JobDep, session: SessionDep, after: Cursor = None, limit: Limit = 10
 ) -> ListResponse[CheckpointPublic]:
     rows, has_more = service.list_checkpoints(session=session, job=job, after=after, limit=limit)
     return ListResponse(data=[service.checkpoint_public(c) for c in rows], has_more=has_more)
@@ -161,7 +170,9 @@ def _tar_stream(folder: Path, arcname: str) -> Iterator[bytes]:
     response_class=StreamingResponse,
     responses={200: {"content": {"application/gzip": {}}}},
 )
-def download_checkpoint(job: JobDep, checkpoint_id: str, session: SessionDep) -> StreamingResponse:
+def download_checkpoint(
+    job: JobDep, checkpoint_id: PathId, session: SessionDep
+) -> StreamingResponse:
     folder = service.checkpoint_folder(session=session, job=job, checkpoint_id=checkpoint_id)
     name = f"{job.id}-{folder.name}"
     return StreamingResponse(
@@ -175,9 +186,9 @@ def download_checkpoint(job: JobDep, checkpoint_id: str, session: SessionDep) ->
 def get_metrics(
     job: JobDep,
     session: SessionDep,
-    start_step: int | None = None,
-    end_step: int | None = None,
-    max_points: Annotated[int | None, Query(ge=1)] = None,
+    start_step: Step = None,
+    end_step: Step = None,
+    max_points: Annotated[int | None, Query(ge=1, lt=2**31)] = None,
     type: Literal["train", "eval"] | None = None,
 ) -> MetricsList:
     records = service.metric_series(
@@ -254,10 +265,20 @@ def stream_job(
     request: Request,
     session: SessionDep,
     since_step: Annotated[
-        int | None, Query(description="Only metric records of later steps (ReplayFT extra).")
+        int | None,
+        Query(
+            ge=-(2**31),
+            lt=2**31,
+            description="Only metric records of later steps (ReplayFT extra).",
+        ),
     ] = None,
     after: Annotated[
-        str | None, Query(description="Only events after this event id (ReplayFT extra).")
+        str | None,
+        Query(
+            max_length=ID_MAX_LENGTH,
+            description="Only events after this event id (ReplayFT extra).",
+        ),
+        AfterValidator(storable_or_none),
     ] = None,
 ) -> StreamingResponse:
     """Server-Sent Events: `event` (a job event), `metrics` (an engine record) and `job` (the job

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Query, Response
 
 from api.deps import CurrentTeam, SessionDep, SweepDep
-from api.schemas.common import ListResponse
+from api.schemas.common import Cursor, IdempotencyKeyHeader, ListResponse
 from api.schemas.sweeps import SweepCreate, SweepPublic, SweepReport
 from api.services import sweeps as service
 from api.settings import get_settings
@@ -22,7 +22,7 @@ def create_sweep(
     session: SessionDep,
     team: CurrentTeam,
     response: Response,
-    idempotency_key: Annotated[str | None, Header()] = None,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> SweepPublic:
     sweep, created = service.create_sweep(
         session=session,
@@ -40,7 +40,7 @@ def create_sweep(
 def list_sweeps(
     session: SessionDep,
     team: CurrentTeam,
-    after: str | None = None,
+    after: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> ListResponse[SweepPublic]:
     sweeps, has_more = service.list_sweeps(session=session, team=team, after=after, limit=limit)

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 PURPOSES = ("fine-tune", "replay")
+FILENAME_MAX_LENGTH = 500  # files.filename
 
 
 class FilePublic(BaseModel):

@@ -3,7 +3,10 @@ hyperparameters, LoRA among them as `adapter`), the job object, events, checkpoi
 
 Request models forbid unknown keys inside `hyperparameters` and `replay`, so a typo is a 400 with
 its field path instead of a silently ignored setting; unknown top-level keys are ignored, as
-OpenAI clients may send fields that ReplayFT does not use.
+OpenAI clients may send fields that ReplayFT does not use. Strings are bounded by their database
+columns and may not hold NUL, and no number may be NaN or infinite (JSON parsers accept `NaN`);
+the training settings' own bounds are the engine's (`replay_engine.spec`), checked when the
+request is turned into a spec, so their errors name the field as the client set it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.schemas.common import ID_MAX_LENGTH, db_string
+from replay_engine.spec import Seed
+
+ModelName = db_string(500)  # jobs.model
+FileId = db_string(ID_MAX_LENGTH)
+DatasetName = db_string(300)  # a replay file id or a registered corpus (models.id)
+MetadataKey = db_string(64)  # OpenAI's limits on metadata
+MetadataValue = db_string(512)
+
 JobStatus = Literal[
     "validating_files", "queued", "running", "succeeded", "failed", "cancelled", "paused"
 ]
@@ -19,7 +31,7 @@ TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class LRScheduler(_Strict):
@@ -54,7 +66,7 @@ class Adapter(_Strict):
     r: int | None = Field(None, description="Adapter rank.")
     alpha: float | None = Field(None, description="Updates are scaled by alpha / r.")
     dropout: float | None = Field(None, description="Dropout on the adapter input.")
-    target_modules: list[str] | Literal["all-linear"] | None = Field(
+    target_modules: list[db_string(200)] | Literal["all-linear"] | None = Field(
         None, description="Module names to adapt, or all-linear (every linear but the head)."
     )
     export: Literal["merged", "adapter"] | None = Field(
@@ -106,7 +118,7 @@ class Method(_Strict):
 
 
 class Replay(_Strict):
-    dataset: str | list[str] | None = Field(
+    dataset: DatasetName | list[DatasetName] | None = Field(
         None, description="A `replay` file id or a registered corpus name (or a list of them)."
     )
     fraction: float | None = Field(None, description="r: generic share of stage-2 batches.")
@@ -117,12 +129,12 @@ class Replay(_Strict):
 class TrainingRequest(BaseModel):
     """The fields a fine-tuning job and a sweep of jobs share: what to train, on what, how."""
 
-    model: str = "replayft/llama-tiny"
-    training_file: str
-    validation_file: str | None = None
-    suffix: str | None = Field(None, max_length=64)
-    seed: int | None = None
-    metadata: dict[str, str] | None = None
+    model: ModelName = "replayft/llama-tiny"
+    training_file: FileId
+    validation_file: FileId | None = None
+    suffix: db_string(64) | None = None
+    seed: Seed | None = None
+    metadata: dict[MetadataKey, MetadataValue] | None = None
     method: Method | None = None
     hyperparameters: Hyperparameters | None = Field(None, description="Deprecated OpenAI form.")
 

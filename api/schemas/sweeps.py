@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.schemas.jobs import JobError, JobStatus, Progress, TrainingRequest
+from api.schemas.jobs import DatasetName, JobError, JobStatus, Progress, TrainingRequest
 
 DEFAULT_REPLAY_FRACTIONS = [0.0, 0.1, 0.25, 0.5, 0.75]
 DEFAULT_REFERENCE_SUBSETS = [1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0]
@@ -25,7 +25,7 @@ MemberRole = Literal["configuration", "reference"]
 class SweepReplay(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    dataset: str | list[str] | None = Field(
+    dataset: DatasetName | list[DatasetName] | None = Field(
         None, description="A `replay` file id or a registered corpus name (or a list of them)."
     )
 

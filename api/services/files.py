@@ -15,18 +15,21 @@ import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from python_multipart.exceptions import ParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.db.models import File, Job, Team, new_id
 from api.errors import APIError, invalid
-from api.schemas.files import PURPOSES
+from api.schemas.common import storable
+from api.schemas.files import FILENAME_MAX_LENGTH, PURPOSES
 from api.settings import Settings
 
 # Suffixes the engine reads by name; anything else is stored bare and sniffed by the engine.
 _KNOWN_SUFFIXES = {".jsonl", ".json", ".txt", ".parquet"}
 _MAX_FIELD_BYTES = 4096
+_MAX_PART_HEADER_BYTES = 16 * 1024  # a part's header lines (a file name is at most 500 chars)
 
 
 class _UploadSink:
@@ -58,7 +61,15 @@ class _UploadSink:
         }
 
     def _append(self, attr: str, data: bytes) -> None:
-        setattr(self, attr, getattr(self, attr) + data)
+        value = getattr(self, attr) + data
+        if len(value) > _MAX_PART_HEADER_BYTES:  # held in memory: bound it
+            raise invalid(
+                f"Malformed multipart body: a part header is longer than "
+                f"{_MAX_PART_HEADER_BYTES} bytes.",
+                "file",
+                code="invalid_multipart",
+            )
+        setattr(self, attr, value)
 
     def _part_begin(self) -> None:
         self._headers, self._name, self._value = {}, None, bytearray()
@@ -111,9 +122,14 @@ async def receive_upload(
     sink = _UploadSink(tmp, settings.max_upload_bytes)
     parser = MultipartParser(options[b"boundary"], sink.callbacks())
     try:
-        async for chunk in body:
-            parser.write(chunk)
-        parser.finalize()
+        try:
+            async for chunk in body:
+                parser.write(chunk)
+            parser.finalize()
+        except ParseError as exc:
+            raise invalid(
+                f"Malformed multipart body: {exc}", "file", code="invalid_multipart"
+            ) from None
         sink.close()
         if sink.too_large:
             raise APIError(
@@ -124,6 +140,7 @@ async def receive_upload(
             )
         if sink.filename is None:
             raise invalid("Missing the 'file' part.", "file", code="missing_file")
+        _check_filename(sink.filename)
         purpose = sink.fields.get("purpose", "")
         if purpose not in PURPOSES:
             raise invalid(
@@ -134,6 +151,21 @@ async def receive_upload(
         tmp.unlink(missing_ok=True)
         raise
     return tmp, sink.filename, purpose, sink.size
+
+
+def _check_filename(name: str) -> None:
+    """The name is stored as given (files.filename); refuse what the column cannot hold."""
+    if len(name) > FILENAME_MAX_LENGTH:
+        raise invalid(
+            f"file: the file name is {len(name)} characters long; the limit is "
+            f"{FILENAME_MAX_LENGTH}.",
+            "file",
+            code="filename_too_long",
+        )
+    try:
+        storable(name)
+    except ValueError as exc:
+        raise invalid(f"file: the file name {exc}.", "file", code="invalid_filename") from None
 
 
 def store_upload(

@@ -44,6 +44,7 @@ from api.schemas.jobs import (
     JobSummary,
     Progress,
 )
+from api.services.limits import estimated_steps, plan_problem
 from api.services.models import resolve_model
 from api.services.registry import corpus_paths
 from api.settings import Settings
@@ -201,7 +202,18 @@ def build_spec(
         raise invalid(f"{api_param(path)}: {message}", api_param(path)) from None
     except (ValueError, OSError) as exc:
         raise invalid(f"model: {exc}", "model", code="model_not_found") from None
+    steps = estimated_steps(checked, (training.stats or {}).get("tokens"))
+    if steps is not None:
+        check_limits(checked, steps, settings, estimated=checked.total_steps is None)
     return checked.model_dump(mode="json")
+
+
+def check_limits(spec: Any, total_steps: int, settings: Settings, *, estimated: bool) -> None:
+    """A 400 naming the setting when `total_steps` puts the job over a deployment limit."""
+    problem = plan_problem(spec, total_steps, settings, estimated=estimated)
+    if problem is not None:
+        path, message = problem
+        raise invalid(f"{api_param(path)}: {message}", api_param(path), code="limit_exceeded")
 
 
 # ---------------------------------------------------------------------------- create
@@ -300,14 +312,17 @@ def plan_job(*, session: Session, team: Team, body: JobCreate, settings: Setting
     from replay_engine.spec import JobSpec, SpecError
     from replay_engine.trainer import prepare
 
-    spec = build_spec(session=session, team=team, body=body, settings=settings)
+    spec = JobSpec.model_validate(
+        build_spec(session=session, team=team, body=body, settings=settings)
+    )
     try:
-        plan = prepare(JobSpec.model_validate(spec)).plan
+        plan = prepare(spec).plan
     except SpecError as exc:
         path, message = exc.errors[0]
         raise invalid(f"{api_param(path)}: {message}", api_param(path)) from None
     except DataFormatError as exc:
         raise invalid(f"data: {exc.reason}", "training_file", code="invalid_file") from None
+    check_limits(spec, plan.total_steps, settings, estimated=False)
     return {**plan.summary(), "lr_curve": lr_curve(plan)}
 
 
