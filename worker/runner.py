@@ -111,9 +111,11 @@ def file_stats(path: str, problems: Problems | None = None) -> dict[str, Any]:
     from replay_engine.data import iter_documents, text_batches
     from replay_engine.models import load_tokenizer
 
-    name = get_settings().default_tokenizer_model
+    settings = get_settings()
+    name = settings.default_tokenizer_model
     tokenizer = load_tokenizer(name)
-    fmt, docs = iter_documents(path, tokenizer, problems)
+    # the line bound keeps one huge line from taking minutes and gigabytes of this worker
+    fmt, docs = iter_documents(path, tokenizer, problems, max_line_bytes=settings.max_line_bytes)
     examples = tokens = 0
 
     def segment_texts():
