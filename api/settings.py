@@ -61,6 +61,13 @@ class Settings(BaseSettings):
         description="Longest line an uploaded JSONL or text file may hold, in bytes; a longer "
         "one makes the file `error`, naming the line.",
     )
+    token_count_chars: int = Field(
+        8_000_000,
+        ge=1,
+        description="Characters of an upload's text tokenized for its token count; a larger "
+        "file is still checked whole, but its count is extrapolated (stats.tokens_estimated), "
+        "so validating it stays quick and other teams' files do not wait behind it.",
+    )
     upload_stale_seconds: float = Field(
         3600.0,
         gt=0,

@@ -116,3 +116,36 @@ def test_a_huge_single_line_upload_errors_quickly_with_flat_memory(tmp_path):
     assert result["details"] == f"line 1: longer than REPLAYFT_MAX_LINE_BYTES ({bound} bytes)"
     # the 40 MB line is never held whole (let alone parsed and tokenized)
     assert result["growth_kib"] < 16 * 1024, result
+
+
+def test_a_big_file_is_checked_whole_but_tokenized_only_up_to_the_budget(
+    shared_data, tmp_path, monkeypatch
+):
+    """Tokenizing ran at about 1 MB/s, so a big upload of ordinary lines held the files queue
+    (every other team's validation) for minutes. Past `REPLAYFT_TOKEN_COUNT_CHARS` the count is
+    extrapolated; every record is still read and checked."""
+    from api.settings import get_settings
+    from worker.runner import file_stats
+
+    c4 = (shared_data / "c4_sample" / "c4_demo.jsonl").read_text()
+    path = tmp_path / "replay.jsonl"
+    path.write_text(c4)
+    exact = file_stats(str(path))
+    assert "tokens_estimated" not in exact  # under the default budget: counted exactly
+
+    monkeypatch.setenv("REPLAYFT_TOKEN_COUNT_CHARS", "100000")
+    get_settings.cache_clear()
+    try:
+        estimated = file_stats(str(path))
+        with open(path, "a") as f:  # a bad record far past the tokenized part is still found
+            f.write('{"text": 42}\n')
+        problems = Problems()
+        file_stats(str(path), problems)
+    finally:
+        monkeypatch.delenv("REPLAYFT_TOKEN_COUNT_CHARS")
+        get_settings.cache_clear()
+    assert estimated["tokens_estimated"] is True
+    assert estimated["examples"] == exact["examples"]
+    assert abs(estimated["tokens"] - exact["tokens"]) < 0.05 * exact["tokens"], (estimated, exact)
+    n_lines = len(c4.splitlines())
+    assert problems.count == 1 and problems.first[0].line == n_lines + 1, problems.summary()
