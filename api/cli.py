@@ -82,13 +82,25 @@ def cmd_models_add(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- processes
+# Idle kept-alive connections are closed after this long. uvicorn's 5 s equals httpx's (and many
+# clients') own expiry, so a client could send on a connection at the instant the server closed
+# it ("Server disconnected without sending a response"); a server should outwait its clients.
+KEEP_ALIVE_S = 75
+
+
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.settings import get_settings
 
     get_settings().export_env()
-    uvicorn.run("api.main:create_app", factory=True, host=args.host, port=args.port)
+    uvicorn.run(
+        "api.main:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        timeout_keep_alive=KEEP_ALIVE_S,
+    )
     return 0
 
 
@@ -172,7 +184,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     _err(f"worker pid {worker.pid}; API on http://{args.host}:{args.port} (docs at /docs)")
     try:
-        uvicorn.run("api.main:create_app", factory=True, host=args.host, port=args.port)
+        uvicorn.run(
+            "api.main:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            timeout_keep_alive=KEEP_ALIVE_S,
+        )
     finally:
         worker.terminate()  # warm shutdown: a running job's message goes back to the queue
         try:

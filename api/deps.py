@@ -1,6 +1,10 @@
 """Dependencies shared by the routes.
 
-- `SessionDep`: a database session per request.
+- `SessionDep`: a database session per request, closed as soon as the route function returns
+  (`scope="function"`), so a streamed response (SSE, downloads) holds no connection while it is
+  sent. At most pool size + overflow requests hold one at a time (`db_slot`); the others wait in
+  the event loop, holding neither a thread nor a connection, and after `REPLAYFT_DB_POOL_TIMEOUT`
+  seconds get 503 with Retry-After: load is shed instead of piling up on the pool.
 - `CurrentTeam`: the team owning the `Authorization: Bearer` key (401 otherwise).
 - `FileDep`, `JobDep`, `SweepDep`: the row named in the path, if it belongs to the caller's team. Another
   team's id answers 404 exactly like a missing one, so ids never leak across teams.
@@ -8,10 +12,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, Header
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -20,17 +28,58 @@ from api.db.session import get_sessionmaker
 from api.errors import APIError, not_found
 from api.schemas.common import PathId
 from api.services.teams import team_for_key
+from api.settings import get_settings
+
+_slots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop -> Semaphore
 
 
-def get_db() -> Iterator[Session]:
-    session = get_sessionmaker()()
+def busy() -> APIError:
+    return APIError(
+        503,
+        "The service is busy; retry after the delay in the Retry-After header.",
+        code="server_busy",
+        headers={"Retry-After": "1"},
+    )
+
+
+@asynccontextmanager
+async def db_slot() -> AsyncIterator[None]:
+    """Admission to the database for one request: one of pool size + overflow slots, waited for
+    at most the pool timeout (then 503). Waiting happens here, in the event loop, and not in a
+    thread holding a pooled connection, which is what starved the pool under load."""
+    loop = asyncio.get_running_loop()
+    slots = _slots.get(loop)
+    settings = get_settings()
+    if slots is None:
+        slots = _slots[loop] = asyncio.Semaphore(settings.db_pool_size + settings.db_max_overflow)
     try:
-        yield session
+        async with asyncio.timeout(settings.db_pool_timeout):
+            await slots.acquire()
+    except TimeoutError:
+        raise busy() from None
+    try:
+        yield
     finally:
-        session.close()
+        slots.release()
 
 
-SessionDep = Annotated[Session, Depends(get_db)]
+@asynccontextmanager
+async def short_session() -> AsyncIterator[Session]:
+    """A session for a bit of work inside a route that must not hold one throughout (uploads)."""
+    async with db_slot():
+        session = get_sessionmaker()()
+        try:
+            yield session
+        finally:
+            await run_in_threadpool(session.close)
+
+
+async def get_db() -> AsyncIterator[Session]:
+    async with short_session() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_db, scope="function")]
 
 
 def _unauthorized(message: str) -> APIError:
@@ -40,6 +89,11 @@ def _unauthorized(message: str) -> APIError:
 def get_current_team(
     session: SessionDep, authorization: Annotated[str | None, Header()] = None
 ) -> Team:
+    return authenticate(session, authorization)
+
+
+def authenticate(session: Session, authorization: str | None) -> Team:
+    """The team of an `Authorization: Bearer <key>` header value, or 401."""
     if not authorization:
         raise _unauthorized("Missing API key: send 'Authorization: Bearer <key>'.")
     scheme, _, key = authorization.partition(" ")

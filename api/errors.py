@@ -2,8 +2,18 @@
 
 Services raise `APIError` (with the offending field in `param`); the handlers installed by
 `install_error_handlers` also turn FastAPI's own 404/405 and request-validation errors into the
-same shape, so clients (the OpenAI SDK among them) always find `error.message`. Unexpected
-exceptions become a bare 500 whose details go only to the log.
+same shape, so clients (the OpenAI SDK among them) always find `error.message`.
+
+A database that cannot be reached (connection refused or dropped: OperationalError,
+InterfaceError) or whose pool stays exhausted (TimeoutError) is a 503 with Retry-After, as
+`/readyz` answers, so clients back off and retry instead of seeing a 500.
+
+Unexpected exceptions become a bare 500 whose details go only to the log. That is done by an
+ASGI middleware (`UnexpectedErrors`) rather than an `Exception` handler: Starlette re-raises after
+such a handler has answered, and uvicorn then closes the connection, so the client's next request
+on that kept-alive connection was reset. A failure after a response has started (mid-stream) is
+re-raised on purpose: closing the connection is the only way to tell the client the body is
+incomplete.
 """
 
 from __future__ import annotations
@@ -13,7 +23,9 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("replayft.api")
 
@@ -99,7 +111,53 @@ def install_error_handlers(app: FastAPI) -> None:
             error_body(400, message, param=param, code="invalid_value"), status_code=400
         )
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", exc_info=exc)
-        return JSONResponse(error_body(500, "Internal server error."), status_code=500)
+    @app.exception_handler(sa_exc.TimeoutError)
+    async def _pool_exhausted(_request: Request, exc: Exception) -> JSONResponse:
+        log.warning("database pool exhausted: %s", exc)
+        message = "The service is busy; retry after the delay in the Retry-After header."
+        return JSONResponse(
+            error_body(503, message, code="server_busy"),
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+
+    @app.exception_handler(sa_exc.OperationalError)
+    @app.exception_handler(sa_exc.InterfaceError)
+    async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable: %s", str(exc).splitlines()[0])
+        message = "The database is unavailable; retry after the delay in the Retry-After header."
+        return JSONResponse(
+            error_body(503, message, code="database_unavailable"),
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
+    app.add_middleware(UnexpectedErrors)
+
+
+class UnexpectedErrors:
+    """Answers an exception no handler took with the 500 error body, and does not re-raise it,
+    so the connection stays usable; see the module docstring."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracking(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracking)
+        except Exception:
+            log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise  # mid-stream: uvicorn aborts the connection, the client sees a cut body
+            response = JSONResponse(error_body(500, "Internal server error."), status_code=500)
+            await response(scope, receive, send)

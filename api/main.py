@@ -3,7 +3,8 @@
 Start-up runs the database migrations and a background thread that looks for jobs whose worker
 stopped sending heartbeats (worker.runner.requeue_lost_jobs), so lost jobs are recovered even
 when no worker is restarted. The check is an atomic UPDATE, so running it in several API and
-worker processes at once is safe.
+worker processes at once is safe. Partial uploads left by a killed API are removed at start-up
+and by a second thread on a schedule (api.services.files.remove_stale_uploads).
 """
 
 from __future__ import annotations
@@ -39,6 +40,18 @@ def _lost_job_monitor(stop: threading.Event) -> None:
             log.exception("lost-job check failed")
 
 
+def _stale_upload_sweeper(stop: threading.Event) -> None:
+    from api.services.files import remove_stale_uploads
+
+    settings = get_settings()
+    interval = max(1.0, min(300.0, settings.upload_stale_seconds / 2))
+    while not stop.wait(interval):
+        try:
+            remove_stale_uploads(settings)
+        except OSError:  # e.g. the data dir's filesystem briefly gone; try again next time
+            log.exception("stale upload check failed")
+
+
 @asynccontextmanager
 async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
     from api.db.migrate import upgrade
@@ -46,6 +59,9 @@ async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     settings.ensure_dirs()
     upgrade()
+    from api.services.files import remove_stale_uploads
+
+    remove_stale_uploads(settings)
     # job validation uses the engine (torch, transformers): import it now, not in the first request
     import replay_engine.models  # noqa: F401
     import replay_engine.trainer  # noqa: F401
@@ -55,6 +71,9 @@ async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         target=_lost_job_monitor, args=(stop,), name="lost-job-monitor", daemon=True
     )
     monitor.start()
+    threading.Thread(
+        target=_stale_upload_sweeper, args=(stop,), name="stale-upload-sweeper", daemon=True
+    ).start()
     try:
         yield
     finally:

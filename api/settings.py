@@ -54,6 +54,37 @@ class Settings(BaseSettings):
     default_tokenizer_model: str = Field(
         "replayft/llama-tiny", description="Tokenizer used for the token counts in file stats."
     )
+    db_pool_size: int = Field(
+        10, ge=1, description="Database connections an API or worker process keeps open."
+    )
+    db_max_overflow: int = Field(
+        20, ge=0, description="Connections opened beyond db_pool_size under load, then closed."
+    )
+    db_pool_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a request waits for a database connection before it is refused "
+        "with 503 and Retry-After (load shedding).",
+    )
+    max_line_bytes: int = Field(
+        8 << 20,
+        ge=1,
+        description="Longest line an uploaded JSONL or text file may hold, in bytes; a longer "
+        "one makes the file `error`, naming the line.",
+    )
+    token_count_chars: int = Field(
+        8_000_000,
+        ge=1,
+        description="Characters of an upload's text tokenized for its token count; a larger "
+        "file is still checked whole, but its count is extrapolated (stats.tokens_estimated), "
+        "so validating it stays quick and other teams' files do not wait behind it.",
+    )
+    upload_stale_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="A partial upload (files/.upload-*) not written to for this long belongs to "
+        "no live request (a killed API) and is removed, at start-up and then periodically.",
+    )
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

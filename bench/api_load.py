@@ -28,13 +28,27 @@ What it measures (each phase after `--warmup` untimed requests of the same kind)
 - The API process's CPU time (utime + stime) per phase, shown as cores busy; the client shares
   the machine, and the load average before and after is printed with the machine.
 
+Sustained load (`--duration S`): instead of the fixed-count phases, one mixed phase in which every
+client loops for S seconds over creates (10%), GET-by-id (60%) and lists of 20 (30%). A 503 with
+Retry-After (the API shedding load when its database pool is saturated) is retried by the client
+after the delay it names: it is counted as `shed`, separately, and the request's latency runs
+from its first attempt to its final answer. Errors are every other non-2xx answer and every
+transport failure (no HTTP answer: refused, reset, timed out).
+
+`--database sqlite` runs the embedded default instead: no REPLAYFT_DATABASE_URL/BROKER_URL, so the
+API uses SQLite and the SQLite-backed broker in its data dir, as `replayft serve` does.
+
 Usage
     python bench/api_load.py                             # 16 clients x 1000 requests per phase
     python bench/api_load.py --clients 4 --requests 200 --upload-mb 50
+    python bench/api_load.py --clients 200 --duration 60 --upload-mb 0 --small-upload-mb 0
+    python bench/api_load.py --clients 200 --duration 60 --upload-mb 0 --small-upload-mb 0 \
+        --database sqlite
 
 Prints the machine, markdown tables, then one JSON line (the last line of stdout) with every
 number; exits 1 when a request got a non-2xx answer, an upload failed, upload memory grew with
-the file size, or the API log shows a 500 or a traceback. Needs PostgreSQL (`--pg-admin-dsn`, trust auth) and Redis (`--redis-host/--redis-port`).
+the file size, or the API log shows a 500 or a traceback. With `--database postgres` (the default) it needs
+PostgreSQL (`--pg-admin-dsn`, trust auth) and Redis (`--redis-host/--redis-port`).
 """
 
 from __future__ import annotations
@@ -350,6 +364,7 @@ class Phase:
     client_cpu_s: float
     first_error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    shed: int = 0  # 503 + Retry-After answers, retried by the client
 
     def pct(self, q: float) -> float:
         data = sorted(self.latencies_ms)
@@ -378,6 +393,8 @@ class Phase:
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "api_cpu_cores": round(self.api_cpu_s / self.wall_s, 2),
             "client_cpu_cores": round(self.client_cpu_s / self.wall_s, 2),
+            "errors": self.errors,
+            "shed_retried": self.shed,
             "first_error": self.first_error,
             **self.extra,
         }
@@ -386,20 +403,50 @@ class Phase:
 Request = Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]]
 
 
+MAX_RETRIES = 20
+
+
 async def run_phase(
-    name: str, client: httpx.AsyncClient, request: Request, n: int, clients: int, api_pid: int
+    name: str,
+    client: httpx.AsyncClient,
+    request: Request,
+    n: int,
+    clients: int,
+    api_pid: int,
+    duration: float = 0.0,
 ) -> tuple[Phase, list[httpx.Response]]:
+    """`n` requests shared by `clients` concurrent clients, or, with `duration`, as many as they
+    make in that many seconds."""
     latencies: list[float] = []
     statuses: Counter = Counter()
     responses: list[httpx.Response] = []
     first_error: list[str] = []
-    todo = iter(range(n))  # shared by the clients: each takes the next request number
+    shed = 0
+    if duration:
+        end = time.perf_counter() + duration
+        todo = iter(lambda: time.perf_counter() < end, False)  # until the time is up
+        counter = iter(range(10**9))
+    else:
+        todo = counter = iter(range(n))  # shared by the clients: each takes the next number
+
+    async def answer(i: int) -> httpx.Response:
+        """The request's final answer: a 503 with Retry-After is retried after that delay."""
+        nonlocal shed
+        for _ in range(MAX_RETRIES):
+            resp = await request(client, i)
+            retry_after = resp.headers.get("retry-after")
+            if resp.status_code != 503 or retry_after is None:
+                return resp
+            shed += 1
+            await asyncio.sleep(float(retry_after))
+        return resp
 
     async def one_client() -> None:
-        for i in todo:
+        for _ in todo:
+            i = next(counter)
             t0 = time.perf_counter()
             try:
-                resp = await request(client, i)
+                resp = await answer(i)
             except httpx.HTTPError as exc:
                 latencies.append((time.perf_counter() - t0) * 1000)
                 statuses[0] += 1  # 0 = transport error (no HTTP answer)
@@ -419,7 +466,7 @@ async def run_phase(
     cpu, own = cpu_seconds(api_pid) - cpu0, time.process_time() - own0
     phase = Phase(
         name,
-        n,
+        len(latencies),
         clients,
         wall,
         latencies,
@@ -427,6 +474,7 @@ async def run_phase(
         cpu,
         own,
         first_error[0] if first_error else None,
+        shed=shed,
     )
     return phase, responses
 
@@ -471,6 +519,9 @@ async def load_phases(
                 log(f"{name}: {result.server_errors} server errors; first: {result.first_error}")
             return responses
 
+        if args.duration:
+            return [await mixed_phase(client, create, args, api_pid)], 0
+
         created = await phase("POST /v1/fine_tuning/jobs (create)", create)
         job_ids = [r.json()["id"] for r in created if r.status_code == 200]
         if not job_ids:
@@ -501,6 +552,37 @@ async def load_phases(
                 phases[-1].extra["items_per_page"] = len(ok[0].json()["data"])
                 phases[-1].extra["body_bytes"] = len(ok[0].content)
     return phases, n_jobs
+
+
+async def mixed_phase(
+    client: httpx.AsyncClient, create: Request, args: argparse.Namespace, api_pid: int
+) -> Phase:
+    """Every client loops for `--duration` s: 10% creates, 60% GET-by-id, 30% lists of 20."""
+    seed_jobs = [await create(client, -i - 1) for i in range(8)]
+    job_ids = [r.json()["id"] for r in seed_jobs if r.status_code == 200]
+    if not job_ids:
+        raise RuntimeError(f"no job was created: {seed_jobs[0].status_code} {seed_jobs[0].text}")
+    rng = random.Random(0)
+
+    async def mixed(c: httpx.AsyncClient, i: int) -> httpx.Response:
+        pick = rng.random()
+        if pick < 0.1:
+            resp = await create(c, i)
+            if resp.status_code == 200:
+                job_ids.append(resp.json()["id"])
+            return resp
+        if pick < 0.7:
+            return await c.get(f"/v1/fine_tuning/jobs/{rng.choice(job_ids)}")
+        return await c.get("/v1/fine_tuning/jobs", params={"limit": 20})
+
+    name = f"mixed for {args.duration:g} s (10% create, 60% get, 30% list of 20)"
+    log(f"{name}: {args.clients} clients")
+    phase, _ = await run_phase(
+        name, client, mixed, 0, args.clients, api_pid, duration=args.duration
+    )
+    if phase.errors:
+        log(f"{phase.errors} errors; first: {phase.first_error}")
+    return phase
 
 
 # ---------------------------------------------------------------------------- uploads
@@ -578,6 +660,7 @@ def measure_upload(url: str, key: str, path: Path, api_pid: int, repeats: int) -
 def report(info: dict[str, Any]) -> str:
     m = info["machine"]
     lines = [
+        f"Database: {info['args']['database']}",
         f"Machine: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), "
         f"{m['mem_gib']} GiB RAM; Python {m['python']}, httpx {m['httpx']}; "
         f"revision {info['revision']}",
@@ -589,14 +672,14 @@ def report(info: dict[str, Any]) -> str:
         f"{info['api_rss_after_load_mib']} MiB after",
         "",
         "| endpoint | requests | clients | p50 ms | p90 ms | p99 ms | max ms | req/s "
-        "| non-2xx | API CPU (cores) | client CPU (cores) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| errors | shed (503, retried) | API CPU (cores) | client CPU (cores) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in info["phases"]:
         lines.append(
             f"| `{p['phase']}` | {p['requests']} | {p['clients']} | {p['p50_ms']:.1f} "
             f"| {p['p90_ms']:.1f} | {p['p99_ms']:.1f} | {p['max_ms']:.1f} | {p['req_per_s']:.1f} "
-            f"| {sum(v for k, v in p['statuses'].items() if not k.startswith('2'))} "
+            f"| {p['errors']} | {p['shed_retried']} "
             f"| {p['api_cpu_cores']:.2f} | {p['client_cpu_cores']:.2f} |"
         )
     if info["uploads"]:
@@ -658,9 +741,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         free = shutil.disk_usage(root).free
         if free < 3 * upload_bytes + 512 * MIB:
             raise RuntimeError(f"{root}: {free / MB:.0f} MB free, need about {3 * upload_bytes}")
-        db_name = create_database(args.pg_admin_dsn)
-        redis_db = claim_redis_db(args.redis_host, args.redis_port)
-        log(f"database {db_name}, redis db {redis_db}, folder {root}")
+        if args.database == "postgres":
+            db_name = create_database(args.pg_admin_dsn)
+            redis_db = claim_redis_db(args.redis_host, args.redis_port)
+        log(f"database {db_name or 'embedded SQLite'}, redis db {redis_db}, folder {root}")
         (root / "data").mkdir()
         (root / "tmp").mkdir()
         env = {k: v for k, v in os.environ.items() if not k.startswith("REPLAYFT_")}
@@ -672,10 +756,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             TOKENIZERS_PARALLELISM="false",
             TMPDIR=str(root / "tmp"),
             REPLAYFT_DATA_DIR=str(root / "data"),
-            REPLAYFT_DATABASE_URL=f"{args.pg_url_base}/{db_name}",
-            REPLAYFT_BROKER_URL=f"redis://{args.redis_host}:{args.redis_port}/{redis_db}",
             REPLAYFT_MAX_UPLOAD_BYTES=str(2 * upload_bytes + MIB),
         )
+        if db_name is not None:  # else the embedded default: SQLite database and broker
+            env.update(
+                REPLAYFT_DATABASE_URL=f"{args.pg_url_base}/{db_name}",
+                REPLAYFT_BROKER_URL=f"redis://{args.redis_host}:{args.redis_port}/{redis_db}",
+            )
         key = run_cli(env, root, "keys", "create", "--team", "bench").strip()  # also migrates
 
         port = free_port()
@@ -769,6 +856,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clients", type=int, default=16, help="concurrent clients per phase")
     p.add_argument("--requests", type=int, default=1000, help="timed requests per phase")
     p.add_argument("--warmup", type=int, default=32, help="untimed requests before each phase")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=0,
+        help="seconds of one mixed phase instead of the fixed-count phases (0: phases)",
+    )
+    p.add_argument(
+        "--database",
+        choices=["postgres", "sqlite"],
+        default="postgres",
+        help="postgres + Redis, or the embedded default (SQLite database and broker)",
+    )
     p.add_argument(
         "--list-limits",
         type=lambda s: [int(x) for x in s.split(",") if x],

@@ -175,13 +175,33 @@ class PackedDataset:
 # Reading files
 
 
-def _iter_lines(path: Path, problems: Problems | None = None):
+_SKIP_CHUNK = 1 << 20  # how much of an over-long line is read at a time while skipping it
+
+
+def _iter_lines(path: Path, problems: Problems | None = None, max_line_bytes: int | None = None):
     """Yield (1-based line number, line without its newline), checking UTF-8 line by line
-    (a line that is not UTF-8 raises, or goes to `problems` and is skipped)."""
+    (a line that is not UTF-8 raises, or goes to `problems` and is skipped).
+
+    With `max_line_bytes`, a longer line is never held whole: it is read in bounded pieces,
+    reported like a bad line (raised, or added to `problems` and skipped) and its line number
+    kept, so an upload that is one 50 MB line costs the time to read it and almost no memory."""
     with open(path, "rb") as f:
-        # Iterating bytes splits on b"\n" only; str.splitlines would also split on U+2028 etc.,
-        # which JSON strings may legally contain.
-        for lineno, raw in enumerate(f, start=1):
+        lineno = 0
+        while True:
+            # Reading bytes splits on b"\n" only; str.splitlines would also split on U+2028
+            # etc., which JSON strings may legally contain.
+            raw = f.readline() if max_line_bytes is None else f.readline(max_line_bytes + 1)
+            if not raw:
+                return
+            lineno += 1
+            if max_line_bytes is not None and len(raw.rstrip(b"\r\n")) > max_line_bytes:
+                while raw and not raw.endswith(b"\n"):  # skip the rest of the line
+                    raw = f.readline(_SKIP_CHUNK)
+                reason = f"longer than REPLAYFT_MAX_LINE_BYTES ({max_line_bytes} bytes)"
+                if problems is None:
+                    raise DataFormatError(path, lineno, reason)
+                problems.add(DataFormatError(path, lineno, reason))
+                continue
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -232,12 +252,12 @@ def _record_format(path: Path, lineno: int, obj: dict) -> str:
     raise DataFormatError(path, lineno, reason)
 
 
-def _sniff_format(path: Path) -> str:
+def _sniff_format(path: Path, max_line_bytes: int | None = None) -> str:
     """Format of a file whose name says nothing (for example an upload stored without suffix)."""
     with open(path, "rb") as f:
         if f.read(4) == b"PAR1":
             return "parquet"
-    for lineno, line in _iter_lines(path):
+    for lineno, line in _iter_lines(path, max_line_bytes=max_line_bytes):
         if line.strip():
             if line.lstrip().startswith("{"):
                 return _record_format(path, lineno, _parse_json_line(path, lineno, line))
@@ -245,7 +265,7 @@ def _sniff_format(path: Path) -> str:
     raise DataFormatError(path, None, "file is empty")
 
 
-def detect_format(path) -> str:
+def detect_format(path, max_line_bytes: int | None = None) -> str:
     """Return the file's format: "chat", "prompt_completion" or "text" for .jsonl/.json (decided
     by the first non-blank line), "txt" for .txt, "parquet" for .parquet. Files with any other
     suffix are sniffed: Parquet magic bytes, else a JSON object on the first line, else text."""
@@ -256,8 +276,8 @@ def detect_format(path) -> str:
     if suffix == ".parquet":
         return "parquet"
     if suffix not in (".jsonl", ".json"):
-        return _sniff_format(path)
-    for lineno, line in _iter_lines(path):
+        return _sniff_format(path, max_line_bytes)
+    for lineno, line in _iter_lines(path, max_line_bytes=max_line_bytes):
         if line.strip():
             return _record_format(path, lineno, _parse_json_line(path, lineno, line))
     raise DataFormatError(path, None, "file is empty")
@@ -273,10 +293,10 @@ def _string_field(obj: dict, key: str) -> str:
 
 
 def _iter_jsonl(
-    path: Path, tokenizer, fmt: str, problems: Problems | None = None
+    path: Path, tokenizer, fmt: str, problems: Problems | None = None, max_line_bytes=None
 ) -> Iterator[list[Segment]]:
     first_line = None
-    for lineno, line in _iter_lines(path, problems):
+    for lineno, line in _iter_lines(path, problems, max_line_bytes):
         if not line.strip():
             continue
         first_line = first_line or lineno  # the line detect_format decided by
@@ -315,13 +335,13 @@ def _jsonl_record(
         raise DataFormatError(path, lineno, str(e)) from e
 
 
-def _txt_has_paragraphs(path: Path, problems: Problems | None) -> bool:
+def _txt_has_paragraphs(path: Path, problems: Problems | None, max_line_bytes=None) -> bool:
     """Whether a blank line separates two non-blank ones (a first pass, so that reading the
     documents can stream): then documents are paragraphs, else lines."""
     seen_text = blank_after_text = False
     # when collecting, bad lines are skipped here and collected once, by the second pass
     skipped = None if problems is None else Problems(keep=0)
-    for _, line in _iter_lines(path, skipped):
+    for _, line in _iter_lines(path, skipped, max_line_bytes):
         if not line.strip():
             blank_after_text = seen_text
         elif blank_after_text:
@@ -334,9 +354,11 @@ def _txt_has_paragraphs(path: Path, problems: Problems | None) -> bool:
     return False
 
 
-def _iter_txt(path: Path, problems: Problems | None = None) -> Iterator[list[Segment]]:
-    lines = _iter_lines(path, problems)
-    if not _txt_has_paragraphs(path, problems):
+def _iter_txt(
+    path: Path, problems: Problems | None = None, max_line_bytes: int | None = None
+) -> Iterator[list[Segment]]:
+    lines = _iter_lines(path, problems, max_line_bytes)
+    if not _txt_has_paragraphs(path, problems, max_line_bytes):
         yield from ([Segment(line, True)] for _, line in lines if line.strip())
         return
     paragraph: list[str] = []
@@ -377,21 +399,23 @@ def _iter_parquet(path: Path) -> Iterator[list[Segment]]:
 
 
 def iter_documents(
-    path, tokenizer=None, problems: Problems | None = None
+    path, tokenizer=None, problems: Problems | None = None, max_line_bytes: int | None = None
 ) -> tuple[str, Iterator[list[Segment]]]:
     """(format, documents one at a time): `read_documents` with memory bounded by the largest
     document, for files of any size. The format is known up front; a bad record raises its
     DataFormatError when iteration reaches it, after the documents before it were yielded, or,
-    given `problems`, is added there and skipped."""
+    given `problems`, is added there and skipped. `max_line_bytes` bounds a line (JSONL, text):
+    a longer one is a bad record, read without ever being held whole (upload validation passes
+    the service's REPLAYFT_MAX_LINE_BYTES)."""
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(path, None, "no such file")
-    fmt = detect_format(path)
+    fmt = detect_format(path, max_line_bytes)
     if fmt == "txt":
-        return fmt, _iter_txt(path, problems)
+        return fmt, _iter_txt(path, problems, max_line_bytes)
     if fmt == "parquet":
         return fmt, _iter_parquet(path)  # its problems are whole-file or whole-column
-    return fmt, _iter_jsonl(path, tokenizer, fmt, problems)
+    return fmt, _iter_jsonl(path, tokenizer, fmt, problems, max_line_bytes)
 
 
 def read_documents(path, tokenizer=None) -> tuple[str, list[list[Segment]]]:

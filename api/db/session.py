@@ -2,6 +2,12 @@
 
 SQLite is shared by the API, the worker and their threads, so it runs in WAL mode with a long
 busy timeout: readers never block the writer, and writers wait their turn instead of failing.
+
+Both databases get a pool sized by `REPLAYFT_DB_POOL_SIZE` + `REPLAYFT_DB_MAX_OVERFLOW`, and a
+checkout waits at most `REPLAYFT_DB_POOL_TIMEOUT` seconds (then sqlalchemy's TimeoutError, which
+the API answers with 503 and Retry-After). The API also admits at most that many requests to the
+database at once (`api.deps.get_db`), so under load requests queue without holding a connection
+or a thread.
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ def get_engine() -> Engine:
     settings = get_settings()
     if settings.is_sqlite:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(settings.database_url, connect_args={"timeout": 60})
+        engine = create_engine(
+            settings.database_url, connect_args={"timeout": 60}, **_pool_options(settings)
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -32,7 +40,16 @@ def get_engine() -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(settings.database_url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # pre-ping: connections that died with a database restart are replaced, not handed out
+    return create_engine(settings.database_url, pool_pre_ping=True, **_pool_options(settings))
+
+
+def _pool_options(settings) -> dict:
+    return {
+        "pool_size": settings.db_pool_size,
+        "max_overflow": settings.db_max_overflow,
+        "pool_timeout": settings.db_pool_timeout,
+    }
 
 
 @lru_cache

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
-from api.deps import CurrentTeam, FileDep, SessionDep
+from api.deps import CurrentTeam, FileDep, SessionDep, authenticate, short_session
 from api.schemas.common import Cursor, DeletedResponse, ListResponse, db_string
 from api.schemas.files import FilePublic
 from api.services import files as service
@@ -36,28 +36,38 @@ _UPLOAD_BODY = {
 
 
 # async, unlike the other routes: it reads the request stream itself so the upload goes straight
-# to disk under the size limit; the blocking database work runs in the thread pool.
+# to disk under the size limit; the blocking database work runs in the thread pool. It takes no
+# SessionDep: reading a large body can take minutes, and a session held meanwhile would starve the
+# pool, so the key is checked with one short session and the row written with another.
 @router.post("", response_model=FilePublic, openapi_extra=_UPLOAD_BODY)
-async def create_file(request: Request, session: SessionDep, team: CurrentTeam) -> FilePublic:
+async def create_file(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> FilePublic:
     from worker.app import VALIDATE_FILE, send
 
     settings = get_settings()
+    async with short_session() as session:
+        team = await run_in_threadpool(authenticate, session, authorization)
     tmp, filename, purpose, size = await service.receive_upload(
         content_type=request.headers.get("content-type", ""),
         body=request.stream(),
         settings=settings,
     )
-    file = await run_in_threadpool(
-        lambda: service.store_upload(
-            session=session,
-            team=team,
-            tmp_path=tmp,
-            filename=filename,
-            purpose=purpose,
-            size=size,
-            settings=settings,
-        )
-    )
+    try:
+        async with short_session() as session:
+            file = await run_in_threadpool(
+                lambda: service.store_upload(
+                    session=session,
+                    team=team,
+                    tmp_path=tmp,
+                    filename=filename,
+                    purpose=purpose,
+                    size=size,
+                    settings=settings,
+                )
+            )
+    finally:
+        tmp.unlink(missing_ok=True)  # stored (renamed away) or refused: nothing stays behind
     await run_in_threadpool(send, VALIDATE_FILE, file.id)
     return FilePublic.model_validate(file, from_attributes=True)
 

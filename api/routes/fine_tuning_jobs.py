@@ -4,6 +4,7 @@ stream, and `plan` (the resolved schedule of a request, without creating a job).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import queue
 import tarfile
@@ -17,11 +18,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import AfterValidator
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from api.db.models import Job, JobEvent, JobMetric
 from api.db.session import session_scope
-from api.deps import CurrentTeam, JobDep, SessionDep
-from api.errors import invalid
+from api.deps import CurrentTeam, JobDep, SessionDep, db_slot
+from api.errors import APIError, invalid
 from api.schemas.common import (
     ID_MAX_LENGTH,
     Cursor,
@@ -135,14 +137,21 @@ def list_checkpoints(
 
 class _QueueWriter:
     """A write-only file object feeding a bounded queue: the tar producer blocks while the
-    client is slower than the disk, so memory stays flat whatever the checkpoint's size."""
+    client is slower than the disk, so memory stays flat whatever the checkpoint's size. Once the
+    reader is gone (`abandoned`), writing raises, so the producer thread ends too."""
 
-    def __init__(self, chunks: queue.Queue):
-        self.chunks = chunks
+    def __init__(self, chunks: queue.Queue, abandoned: threading.Event):
+        self.chunks, self.abandoned = chunks, abandoned
 
     def write(self, data: bytes) -> int:
-        if data:
-            self.chunks.put(bytes(data))
+        while data:
+            if self.abandoned.is_set():
+                raise ConnectionAbortedError("the download was abandoned")
+            try:
+                self.chunks.put(bytes(data), timeout=1.0)
+                break
+            except queue.Full:
+                continue
         return len(data)
 
     def flush(self) -> None:
@@ -151,18 +160,30 @@ class _QueueWriter:
 
 def _tar_stream(folder: Path, arcname: str) -> Iterator[bytes]:
     chunks: queue.Queue = queue.Queue(maxsize=16)
+    abandoned = threading.Event()
     done = object()
+    failure: list[BaseException] = []
 
     def produce() -> None:
         try:
-            with tarfile.open(fileobj=_QueueWriter(chunks), mode="w|gz") as tar:
+            with tarfile.open(fileobj=_QueueWriter(chunks, abandoned), mode="w|gz") as tar:
                 tar.add(folder, arcname=arcname)
+        except BaseException as exc:
+            failure.append(exc)
         finally:
-            chunks.put(done)
+            with contextlib.suppress(queue.Full):
+                chunks.put(done, timeout=5.0)
 
     threading.Thread(target=produce, daemon=True).start()
-    while (chunk := chunks.get()) is not done:
-        yield chunk
+    try:
+        while (chunk := chunks.get()) is not done:
+            yield chunk
+    finally:
+        abandoned.set()
+    if failure:
+        # e.g. the folder was pruned mid-download: raising aborts the connection, so the client
+        # sees a cut-off body instead of a short archive that looks complete
+        raise RuntimeError(f"archiving {folder} failed: {failure[0]!r}") from failure[0]
 
 
 @router.get(
@@ -292,9 +313,17 @@ def stream_job(
         last_event, last_metric = start_event, start_metric
         last_status = None
         while True:
-            current, new_events, new_metrics = await run_in_threadpool(
-                _poll, job_id, last_event, last_metric
-            )
+            try:
+                # a short session per poll, admitted like a request: an open stream holds none
+                async with db_slot():
+                    current, new_events, new_metrics = await run_in_threadpool(
+                        _poll, job_id, last_event, last_metric
+                    )
+            except (APIError, SQLAlchemyError):  # busy or unreachable database: poll again later
+                if await request.is_disconnected():
+                    return
+                await asyncio.sleep(1.0)
+                continue
             for event in new_events:
                 last_event = event.pk
                 yield _sse("event", service.event_public(event).model_dump())

@@ -6,12 +6,19 @@ in the files directory. Only a complete, in-limit upload is renamed to its final
 database row; anything else (too big, bad purpose, a dropped connection) deletes the temporary file,
 so a failed upload leaves nothing behind. Validation and token counts run afterwards on the `files`
 queue (worker.runner.validate_file).
+
+A process killed mid-upload cannot clean up, so its `.upload-*` file is removed later by
+`remove_stale_uploads`, at API start-up and then periodically. Several API processes may share the
+data dir, so "stale" means not written to for `REPLAYFT_UPLOAD_STALE_SECONDS`: a live upload
+writes its file with every chunk received.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -30,6 +37,9 @@ from api.settings import Settings
 _KNOWN_SUFFIXES = {".jsonl", ".json", ".txt", ".parquet"}
 _MAX_FIELD_BYTES = 4096
 _MAX_PART_HEADER_BYTES = 16 * 1024  # a part's header lines (a file name is at most 500 chars)
+UPLOAD_PREFIX = ".upload-"
+
+log = logging.getLogger("replayft.api")
 
 
 class _UploadSink:
@@ -118,7 +128,7 @@ async def receive_upload(
     if kind != b"multipart/form-data" or b"boundary" not in options:
         raise invalid("Expected a multipart/form-data body with 'file' and 'purpose'.", "file")
     settings.files_dir.mkdir(parents=True, exist_ok=True)
-    tmp = settings.files_dir / f".upload-{secrets.token_hex(8)}"
+    tmp = settings.files_dir / f"{UPLOAD_PREFIX}{secrets.token_hex(8)}"
     sink = _UploadSink(tmp, settings.max_upload_bytes)
     parser = MultipartParser(options[b"boundary"], sink.callbacks())
     try:
@@ -168,6 +178,22 @@ def _check_filename(name: str) -> None:
         raise invalid(f"file: the file name {exc}.", "file", code="invalid_filename") from None
 
 
+def remove_stale_uploads(settings: Settings) -> list[Path]:
+    """Delete partial uploads not modified for `upload_stale_seconds`; -> the paths removed."""
+    cutoff = time.time() - settings.upload_stale_seconds
+    removed = []
+    for path in settings.files_dir.glob(f"{UPLOAD_PREFIX}*"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed.append(path)
+        except FileNotFoundError:
+            continue  # finished or removed by another process meanwhile
+    if removed:
+        log.info("removed %d stale partial upload(s) from %s", len(removed), settings.files_dir)
+    return removed
+
+
 def store_upload(
     *,
     session: Session,
@@ -183,7 +209,16 @@ def store_upload(
     suffix = Path(filename).suffix.lower()
     final = settings.files_dir / (file_id + (suffix if suffix in _KNOWN_SUFFIXES else ""))
     try:
-        os.replace(tmp_path, final)
+        try:
+            os.replace(tmp_path, final)
+        except FileNotFoundError:  # removed as stale: the client sent nothing for that long
+            raise APIError(
+                408,
+                f"The upload stalled for over {settings.upload_stale_seconds:g} s and was "
+                "discarded; send it again.",
+                param="file",
+                code="upload_stalled",
+            ) from None
         file = File(
             id=file_id,
             team_id=team.id,

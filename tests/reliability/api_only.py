@@ -1,0 +1,135 @@
+"""An API-only deployment for reliability tests that need settings of their own (a tiny pool, a
+short stale-upload age) or a database they can stop: `replayft api` on its own PostgreSQL
+database (the machine's server, or a throwaway one from `throwaway_postgres`) and its own Redis
+database index, with no workers. Everything it starts is stopped and dropped on exit."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from servicekit import (
+    PG_URL_BASE,
+    REDIS_HOST,
+    REDIS_PORT,
+    Service,
+    claim_redis_db,
+    create_database,
+    drop_database,
+    free_port,
+    release_redis_db,
+    service_env,
+)
+
+
+@contextmanager
+def api_deployment(root: Path, database_url: str | None = None, **settings) -> Iterator[Service]:
+    """A started API (no workers) whose `REPLAYFT_*` settings include `settings`."""
+    (root / "data").mkdir()
+    (root / "tmp").mkdir()
+    db_name = None if database_url else create_database()
+    redis_db: int | None = None
+    svc: Service | None = None
+    try:
+        redis_db = claim_redis_db()
+        env = service_env(
+            REPLAYFT_DATA_DIR=root / "data",
+            REPLAYFT_DATABASE_URL=database_url or f"{PG_URL_BASE}/{db_name}",
+            REPLAYFT_BROKER_URL=f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_db}",
+            TMPDIR=root / "tmp",
+            **settings,
+        )
+        svc = Service(root, env)
+        upgrade = svc.cli("db", "upgrade")
+        assert upgrade.returncode == 0, f"replayft db upgrade failed:\n{upgrade.stderr}"
+        svc.start_api()
+        yield svc
+    finally:
+        if svc is not None:
+            svc.stop()
+        if db_name is not None:
+            drop_database(db_name)
+        if redis_db is not None:
+            release_redis_db(redis_db)
+
+
+def _pg_bin(name: str) -> str:
+    found = shutil.which(name) or sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+    assert found, f"{name} not found (PATH or /usr/lib/postgresql/*/bin)"
+    return str(found if isinstance(found, str) else found[-1])
+
+
+class ThrowawayPostgres:
+    """A PostgreSQL server of our own on a free port (initdb + pg_ctl), so a test can stop and
+    start it. PostgreSQL refuses to run as root: as root it runs as the `postgres` user."""
+
+    def __init__(self):
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self.dir = Path(tempfile.mkdtemp(prefix="replayft-pg-"))
+        self.data = self.dir / "data"
+        self.port = free_port()
+        if self.as_user:
+            shutil.chown(self.dir, "postgres")
+        self._run(
+            _pg_bin("initdb"),
+            "-D",
+            str(self.data),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "--no-instructions",
+        )
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str) -> None:
+        result = subprocess.run(
+            [*self.as_user, *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
+        assert result.returncode == 0, f"{args[0]} failed:\n{result.stdout}\n{result.stderr}"
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(
+            _pg_bin("pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.dir / "server.log"),
+            "-w",
+            "start",
+        )
+
+    def stop(self) -> None:
+        self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def remove(self) -> None:
+        subprocess.run(
+            [*self.as_user, _pg_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],
+            capture_output=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextmanager
+def throwaway_postgres() -> Iterator[ThrowawayPostgres]:
+    pg = ThrowawayPostgres()
+    try:
+        pg.start()
+        yield pg
+    finally:
+        pg.remove()
