@@ -1,7 +1,8 @@
 """Dependencies shared by the routes.
 
 - `SessionDep`: a database session per request.
-- `CurrentTeam`: the team owning the `Authorization: Bearer` key (401 otherwise).
+- `CurrentKey`: the `Authorization: Bearer` key's row (401 if missing, unknown or revoked);
+  `CurrentTeam`: the team owning it; `AdminKey`: the key, if it is an admin key (403 otherwise).
 - `FileDep`, `JobDep`, `SweepDep`: the row named in the path, if it belongs to the caller's team. Another
   team's id answers 404 exactly like a missing one, so ids never leak across teams.
 """
@@ -15,10 +16,10 @@ from fastapi import Depends, Header
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.db.models import File, Job, Sweep, Team
+from api.db.models import ApiKey, File, Job, Sweep, Team
 from api.db.session import get_sessionmaker
 from api.errors import APIError, not_found
-from api.services.teams import team_for_key
+from api.services.teams import record_use, team_for_key
 
 
 def get_db() -> Iterator[Session]:
@@ -36,9 +37,9 @@ def _unauthorized(message: str) -> APIError:
     return APIError(401, message, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
 
 
-def get_current_team(
+def get_caller(
     session: SessionDep, authorization: Annotated[str | None, Header()] = None
-) -> Team:
+) -> tuple[Team, ApiKey]:
     if not authorization:
         raise _unauthorized("Missing API key: send 'Authorization: Bearer <key>'.")
     scheme, _, key = authorization.partition(" ")
@@ -47,10 +48,34 @@ def get_current_team(
     found = team_for_key(session=session, key=key.strip())
     if found is None:
         raise _unauthorized("Incorrect API key provided.")
-    return found[0]
+    if found[1].revoked_at is not None:
+        raise _unauthorized("This API key has been revoked.")
+    record_use(session=session, key=found[1])
+    return found
+
+
+Caller = Annotated[tuple[Team, ApiKey], Depends(get_caller)]
+
+
+def get_current_team(caller: Caller) -> Team:
+    return caller[0]
+
+
+def get_current_key(caller: Caller) -> ApiKey:
+    return caller[1]
 
 
 CurrentTeam = Annotated[Team, Depends(get_current_team)]
+CurrentKey = Annotated[ApiKey, Depends(get_current_key)]
+
+
+def get_admin_key(key: CurrentKey) -> ApiKey:
+    if not key.is_admin:
+        raise APIError(403, "This endpoint needs an admin API key.", code="admin_key_required")
+    return key
+
+
+AdminKey = Annotated[ApiKey, Depends(get_admin_key)]
 
 
 def get_file(file_id: str, session: SessionDep, team: CurrentTeam) -> File:

@@ -18,7 +18,7 @@ from fastapi.routing import APIRoute
 
 from api.errors import install_error_handlers
 from api.frontend import mount_dashboard
-from api.routes import files, fine_tuning_jobs, health, models, sweeps
+from api.routes import admin, files, fine_tuning_jobs, health, models, sweeps
 from api.settings import get_settings
 
 log = logging.getLogger("replayft.api")
@@ -76,6 +76,7 @@ def create_app() -> FastAPI:
     v1.include_router(fine_tuning_jobs.router)
     v1.include_router(models.router)
     v1.include_router(sweeps.router)
+    v1.include_router(admin.router)
     app.include_router(v1)
     mount_dashboard(app)  # last: its fallback route must not shadow the API
     return app
