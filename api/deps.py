@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Header
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -37,9 +38,17 @@ def _unauthorized(message: str) -> APIError:
     return APIError(401, message, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
 
 
+# documents the Bearer scheme in OpenAPI; the header itself is read below, so that a missing and
+# a malformed one get their own messages
+_bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer rft-...`")
+
+
 def get_caller(
-    session: SessionDep, authorization: Annotated[str | None, Header()] = None
+    request: Request,
+    session: SessionDep,
+    _scheme: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> tuple[Team, ApiKey]:
+    authorization = request.headers.get("authorization")
     if not authorization:
         raise _unauthorized("Missing API key: send 'Authorization: Bearer <key>'.")
     scheme, _, key = authorization.partition(" ")

@@ -6,11 +6,12 @@ from fastapi import APIRouter
 
 from api.db.models import ApiKey, Team
 from api.deps import AdminKey, SessionDep
+from api.openapi import error_responses
 from api.schemas.admin import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic, TeamCreate, TeamPublic
 from api.schemas.common import ListResponse
 from api.services import teams as service
 
-router = APIRouter(prefix="/admin", tags=["admin"])
+router = APIRouter(prefix="/admin", tags=["admin"], responses=error_responses(403))
 
 
 def key_public(key: ApiKey, team: Team) -> ApiKeyPublic:
@@ -39,7 +40,7 @@ def list_keys(
     return ListResponse(data=[key_public(k, t) for k, t in rows])
 
 
-@router.post("/keys", response_model=ApiKeyCreated)
+@router.post("/keys", response_model=ApiKeyCreated, responses=error_responses(400))
 def create_key(body: ApiKeyCreate, session: SessionDep, _admin: AdminKey) -> ApiKeyCreated:
     row, team, key = service.create_key_row(
         session=session, team_name=body.team, admin=body.admin, name=body.name
@@ -47,12 +48,14 @@ def create_key(body: ApiKeyCreate, session: SessionDep, _admin: AdminKey) -> Api
     return ApiKeyCreated(**key_public(row, team).model_dump(), key=key)
 
 
-@router.delete("/keys/{key_id}", response_model=ApiKeyPublic)
+@router.delete("/keys/{key_id}", response_model=ApiKeyPublic, responses=error_responses(404))
 def revoke_key(key_id: str, session: SessionDep, _admin: AdminKey) -> ApiKeyPublic:
     return key_public(*service.revoke_key(session=session, key_id=key_id))
 
 
-@router.post("/keys/{key_id}/rotate", response_model=ApiKeyCreated)
+@router.post(
+    "/keys/{key_id}/rotate", response_model=ApiKeyCreated, responses=error_responses(404, 409)
+)
 def rotate_key(key_id: str, session: SessionDep, _admin: AdminKey) -> ApiKeyCreated:
     row, team, key = service.rotate_key(session=session, key_id=key_id)
     return ApiKeyCreated(**key_public(row, team).model_dump(), key=key)
@@ -63,6 +66,6 @@ def list_teams(session: SessionDep, _admin: AdminKey) -> ListResponse[TeamPublic
     return ListResponse(data=[team_public(t) for t in service.list_teams(session=session)])
 
 
-@router.post("/teams", response_model=TeamPublic)
+@router.post("/teams", response_model=TeamPublic, responses=error_responses(400, 409))
 def create_team(body: TeamCreate, session: SessionDep, _admin: AdminKey) -> TeamPublic:
     return team_public(service.create_team(session=session, name=body.name))

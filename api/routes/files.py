@@ -9,6 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from api.deps import CurrentTeam, FileDep, SessionDep
+from api.openapi import error_responses
 from api.schemas.common import DeletedResponse, ListResponse
 from api.schemas.files import FilePublic
 from api.services import files as service
@@ -37,7 +38,9 @@ _UPLOAD_BODY = {
 
 # async, unlike the other routes: it reads the request stream itself so the upload goes straight
 # to disk under the size limit; the blocking database work runs in the thread pool.
-@router.post("", response_model=FilePublic, openapi_extra=_UPLOAD_BODY)
+@router.post(
+    "", response_model=FilePublic, openapi_extra=_UPLOAD_BODY, responses=error_responses(400, 413)
+)
 async def create_file(request: Request, session: SessionDep, team: CurrentTeam) -> FilePublic:
     from worker.app import VALIDATE_FILE, send
 
@@ -62,7 +65,7 @@ async def create_file(request: Request, session: SessionDep, team: CurrentTeam) 
     return FilePublic.model_validate(file, from_attributes=True)
 
 
-@router.get("", response_model=ListResponse[FilePublic])
+@router.get("", response_model=ListResponse[FilePublic], responses=error_responses(400))
 def list_files(
     session: SessionDep,
     team: CurrentTeam,
@@ -78,17 +81,17 @@ def list_files(
     )
 
 
-@router.get("/{file_id}", response_model=FilePublic)
+@router.get("/{file_id}", response_model=FilePublic, responses=error_responses(404))
 def retrieve_file(file: FileDep) -> FilePublic:
     return FilePublic.model_validate(file, from_attributes=True)
 
 
-@router.delete("/{file_id}", response_model=DeletedResponse)
+@router.delete("/{file_id}", response_model=DeletedResponse, responses=error_responses(404, 409))
 def delete_file(file: FileDep, session: SessionDep) -> DeletedResponse:
     service.delete_file(session=session, file=file)
     return DeletedResponse(id=file.id, object="file", deleted=True)
 
 
-@router.get("/{file_id}/content", response_class=FileResponse)
+@router.get("/{file_id}/content", response_class=FileResponse, responses=error_responses(404))
 def download_file(file: FileDep) -> FileResponse:
     return FileResponse(file.path, media_type="application/octet-stream", filename=file.filename)

@@ -21,6 +21,7 @@ from api.db.models import Job, JobEvent, JobMetric
 from api.db.session import session_scope
 from api.deps import CurrentTeam, JobDep, SessionDep
 from api.errors import invalid
+from api.openapi import error_responses
 from api.schemas.common import ListResponse
 from api.schemas.jobs import (
     TERMINAL_STATUSES,
@@ -39,7 +40,7 @@ router = APIRouter(prefix="/fine_tuning", tags=["fine_tuning"])
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
-@router.post("/jobs", response_model=JobPublic)
+@router.post("/jobs", response_model=JobPublic, responses=error_responses(400, 409))
 def create_job(
     body: JobCreate,
     session: SessionDep,
@@ -60,12 +61,12 @@ def create_job(
     return service.to_public(job)
 
 
-@router.post("/plan")
+@router.post("/plan", responses=error_responses(400))
 def plan_job(body: JobCreate, session: SessionDep, team: CurrentTeam) -> dict[str, Any]:
     return service.plan_job(session=session, team=team, body=body, settings=get_settings())
 
 
-@router.get("/jobs", response_model=ListResponse[JobPublic])
+@router.get("/jobs", response_model=ListResponse[JobPublic], responses=error_responses(400))
 def list_jobs(
     request: Request,
     session: SessionDep,
@@ -88,27 +89,31 @@ def list_jobs(
     return ListResponse(data=service.public_jobs(session=session, jobs=jobs), has_more=has_more)
 
 
-@router.get("/jobs/{job_id}", response_model=JobPublic)
+@router.get("/jobs/{job_id}", response_model=JobPublic, responses=error_responses(404))
 def retrieve_job(job: JobDep, session: SessionDep) -> JobPublic:
     return service.public_jobs(session=session, jobs=[job])[0]
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=JobPublic)
+@router.post("/jobs/{job_id}/cancel", response_model=JobPublic, responses=error_responses(404, 409))
 def cancel_job(job: JobDep, session: SessionDep) -> JobPublic:
     return service.to_public(service.cancel_job(session=session, job=job))
 
 
-@router.post("/jobs/{job_id}/pause", response_model=JobPublic)
+@router.post("/jobs/{job_id}/pause", response_model=JobPublic, responses=error_responses(404, 409))
 def pause_job(job: JobDep, session: SessionDep) -> JobPublic:
     return service.to_public(service.pause_job(session=session, job=job))
 
 
-@router.post("/jobs/{job_id}/resume", response_model=JobPublic)
+@router.post("/jobs/{job_id}/resume", response_model=JobPublic, responses=error_responses(404, 409))
 def resume_job(job: JobDep, session: SessionDep) -> JobPublic:
     return service.to_public(service.resume_job(session=session, job=job))
 
 
-@router.get("/jobs/{job_id}/events", response_model=ListResponse[JobEventPublic])
+@router.get(
+    "/jobs/{job_id}/events",
+    response_model=ListResponse[JobEventPublic],
+    responses=error_responses(400, 404),
+)
 def list_events(
     job: JobDep, session: SessionDep, after: str | None = None, limit: Limit = 20
 ) -> ListResponse[JobEventPublic]:
@@ -116,7 +121,11 @@ def list_events(
     return ListResponse(data=[service.event_public(e) for e in events], has_more=has_more)
 
 
-@router.get("/jobs/{job_id}/checkpoints", response_model=ListResponse[CheckpointPublic])
+@router.get(
+    "/jobs/{job_id}/checkpoints",
+    response_model=ListResponse[CheckpointPublic],
+    responses=error_responses(400, 404),
+)
 def list_checkpoints(
     job: JobDep, session: SessionDep, after: str | None = None, limit: Limit = 10
 ) -> ListResponse[CheckpointPublic]:
@@ -159,7 +168,7 @@ def _tar_stream(folder: Path, arcname: str) -> Iterator[bytes]:
 @router.get(
     "/jobs/{job_id}/checkpoints/{checkpoint_id}/download",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/gzip": {}}}},
+    responses={200: {"content": {"application/gzip": {}}}, **error_responses(404)},
 )
 def download_checkpoint(job: JobDep, checkpoint_id: str, session: SessionDep) -> StreamingResponse:
     folder = service.checkpoint_folder(session=session, job=job, checkpoint_id=checkpoint_id)
@@ -171,7 +180,9 @@ def download_checkpoint(job: JobDep, checkpoint_id: str, session: SessionDep) ->
     )
 
 
-@router.get("/jobs/{job_id}/metrics", response_model=MetricsList)
+@router.get(
+    "/jobs/{job_id}/metrics", response_model=MetricsList, responses=error_responses(400, 404)
+)
 def get_metrics(
     job: JobDep,
     session: SessionDep,
@@ -247,7 +258,7 @@ def _start_cursors(
 @router.get(
     "/jobs/{job_id}/stream",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={200: {"content": {"text/event-stream": {}}}, **error_responses(400, 404)},
 )
 def stream_job(
     job: JobDep,
