@@ -4,6 +4,7 @@
   replayft api / replayft worker   the parts separately (the distributed setup)
   replayft db upgrade              apply migrations (also done at API and worker start-up)
   replayft keys create --team T    mint an API key (printed once, stored hashed)
+  replayft keys list|revoke|rotate list keys (never the secrets), revoke one, replace one
   replayft corpora add NAME PATH   register a server-side replay corpus
   replayft models add NAME PATH    register a server-side base model
 
@@ -48,9 +49,80 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 
     upgrade()
     with session_scope() as session:
-        key = create_key(session=session, team_name=args.team, admin=args.admin)
+        key = create_key(session=session, team_name=args.team, admin=args.admin, name=args.name)
     # the only thing on stdout, so `KEY=$(replayft keys create ...)` works
     sys.stdout.write(key + "\n")
+    return 0
+
+
+def _when(t: int | None) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(t)) if t else "-"
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    from api.db.migrate import upgrade
+    from api.db.session import session_scope
+    from api.services.teams import KEY_PREFIX, list_keys
+
+    upgrade()
+    with session_scope() as session:
+        rows = list_keys(session=session, team_name=args.team)
+    table = [("ID", "TEAM", "PREFIX", "ADMIN", "CREATED", "LAST USED", "REVOKED", "NAME")]
+    for key, team in rows:
+        table.append(
+            (
+                key.id,
+                team.name,
+                KEY_PREFIX + key.prefix if key.prefix else "-",
+                "yes" if key.is_admin else "no",
+                _when(key.created_at),
+                _when(key.last_used_at),
+                _when(key.revoked_at),
+                key.name or "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        sys.stdout.write(
+            "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n"
+        )
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from api.db.migrate import upgrade
+    from api.db.session import session_scope
+    from api.errors import APIError
+    from api.services.teams import revoke_key
+
+    upgrade()
+    with session_scope() as session:
+        try:
+            key, team = revoke_key(session=session, key_id=args.key_id)
+        except APIError as exc:
+            _err(exc.message)
+            return 1
+    _err(f"revoked {key.id} (team {team.name!r})")
+    return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    from api.db.migrate import upgrade
+    from api.db.session import session_scope
+    from api.errors import APIError
+    from api.services.teams import rotate_key
+
+    upgrade()
+    with session_scope() as session:
+        try:
+            row, team, key = rotate_key(session=session, key_id=args.key_id)
+        except APIError as exc:
+            _err(exc.message)
+            return 1
+    _err(f"revoked {args.key_id}; new key {row.id} for team {team.name!r}")
+    sys.stdout.write(key + "\n")  # as with `keys create`: the key alone on stdout
     return 0
 
 
@@ -240,7 +312,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = keys.add_parser("create", help="create a key (and the team if needed); prints the key")
     p.add_argument("--team", required=True)
     p.add_argument("--admin", action="store_true")
+    p.add_argument("--name", default=None, help="a label to tell keys apart")
     p.set_defaults(func=cmd_keys_create)
+    p = keys.add_parser("list", help="list keys: id, team, prefix, admin, dates (no secrets)")
+    p.add_argument("--team", default=None, help="only this team's keys")
+    p.set_defaults(func=cmd_keys_list)
+    p = keys.add_parser("revoke", help="revoke a key: its next request gets 401")
+    p.add_argument("key_id")
+    p.set_defaults(func=cmd_keys_revoke)
+    p = keys.add_parser(
+        "rotate", help="revoke a key and print a new one for the same team and admin flag"
+    )
+    p.add_argument("key_id")
+    p.set_defaults(func=cmd_keys_rotate)
 
     p = sub.add_parser("corpora", help="server-side replay corpora")
     corpora = p.add_subparsers(dest="corpora_command", required=True)

@@ -5,7 +5,8 @@
   sent. At most pool size + overflow requests hold one at a time (`db_slot`); the others wait in
   the event loop, holding neither a thread nor a connection, and after `REPLAYFT_DB_POOL_TIMEOUT`
   seconds get 503 with Retry-After: load is shed instead of piling up on the pool.
-- `CurrentTeam`: the team owning the `Authorization: Bearer` key (401 otherwise).
+- `CurrentKey`: the `Authorization: Bearer` key's row (401 if missing, unknown or revoked);
+  `CurrentTeam`: the team owning it; `AdminKey`: the key, if it is an admin key (403 otherwise).
 - `FileDep`, `JobDep`, `SweepDep`: the row named in the path, if it belongs to the caller's team. Another
   team's id answers 404 exactly like a missing one, so ids never leak across teams.
 """
@@ -18,16 +19,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import Depends, Header
+from fastapi import Depends, Request, Security
 from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.db.models import File, Job, Sweep, Team
+from api.db.models import ApiKey, File, Job, Sweep, Team
 from api.db.session import get_sessionmaker
 from api.errors import APIError, not_found
 from api.schemas.common import PathId
-from api.services.teams import team_for_key
+from api.services.teams import record_use, team_for_key
 from api.settings import get_settings
 
 _slots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop -> Semaphore
@@ -86,14 +88,13 @@ def _unauthorized(message: str) -> APIError:
     return APIError(401, message, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
 
 
-def get_current_team(
-    session: SessionDep, authorization: Annotated[str | None, Header()] = None
-) -> Team:
-    return authenticate(session, authorization)
+# documents the Bearer scheme in OpenAPI; the header itself is read by `authenticate`, so that a
+# missing and a malformed one get their own messages
+_bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer rft-...`")
 
 
-def authenticate(session: Session, authorization: str | None) -> Team:
-    """The team of an `Authorization: Bearer <key>` header value, or 401."""
+def authenticate(session: Session, authorization: str | None) -> tuple[Team, ApiKey]:
+    """(team, key) of an `Authorization: Bearer <key>` header value, or 401; records the use."""
     if not authorization:
         raise _unauthorized("Missing API key: send 'Authorization: Bearer <key>'.")
     scheme, _, key = authorization.partition(" ")
@@ -102,10 +103,42 @@ def authenticate(session: Session, authorization: str | None) -> Team:
     found = team_for_key(session=session, key=key.strip())
     if found is None:
         raise _unauthorized("Incorrect API key provided.")
-    return found[0]
+    if found[1].revoked_at is not None:
+        raise _unauthorized("This API key has been revoked.")
+    record_use(session=session, key=found[1])
+    return found
+
+
+def get_caller(
+    request: Request,
+    session: SessionDep,
+    _scheme: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+) -> tuple[Team, ApiKey]:
+    return authenticate(session, request.headers.get("authorization"))
+
+
+Caller = Annotated[tuple[Team, ApiKey], Depends(get_caller)]
+
+
+def get_current_team(caller: Caller) -> Team:
+    return caller[0]
+
+
+def get_current_key(caller: Caller) -> ApiKey:
+    return caller[1]
 
 
 CurrentTeam = Annotated[Team, Depends(get_current_team)]
+CurrentKey = Annotated[ApiKey, Depends(get_current_key)]
+
+
+def get_admin_key(key: CurrentKey) -> ApiKey:
+    if not key.is_admin:
+        raise APIError(403, "This endpoint needs an admin API key.", code="admin_key_required")
+    return key
+
+
+AdminKey = Annotated[ApiKey, Depends(get_admin_key)]
 
 
 def get_file(file_id: PathId, session: SessionDep, team: CurrentTeam) -> File:

@@ -27,6 +27,8 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.openapi import allow_header, allowed_methods
+
 log = logging.getLogger("replayft.api")
 
 _TYPES = {
@@ -89,10 +91,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        headers = exc.headers
+        if exc.status_code == 405:  # Starlette's Allow names one route's methods, not the path's
+            headers = {"Allow": allow_header(allowed_methods(request.app, request.scope))}
         return JSONResponse(
-            error_body(exc.status_code, message), status_code=exc.status_code, headers=exc.headers
+            error_body(exc.status_code, message), status_code=exc.status_code, headers=headers
         )
 
     @app.exception_handler(RequestValidationError)

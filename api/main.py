@@ -19,7 +19,8 @@ from fastapi.routing import APIRoute
 
 from api.errors import install_error_handlers
 from api.frontend import mount_dashboard
-from api.routes import files, fine_tuning_jobs, health, models, sweeps
+from api.openapi import error_responses, install_openapi
+from api.routes import admin, files, fine_tuning_jobs, health, models, sweeps
 from api.settings import get_settings
 
 log = logging.getLogger("replayft.api")
@@ -90,11 +91,13 @@ def create_app() -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(health.router)
-    v1 = APIRouter(prefix="/v1")
+    v1 = APIRouter(prefix="/v1", responses=error_responses(401, 503))
     v1.include_router(files.router)
     v1.include_router(fine_tuning_jobs.router)
     v1.include_router(models.router)
     v1.include_router(sweeps.router)
+    v1.include_router(admin.router)
     app.include_router(v1)
+    install_openapi(app)
     mount_dashboard(app)  # last: its fallback route must not shadow the API
     return app

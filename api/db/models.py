@@ -49,6 +49,10 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex; never the key
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[int] = mapped_column(Integer, default=now)
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True)  # a label, optional
+    prefix: Mapped[str | None] = mapped_column(String(16), nullable=True)  # shown, not secret
+    last_used_at: Mapped[int | None] = mapped_column(Integer, nullable=True)  # to the minute
+    revoked_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class File(Base):

@@ -9,6 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from api.deps import CurrentTeam, FileDep, SessionDep, authenticate, short_session
+from api.openapi import error_responses
 from api.schemas.common import Cursor, DeletedResponse, ListResponse, db_string
 from api.schemas.files import FilePublic
 from api.services import files as service
@@ -39,7 +40,9 @@ _UPLOAD_BODY = {
 # to disk under the size limit; the blocking database work runs in the thread pool. It takes no
 # SessionDep: reading a large body can take minutes, and a session held meanwhile would starve the
 # pool, so the key is checked with one short session and the row written with another.
-@router.post("", response_model=FilePublic, openapi_extra=_UPLOAD_BODY)
+@router.post(
+    "", response_model=FilePublic, openapi_extra=_UPLOAD_BODY, responses=error_responses(400, 413)
+)
 async def create_file(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> FilePublic:
@@ -47,7 +50,7 @@ async def create_file(
 
     settings = get_settings()
     async with short_session() as session:
-        team = await run_in_threadpool(authenticate, session, authorization)
+        team, _key = await run_in_threadpool(authenticate, session, authorization)
     tmp, filename, purpose, size = await service.receive_upload(
         content_type=request.headers.get("content-type", ""),
         body=request.stream(),
@@ -72,7 +75,7 @@ async def create_file(
     return FilePublic.model_validate(file, from_attributes=True)
 
 
-@router.get("", response_model=ListResponse[FilePublic])
+@router.get("", response_model=ListResponse[FilePublic], responses=error_responses(400))
 def list_files(
     session: SessionDep,
     team: CurrentTeam,
@@ -88,17 +91,17 @@ def list_files(
     )
 
 
-@router.get("/{file_id}", response_model=FilePublic)
+@router.get("/{file_id}", response_model=FilePublic, responses=error_responses(404))
 def retrieve_file(file: FileDep) -> FilePublic:
     return FilePublic.model_validate(file, from_attributes=True)
 
 
-@router.delete("/{file_id}", response_model=DeletedResponse)
+@router.delete("/{file_id}", response_model=DeletedResponse, responses=error_responses(404, 409))
 def delete_file(file: FileDep, session: SessionDep) -> DeletedResponse:
     service.delete_file(session=session, file=file)
     return DeletedResponse(id=file.id, object="file", deleted=True)
 
 
-@router.get("/{file_id}/content", response_class=FileResponse)
+@router.get("/{file_id}/content", response_class=FileResponse, responses=error_responses(404))
 def download_file(file: FileDep) -> FileResponse:
     return FileResponse(file.path, media_type="application/octet-stream", filename=file.filename)

@@ -24,6 +24,7 @@ from api.db.models import Job, JobEvent, JobMetric
 from api.db.session import session_scope
 from api.deps import CurrentTeam, JobDep, SessionDep, db_slot
 from api.errors import APIError, invalid
+from api.openapi import error_responses
 from api.schemas.common import (
     ID_MAX_LENGTH,
     Cursor,
@@ -50,7 +51,7 @@ router = APIRouter(prefix="/fine_tuning", tags=["fine_tuning"])
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
-@router.post("/jobs", response_model=JobPublic)
+@router.post("/jobs", response_model=JobPublic, responses=error_responses(400, 409))
 def create_job(
     body: JobCreate,
     session: SessionDep,
@@ -71,12 +72,12 @@ def create_job(
     return service.to_public(job)
 
 
-@router.post("/plan")
+@router.post("/plan", responses=error_responses(400))
 def plan_job(body: JobCreate, session: SessionDep, team: CurrentTeam) -> dict[str, Any]:
     return service.plan_job(session=session, team=team, body=body, settings=get_settings())
 
 
-@router.get("/jobs", response_model=ListResponse[JobPublic])
+@router.get("/jobs", response_model=ListResponse[JobPublic], responses=error_responses(400))
 def list_jobs(
     request: Request,
     session: SessionDep,
@@ -99,27 +100,31 @@ def list_jobs(
     return ListResponse(data=service.public_jobs(session=session, jobs=jobs), has_more=has_more)
 
 
-@router.get("/jobs/{job_id}", response_model=JobPublic)
+@router.get("/jobs/{job_id}", response_model=JobPublic, responses=error_responses(404))
 def retrieve_job(job: JobDep, session: SessionDep) -> JobPublic:
     return service.public_jobs(session=session, jobs=[job])[0]
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=JobPublic)
+@router.post("/jobs/{job_id}/cancel", response_model=JobPublic, responses=error_responses(404, 409))
 def cancel_job(job: JobDep, session: SessionDep) -> JobPublic:
     return service.to_public(service.cancel_job(session=session, job=job))
 
 
-@router.post("/jobs/{job_id}/pause", response_model=JobPublic)
+@router.post("/jobs/{job_id}/pause", response_model=JobPublic, responses=error_responses(404, 409))
 def pause_job(job: JobDep, session: SessionDep) -> JobPublic:
     return service.to_public(service.pause_job(session=session, job=job))
 
 
-@router.post("/jobs/{job_id}/resume", response_model=JobPublic)
+@router.post("/jobs/{job_id}/resume", response_model=JobPublic, responses=error_responses(404, 409))
 def resume_job(job: JobDep, session: SessionDep) -> JobPublic:
     return service.to_public(service.resume_job(session=session, job=job))
 
 
-@router.get("/jobs/{job_id}/events", response_model=ListResponse[JobEventPublic])
+@router.get(
+    "/jobs/{job_id}/events",
+    response_model=ListResponse[JobEventPublic],
+    responses=error_responses(400, 404),
+)
 def list_events(
     job: JobDep, session: SessionDep, after: Cursor = None, limit: Limit = 20
 ) -> ListResponse[JobEventPublic]:
@@ -127,7 +132,11 @@ def list_events(
     return ListResponse(data=[service.event_public(e) for e in events], has_more=has_more)
 
 
-@router.get("/jobs/{job_id}/checkpoints", response_model=ListResponse[CheckpointPublic])
+@router.get(
+    "/jobs/{job_id}/checkpoints",
+    response_model=ListResponse[CheckpointPublic],
+    responses=error_responses(400, 404),
+)
 def list_checkpoints(
     job: JobDep, session: SessionDep, after: Cursor = None, limit: Limit = 10
 ) -> ListResponse[CheckpointPublic]:
@@ -189,7 +198,7 @@ def _tar_stream(folder: Path, arcname: str) -> Iterator[bytes]:
 @router.get(
     "/jobs/{job_id}/checkpoints/{checkpoint_id}/download",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/gzip": {}}}},
+    responses={200: {"content": {"application/gzip": {}}}, **error_responses(404)},
 )
 def download_checkpoint(
     job: JobDep, checkpoint_id: PathId, session: SessionDep
@@ -203,7 +212,9 @@ def download_checkpoint(
     )
 
 
-@router.get("/jobs/{job_id}/metrics", response_model=MetricsList)
+@router.get(
+    "/jobs/{job_id}/metrics", response_model=MetricsList, responses=error_responses(400, 404)
+)
 def get_metrics(
     job: JobDep,
     session: SessionDep,
@@ -279,7 +290,7 @@ def _start_cursors(
 @router.get(
     "/jobs/{job_id}/stream",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={200: {"content": {"text/event-stream": {}}}, **error_responses(400, 404)},
 )
 def stream_job(
     job: JobDep,

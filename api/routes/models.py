@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import CurrentTeam, SessionDep
+from api.openapi import error_responses
 from api.schemas.common import ListResponse
 from api.schemas.models import ModelPublic
 from api.services import models as service
@@ -18,6 +19,6 @@ def list_models(session: SessionDep, team: CurrentTeam) -> ListResponse[ModelPub
 
 
 # `:path` because model ids contain slashes (replayft/llama-tiny, ft:replayft/llama-tiny:...)
-@router.get("/{model_id:path}", response_model=ModelPublic)
+@router.get("/{model_id:path}", response_model=ModelPublic, responses=error_responses(400, 404))
 def retrieve_model(model_id: str, session: SessionDep, team: CurrentTeam) -> ModelPublic:
     return service.get_model(session=session, team=team, model_id=model_id)

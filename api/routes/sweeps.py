@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 
 from api.deps import CurrentTeam, SessionDep, SweepDep
+from api.openapi import error_responses
 from api.schemas.common import Cursor, IdempotencyKeyHeader, ListResponse
 from api.schemas.sweeps import SweepCreate, SweepPublic, SweepReport
 from api.services import sweeps as service
@@ -16,7 +17,7 @@ from api.settings import get_settings
 router = APIRouter(prefix="/sweeps", tags=["sweeps"])
 
 
-@router.post("", response_model=SweepPublic)
+@router.post("", response_model=SweepPublic, responses=error_responses(400, 409))
 def create_sweep(
     body: SweepCreate,
     session: SessionDep,
@@ -36,7 +37,7 @@ def create_sweep(
     return service.to_public(session, sweep)
 
 
-@router.get("", response_model=ListResponse[SweepPublic])
+@router.get("", response_model=ListResponse[SweepPublic], responses=error_responses(400))
 def list_sweeps(
     session: SessionDep,
     team: CurrentTeam,
@@ -47,16 +48,16 @@ def list_sweeps(
     return ListResponse(data=[service.to_public(session, s) for s in sweeps], has_more=has_more)
 
 
-@router.get("/{sweep_id}", response_model=SweepPublic)
+@router.get("/{sweep_id}", response_model=SweepPublic, responses=error_responses(404))
 def retrieve_sweep(sweep: SweepDep, session: SessionDep) -> SweepPublic:
     return service.to_public(session, sweep)
 
 
-@router.post("/{sweep_id}/cancel", response_model=SweepPublic)
+@router.post("/{sweep_id}/cancel", response_model=SweepPublic, responses=error_responses(404, 409))
 def cancel_sweep(sweep: SweepDep, session: SessionDep) -> SweepPublic:
     return service.to_public(session, service.cancel_sweep(session=session, sweep=sweep))
 
 
-@router.get("/{sweep_id}/report", response_model=SweepReport)
+@router.get("/{sweep_id}/report", response_model=SweepReport, responses=error_responses(404))
 def sweep_report(sweep: SweepDep, session: SessionDep) -> dict[str, Any]:
     return service.report(session=session, sweep=sweep)

@@ -8,11 +8,20 @@ the default grid.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.schemas.jobs import DatasetName, JobError, JobStatus, Progress, TrainingRequest
+from api.schemas.jobs import (
+    DatasetName,
+    Hyperparameters,
+    JobError,
+    JobStatus,
+    Method,
+    Progress,
+    Supervised,
+    TrainingRequest,
+)
 
 DEFAULT_REPLAY_FRACTIONS = [0.0, 0.1, 0.25, 0.5, 0.75]
 DEFAULT_REFERENCE_SUBSETS = [1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0]
@@ -30,23 +39,60 @@ class SweepReplay(BaseModel):
     )
 
 
+# The bounds `api.services.sweeps` checks, declared here so that the schema says them: a value
+# in range; no value twice (`uniqueItems`, checked by the service as pydantic does not); at most
+# MAX_MEMBERS jobs in all (replay fractions x allocations + reference subsets, checked by the
+# service: a rule across fields).
+ReplayFraction = Annotated[float, Field(ge=0, lt=1)]
+Share = Annotated[float, Field(gt=0, le=1)]
+_UNIQUE = {"uniqueItems": True}
+
+
+class SweepHyperparameters(Hyperparameters):
+    target_subset_fraction: None = Field(
+        None, description="Set by the sweep for its reference runs: use reference_subsets."
+    )
+
+
+class SweepSupervised(Supervised):
+    hyperparameters: SweepHyperparameters = Field(default_factory=SweepHyperparameters)
+
+
+class SweepMethod(Method):
+    supervised: SweepSupervised | None = None
+
+
 class SweepCreate(TrainingRequest):
     model_config = ConfigDict(extra="forbid")
 
+    method: SweepMethod | None = None
+    hyperparameters: SweepHyperparameters | None = Field(
+        None, description="Deprecated OpenAI form."
+    )
     replay: SweepReplay | None = None
-    replay_fractions: list[float] = Field(
+    replay_fractions: list[ReplayFraction] = Field(
         default_factory=lambda: list(DEFAULT_REPLAY_FRACTIONS),
+        min_length=1,
+        max_length=MAX_MEMBERS,
+        json_schema_extra=_UNIQUE,
         description="r values to try, each in [0, 1), on all the target data.",
     )
-    target_stage2_allocations: list[float] | None = Field(
+    target_stage2_allocations: list[Share] | None = Field(
         None,
+        min_length=1,
+        max_length=MAX_MEMBERS,
+        json_schema_extra=_UNIQUE,
         description="Mid-training: a values to try, each in (0, 1], crossed with replay_fractions "
         "(needs hyperparameters.total_steps). Unset = fine-tuning.",
     )
-    reference_subsets: list[float] = Field(
+    reference_subsets: list[Share] = Field(
         default_factory=lambda: list(DEFAULT_REFERENCE_SUBSETS),
+        min_length=2,
+        max_length=MAX_MEMBERS,
+        json_schema_extra=_UNIQUE,
         description="Shares of the target data, each in (0, 1], for the no-replay reference runs "
-        "of the efficiency fit; 1 is always included (it is also the baseline).",
+        "of the efficiency fit; 1 is always included (it is also the baseline), and the fit "
+        "needs at least 3 distinct shares counting it.",
     )
 
 

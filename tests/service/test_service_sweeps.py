@@ -37,14 +37,14 @@ def sweep_body(target: str, replay: str, **extra) -> dict:
 def test_bad_sweep_requests_name_the_field_and_create_nothing(team: Team, team_files):
     target, replay = team_files
     cases = [
-        ({"replay_fractions": [0, 1.0]}, "replay_fractions"),
-        ({"replay_fractions": [-0.1]}, "replay_fractions"),
+        ({"replay_fractions": [0, 1.0]}, "replay_fractions.1"),
+        ({"replay_fractions": [-0.1]}, "replay_fractions.0"),
         ({"replay_fractions": []}, "replay_fractions"),
         ({"replay_fractions": [0.25, 0.25]}, "replay_fractions"),
-        ({"reference_subsets": [0, 0.5]}, "reference_subsets"),
-        ({"reference_subsets": [0.5, 2]}, "reference_subsets"),
+        ({"reference_subsets": [0, 0.5]}, "reference_subsets.0"),
+        ({"reference_subsets": [0.5, 2]}, "reference_subsets.1"),
         ({"reference_subsets": [0.5]}, "reference_subsets"),  # with 1: two points, no fit
-        ({"target_stage2_allocations": [0]}, "target_stage2_allocations"),
+        ({"target_stage2_allocations": [0]}, "target_stage2_allocations.0"),
         ({"target_stage2_allocations": [0.5]}, "target_stage2_allocations"),  # no total_steps
         ({"replay_fractions": ["lots"]}, "replay_fractions.0"),
         ({"replay_fraction": [0.1]}, "replay_fraction"),  # a typo is not the default grid
