@@ -8,6 +8,13 @@
 - `files`: cheap work (file validation and token counts, job plan resolution) that must never wait
   behind training; `replayft worker --queues files` runs a CPU-only worker for it.
 
+Pool children and fork: a child forked while another thread of the main process is inside SQLite
+(or malloc) inherits that lock held and hangs at its first query. With Redis the main process
+forks from its one thread, and runs no database threads (the periodic checks live in their own
+process, `worker.maintenance`). The embedded SQLite broker has no event loop, so Celery forks from
+a pool-supervisor thread while the main thread polls the broker's SQLite file: there the pool
+starts its children with `spawn` (fresh interpreters, nothing inherited) instead.
+
 `task_create_missing_queues=False` turns a typo in a queue name into an error instead of a queue
 that nobody consumes. Results are not stored: state lives in the service's database.
 """
@@ -33,8 +40,14 @@ def create_celery_app() -> Celery:
     app = Celery("replayft", broker=settings.broker_url, include=["worker.tasks"])
     transport_options: dict = {}
     if settings.broker_url.startswith("sqla+sqlite"):
+        from kombu.transport import sqlalchemy as sqla_transport
+
         # the embedded broker is a SQLite file shared by the API and worker processes
         transport_options = {"connect_args": {"timeout": 60}}
+        # A worker holds one unacknowledged message at a time and looks for the next one after
+        # this pause: kombu's default, 1 s, caps a worker at about one upload a second. (Set on
+        # the class: this transport hands every transport option to create_engine.)
+        sqla_transport.Transport.polling_interval = 0.2
     elif settings.broker_url.startswith(("redis://", "rediss://")):
         # unacknowledged messages are redelivered after this long; a training job can run for
         # days, and lost workers are detected by heartbeat instead (runner.requeue_lost_jobs)
@@ -61,6 +74,7 @@ def create_celery_app() -> Celery:
         task_serializer="json",
         accept_content=["json"],
         worker_hijack_root_logger=False,
+        worker_pool_start_method="spawn" if settings.broker_url.startswith("sqla+") else "fork",
         # how often a child process is replaced depends on the queues: see child_recycling
     )
     return app
@@ -85,29 +99,42 @@ def send(task_name: str, *args: str | int) -> None:
 
 
 # ---------------------------------------------------------------------------- worker start-up
+_maintenance = None  # the periodic checks' process (worker.maintenance), started when ready
+
+
 def _on_worker_init(**_kwargs) -> None:
     from api.db.migrate import upgrade
+    from api.db.session import get_engine
 
     get_settings().ensure_dirs()
     upgrade()
-    # Task children are forked from this process, so importing the engine (torch, transformers:
-    # ~3 s) here once spares each new child that wait. Importing starts no threads and no CUDA.
-    import replay_engine.trainer  # noqa: F401
-    import worker.runner  # noqa: F401
+    # no pooled connection of this process may reach a forked child
+    get_engine().dispose()
+    if celery_app.conf.worker_pool_start_method == "fork":
+        # Task children are forked from this process, so importing the engine (torch,
+        # transformers: ~3 s) here once spares each new child that wait. Importing starts no
+        # threads and no CUDA.
+        import replay_engine.trainer  # noqa: F401
+        import worker.runner  # noqa: F401
 
 
 def _on_worker_ready(**_kwargs) -> None:
-    import threading
+    global _maintenance
+    from worker import maintenance
 
-    from worker.runner import lost_job_monitor
+    _maintenance = maintenance.start()
 
-    threading.Thread(target=lost_job_monitor, name="lost-job-monitor", daemon=True).start()
+
+def _on_worker_shutdown(**_kwargs) -> None:
+    if _maintenance is not None and _maintenance.is_alive():
+        _maintenance.terminate()
+        _maintenance.join(timeout=10)
 
 
 def _on_child_start(**_kwargs) -> None:
-    # A task child is forked from the main process, whose lost-job monitor holds pooled database
-    # connections. Sharing a socket across processes corrupts it, so the child drops its
-    # inherited pool (without closing the parent's connections) and opens its own.
+    # A forked child must not use connections it inherited from the main process (a socket
+    # shared by two processes gets corrupted): drop the inherited pool without closing the
+    # parent's connections, and open its own.
     from api.db.session import get_engine
 
     get_engine().dispose(close=False)
@@ -119,6 +146,7 @@ def _connect_signals() -> None:
     signals.worker_init.connect(_on_worker_init, weak=False)
     signals.worker_process_init.connect(_on_child_start, weak=False)
     signals.worker_ready.connect(_on_worker_ready, weak=False)
+    signals.worker_shutdown.connect(_on_worker_shutdown, weak=False)
 
 
 _connect_signals()

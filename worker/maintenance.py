@@ -1,0 +1,63 @@
+"""The periodic checks, in a process of their own beside each worker.
+
+A Celery worker's main process forks its pool children. A thread of it that uses the database
+while it forks (the lost-job monitor used to be one) can hold SQLite's or malloc's lock at that
+instant, and the child inherits the lock held forever: it hangs at its first query. So the main
+process runs no database threads; it starts this process with the `spawn` method (a fresh
+interpreter, nothing inherited) when the worker is ready, and this process runs the checks in a
+loop:
+
+- `runner.requeue_lost_jobs`: running jobs whose worker stopped heartbeating.
+
+Every check is a conditional UPDATE, so one such process per worker (several per deployment) is
+safe. The process leaves when the worker that started it goes away.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import time
+
+log = logging.getLogger("replayft.maintenance")
+
+
+def start() -> multiprocessing.process.BaseProcess:
+    """Start the checks in a spawned child of this process (which must not be a pool child)."""
+    process = multiprocessing.get_context("spawn").Process(
+        target=run, args=(os.getpid(),), name="replayft-maintenance", daemon=True
+    )
+    process.start()
+    return process
+
+
+def _die_with_parent() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def run(parent_pid: int) -> None:
+    from api.settings import get_settings
+    from worker.runner import requeue_lost_jobs
+
+    _die_with_parent()
+    logging.basicConfig(
+        level=logging.INFO, format="[%(asctime)s: %(levelname)s/maintenance] %(message)s"
+    )
+    settings = get_settings()
+    lost_every = max(1.0, min(30.0, settings.heartbeat_timeout / 3))
+    next_lost = 0.0
+    while os.getppid() == parent_pid:
+        if time.monotonic() >= next_lost:
+            next_lost = time.monotonic() + lost_every
+            try:
+                requeue_lost_jobs()
+            except Exception:  # a database hiccup must not end the checks
+                log.exception("lost-job check failed")
+        time.sleep(0.5)
