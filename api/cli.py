@@ -123,7 +123,6 @@ def _first_start(data_dir: Path, demo: bool) -> None:
     from api.services.registry import register_demo
     from api.services.teams import create_key, get_or_create_team
     from api.settings import get_settings
-    from worker.app import VALIDATE_FILE, send
 
     key_file = data_dir / ADMIN_KEY_FILE
     with session_scope() as session:
@@ -136,7 +135,6 @@ def _first_start(data_dir: Path, demo: bool) -> None:
         if demo:
             team = get_or_create_team(session=session, name="default")
             for file in register_demo(session=session, team=team, settings=get_settings()):
-                send(VALIDATE_FILE, file.id)
                 _err(f"demo file {file.id}: {file.filename} ({file.purpose})")
 
 

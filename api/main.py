@@ -1,15 +1,13 @@
 """The FastAPI application: `create_app()` wires routers, error handlers and start-up.
 
-Start-up runs the database migrations and a background thread that looks for jobs whose worker
-stopped sending heartbeats (worker.runner.requeue_lost_jobs), so lost jobs are recovered even
-when no worker is restarted. The check is an atomic UPDATE, so running it in several API and
-worker processes at once is safe.
+Start-up runs the database migrations. The API never talks to the broker: it records tasks in the
+outbox (api.services.outbox), and the workers' maintenance processes send them and run the
+periodic checks (worker.maintenance).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -28,17 +26,6 @@ def _operation_id(route: APIRoute) -> str:
     return f"{route.tags[0]}-{route.name}" if route.tags else route.name
 
 
-def _lost_job_monitor(stop: threading.Event) -> None:
-    from worker.runner import requeue_lost_jobs
-
-    interval = max(1.0, min(30.0, get_settings().heartbeat_timeout / 3))
-    while not stop.wait(interval):
-        try:
-            requeue_lost_jobs()
-        except Exception:  # a database hiccup must not kill the monitor
-            log.exception("lost-job check failed")
-
-
 @asynccontextmanager
 async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
     from api.db.migrate import upgrade
@@ -50,15 +37,7 @@ async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
     import replay_engine.models  # noqa: F401
     import replay_engine.trainer  # noqa: F401
 
-    stop = threading.Event()
-    monitor = threading.Thread(
-        target=_lost_job_monitor, args=(stop,), name="lost-job-monitor", daemon=True
-    )
-    monitor.start()
-    try:
-        yield
-    finally:
-        stop.set()
+    yield
 
 
 def create_app() -> FastAPI:

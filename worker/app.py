@@ -24,15 +24,11 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Exchange, Queue
 
+from api.services.outbox import PREPARE_JOB, RUN_JOB, RUN_NODE, VALIDATE_FILE
 from api.settings import get_settings
 
 TRAINING_QUEUE = "training"
 FILES_QUEUE = "files"
-
-RUN_JOB = "replayft.run_job"
-RUN_NODE = "replayft.run_node"  # one more machine of a multi-machine job
-VALIDATE_FILE = "replayft.validate_file"
-PREPARE_JOB = "replayft.prepare_job"
 
 
 def create_celery_app() -> Celery:
@@ -70,6 +66,15 @@ def create_celery_app() -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # Prefetch 1 still lets a worker take one more message than it runs after the broker
+        # reconnects: the running task's delivery belonged to the old connection, so the new
+        # channel counts nothing unacknowledged. With Redis, Celery can instead refuse to
+        # reserve anything while every pool process is busy (a one-process training worker then
+        # holds exactly the job it runs); other brokers ignore the option with a warning.
+        worker_disable_prefetch=settings.broker_url.startswith(("redis://", "rediss://")),
+        # a broker blip must not stop a training job: its lease and heartbeat, not the message,
+        # say who runs it (Celery's default will change to cancelling it)
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         task_ignore_result=True,
         task_serializer="json",
         accept_content=["json"],
@@ -94,7 +99,8 @@ def child_recycling(queues: str) -> list[str]:
 
 
 def send(task_name: str, *args: str | int) -> None:
-    """Enqueue a task by name (callers commit their database changes first)."""
+    """Hand a task to the broker by name: only the outbox relay does (worker.delivery); everyone
+    else records the task with api.services.outbox.enqueue in their own transaction."""
     celery_app.send_task(task_name, args=list(args))
 
 

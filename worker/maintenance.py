@@ -7,7 +7,12 @@ process runs no database threads; it starts this process with the `spawn` method
 interpreter, nothing inherited) when the worker is ready, and this process runs the checks in a
 loop:
 
-- `runner.requeue_lost_jobs`: running jobs whose worker stopped heartbeating.
+- `delivery.relay_outbox`, every `REPLAYFT_RELAY_INTERVAL` seconds: send the tasks recorded in
+  the outbox, and again while they have not taken effect;
+- `delivery.sweep_states`, every `REPLAYFT_SWEEP_INTERVAL` seconds: waiting files and jobs with no
+  task get one;
+- `runner.requeue_lost_jobs`, every third of `REPLAYFT_HEARTBEAT_TIMEOUT`: running jobs whose
+  worker stopped heartbeating go back to the queue.
 
 Every check is a conditional UPDATE, so one such process per worker (several per deployment) is
 safe. The process leaves when the worker that started it goes away.
@@ -44,6 +49,8 @@ def _die_with_parent() -> None:
 
 def run(parent_pid: int) -> None:
     from api.settings import get_settings
+    from worker.app import send
+    from worker.delivery import relay_outbox, sweep_states
     from worker.runner import requeue_lost_jobs
 
     _die_with_parent()
@@ -51,13 +58,19 @@ def run(parent_pid: int) -> None:
         level=logging.INFO, format="[%(asctime)s: %(levelname)s/maintenance] %(message)s"
     )
     settings = get_settings()
-    lost_every = max(1.0, min(30.0, settings.heartbeat_timeout / 3))
-    next_lost = 0.0
+    checks = [  # (what, how often, the check)
+        ("outbox relay", settings.relay_interval, lambda: relay_outbox(send)),
+        ("state sweep", settings.sweep_interval, sweep_states),
+        ("lost-job check", max(1.0, min(30.0, settings.heartbeat_timeout / 3)), requeue_lost_jobs),
+    ]
+    next_due = [0.0] * len(checks)
     while os.getppid() == parent_pid:
-        if time.monotonic() >= next_lost:
-            next_lost = time.monotonic() + lost_every
+        for i, (what, every, check) in enumerate(checks):
+            if time.monotonic() < next_due[i]:
+                continue
+            next_due[i] = time.monotonic() + every
             try:
-                requeue_lost_jobs()
-            except Exception:  # a database hiccup must not end the checks
-                log.exception("lost-job check failed")
-        time.sleep(0.5)
+                check()
+            except Exception:  # a database or broker hiccup must not end the checks
+                log.exception("%s failed", what)
+        time.sleep(max(0.05, min(next_due) - time.monotonic()))

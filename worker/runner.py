@@ -15,8 +15,10 @@
      event of the job (visible to its own team only).
 
 `requeue_lost_jobs()` finds running jobs whose heartbeat is too old (their worker died), puts them
-back in the queue, or fails them after `max_job_attempts` starts. It runs in the API process and in
-each worker's main process; its UPDATE is conditional, so concurrent checks do not double-enqueue.
+back in the queue, or fails them after `max_job_attempts` starts. It runs in each worker's
+maintenance process (worker.maintenance); its UPDATE is conditional, so concurrent checks do not
+double-enqueue. Every task is enqueued through the outbox (api.services.outbox) in the transaction
+that changes the job.
 
 `validate_file` and `prepare_job` are the `files` queue's work: format checks with line numbers
 plus token counts, and tokenizing a new job's data to resolve its schedule before it is queued.
@@ -39,6 +41,7 @@ from sqlalchemy.orm import Session
 
 from api.db.models import Checkpoint, File, Job, JobEvent, JobMetric, JobNode, Team, now
 from api.db.session import session_scope
+from api.services.outbox import RUN_JOB, RUN_NODE, enqueue
 from api.settings import get_settings
 
 if TYPE_CHECKING:  # the engine is imported inside the functions that use it, as elsewhere here
@@ -160,7 +163,6 @@ def prepare_job(job_id: str) -> None:
     """Tokenize a new job's data (warming the cache for the trainer) and resolve its plan."""
     from replay_engine.spec import JobSpec, upgrade_spec_data
     from replay_engine.trainer import DataProgress, prepare
-    from worker.app import RUN_JOB, send
 
     with session_scope() as session:
         job = session.scalar(select(Job).where(Job.id == job_id))
@@ -199,8 +201,8 @@ def prepare_job(job_id: str) -> None:
             + ". Job queued.",
             plan=plan,
         )
+        enqueue(session, RUN_JOB, job_id)
         session.commit()
-    send(RUN_JOB, job_id)
 
 
 # ---------------------------------------------------------------------------- training
@@ -529,7 +531,6 @@ def lead_machines(job_id: str, owner: str, spec) -> Any:
     rendezvous address, record the node, and ask N-1 other training workers to join, one
     `run_node` task per node."""
     from replay_engine.distributed import Rendezvous
-    from worker.app import RUN_NODE, send
 
     settings = get_settings()
     with socket.socket() as s:  # a free port now; torchrun binds it a moment later
@@ -546,9 +547,9 @@ def lead_machines(job_id: str, owner: str, spec) -> Any:
             f"waiting for {nodes - 1} more worker(s) to join at {master}.",
             master=master,
         )
+        for node_rank in range(1, nodes):
+            enqueue(session, RUN_NODE, job_id, owner, node_rank, master)
         session.commit()
-    for node_rank in range(1, nodes):
-        send(RUN_NODE, job_id, owner, node_rank, master)
     return Rendezvous(0, master, settings.rendezvous_timeout)
 
 
@@ -589,8 +590,6 @@ def requeue_after_machine_failure(job_id: str, owner: str, exc: BaseException) -
     went away, a rank was killed) goes back to the queue to resume from its last checkpoint on a
     new rendezvous, like a job whose worker died, up to `max_job_attempts` starts. False: not
     requeued (out of attempts, or the job was cancelled or paused meanwhile)."""
-    from worker.app import RUN_JOB, send
-
     settings = get_settings()
     with session_scope() as session:
         result = session.execute(
@@ -613,9 +612,9 @@ def requeue_after_machine_failure(job_id: str, owner: str, exc: BaseException) -
             "checkpoint.",
             level="warn",
         )
+        enqueue(session, RUN_JOB, job_id)
         session.commit()
     log.warning("job %s: a machine failed (%s); requeued", job_id, exc)
-    send(RUN_JOB, job_id)
     return True
 
 
@@ -670,8 +669,6 @@ def run_node(job_id: str, leader: str, node_rank: int, master: str) -> None:
 
 def requeue_lost_jobs() -> list[str]:
     """Requeue (or fail, after too many attempts) running jobs whose worker stopped beating."""
-    from worker.app import RUN_JOB, send
-
     settings = get_settings()
     cutoff = time.time() - settings.heartbeat_timeout
     requeued = []
@@ -709,19 +706,9 @@ def requeue_lost_jobs() -> list[str]:
                 values = dict(status="queued", lease_owner=None)
             if session.execute(update(Job).where(*stale).values(**values)).rowcount:
                 _event(session, job_id, message, level="warn")
-                session.commit()
                 if values["status"] == "queued":
-                    send(RUN_JOB, job_id)
+                    enqueue(session, RUN_JOB, job_id)
                     requeued.append(job_id)
+                session.commit()
         session.commit()
     return requeued
-
-
-def lost_job_monitor() -> None:
-    interval = max(1.0, min(30.0, get_settings().heartbeat_timeout / 3))
-    while True:
-        try:
-            requeue_lost_jobs()
-        except Exception:
-            log.exception("lost-job check failed")
-        time.sleep(interval)

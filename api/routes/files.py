@@ -39,8 +39,6 @@ _UPLOAD_BODY = {
 # to disk under the size limit; the blocking database work runs in the thread pool.
 @router.post("", response_model=FilePublic, openapi_extra=_UPLOAD_BODY)
 async def create_file(request: Request, session: SessionDep, team: CurrentTeam) -> FilePublic:
-    from worker.app import VALIDATE_FILE, send
-
     settings = get_settings()
     tmp, filename, purpose, size = await service.receive_upload(
         content_type=request.headers.get("content-type", ""),
@@ -58,7 +56,6 @@ async def create_file(request: Request, session: SessionDep, team: CurrentTeam) 
             settings=settings,
         )
     )
-    await run_in_threadpool(send, VALIDATE_FILE, file.id)
     return FilePublic.model_validate(file, from_attributes=True)
 
 

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from api.db.models import File, Job, Team, new_id
 from api.errors import APIError, invalid
 from api.schemas.files import PURPOSES
+from api.services.outbox import VALIDATE_FILE, enqueue
 from api.settings import Settings
 
 # Suffixes the engine reads by name; anything else is stored bare and sniffed by the engine.
@@ -162,6 +163,7 @@ def store_upload(
             status="uploaded",
         )
         session.add(file)
+        enqueue(session, VALIDATE_FILE, file_id)
         session.commit()
     except BaseException:
         session.rollback()
