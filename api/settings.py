@@ -40,6 +40,9 @@ class Settings(BaseSettings):
         600.0,
         description="Seconds a multi-machine job waits for all its machines before failing.",
     )
+    sqlite_busy_timeout: float = Field(
+        60.0, description="Seconds a SQLite writer waits for another one before 'locked'."
+    )
     relay_interval: float = Field(
         0.5, description="Seconds between the outbox relay's looks for tasks to send."
     )

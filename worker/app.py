@@ -108,12 +108,28 @@ def send(task_name: str, *args: str | int) -> None:
 _maintenance = None  # the periodic checks' process (worker.maintenance), started when ready
 
 
+def _embedded_broker_in_wal_mode(broker_url: str) -> None:
+    """Put the embedded broker's SQLite file in WAL mode (it stays so), as the service database
+    is: its pollers then never block a task being sent. kombu opens it with the default
+    rollback journal, where a reader and a writer can fail each other with "database is locked"
+    whatever the busy timeout."""
+    import sqlite3
+    from contextlib import closing
+
+    prefix = "sqla+sqlite:///"
+    if broker_url.startswith(prefix):
+        with closing(sqlite3.connect(broker_url[len(prefix) :], timeout=60)) as connection:
+            connection.execute("PRAGMA journal_mode=WAL")
+
+
 def _on_worker_init(**_kwargs) -> None:
     from api.db.migrate import upgrade
     from api.db.session import get_engine
 
-    get_settings().ensure_dirs()
+    settings = get_settings()
+    settings.ensure_dirs()
     upgrade()
+    _embedded_broker_in_wal_mode(settings.broker_url)
     # no pooled connection of this process may reach a forked child
     get_engine().dispose()
     if celery_app.conf.worker_pool_start_method == "fork":

@@ -26,13 +26,16 @@ plus token counts, and tokenizing a new job's data to resolve its schedule befor
 
 from __future__ import annotations
 
+import _thread
 import logging
 import os
 import secrets
+import signal
 import socket
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +84,20 @@ def readable_error(exc: BaseException) -> tuple[str, str, str | None]:
     if "out of memory" in str(exc).lower():
         return "out_of_memory", f"The accelerator ran out of memory: {exc}", None
     return "internal_error", f"Training failed: {type(exc).__name__}: {exc}", None
+
+
+def transient_db_error(exc: BaseException) -> bool:
+    """A database error worth retrying: SQLite busy or locked, a lost or refused connection."""
+    from sqlalchemy.exc import DBAPIError
+
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    text = str(exc.orig).lower()
+    if "database is locked" in text or "database is busy" in text:
+        return True
+    return "connection" in text and any(w in text for w in ("closed", "lost", "refused", "reset"))
 
 
 def fail_job(job_id: str, exc: BaseException, *, owner: str | None = None) -> None:
@@ -172,12 +189,18 @@ def prepare_job(job_id: str) -> None:
 
     def emit(message: str) -> None:
         with session_scope() as session:
+            if session.scalar(select(Job.status).where(Job.id == job_id)) != "validating_files":
+                raise JobInterrupted()  # cancelled while its data is being prepared
             _event(session, job_id, message)
             session.commit()
 
     try:
         plan = prepare(spec, DataProgress(emit)).plan.summary()
+    except JobInterrupted:
+        return
     except Exception as exc:
+        if transient_db_error(exc):
+            raise  # the task retries; the job stays validating_files
         fail_job(job_id, exc)
         return
     with session_scope() as session:
@@ -354,30 +377,100 @@ class DBHooks:
         self.buffer, self.pending_events = [], []
 
 
+class JobInterrupted(BaseException):
+    """Raised in the thread running the engine when a cancel was not acted on at a step boundary
+    within `Heartbeat.CANCEL_GRACE_SECONDS` (a long step, eval, checkpoint or data preparation).
+    A BaseException, so no `except Exception` in the engine swallows it."""
+
+
 class Heartbeat(threading.Thread):
     """Refreshes the lease while the engine runs (including long tokenization or checkpoint
-    writes, when no hook is called), and flags a lease taken over by someone else."""
+    writes, when no hook is called), flags a lease taken over by someone else, and watches for a
+    cancel: the engine asks `should_stop` only between steps, so if a cancel has not stopped it
+    CANCEL_GRACE_SECONDS after this thread saw it, `interrupt` is called (run_job raises
+    JobInterrupted in the engine's thread)."""
 
-    def __init__(self, job_id: str, owner: str, hooks: DBHooks):
+    CANCEL_GRACE_SECONDS = 1.0
+
+    def __init__(
+        self, job_id: str, owner: str, hooks: DBHooks, interrupt: Callable[[], None] | None = None
+    ):
         super().__init__(name=f"heartbeat-{job_id}", daemon=True)
-        self.job_id, self.owner, self.hooks = job_id, owner, hooks
+        self.job_id, self.owner, self.hooks, self.interrupt = job_id, owner, hooks, interrupt
         self.interval = max(0.5, min(10.0, get_settings().heartbeat_timeout / 4))
         self.stopped = threading.Event()
+        self.cancel_seen: float | None = None
 
     def run(self) -> None:
-        while not self.stopped.wait(self.interval):
+        next_beat = time.monotonic() + self.interval
+        while not self.stopped.wait(min(1.0, self.interval)):
             try:
-                with session_scope() as session:
-                    result = session.execute(
-                        update(Job)
-                        .where(Job.id == self.job_id, Job.lease_owner == self.owner)
-                        .values(heartbeat_at=time.time())
-                    )
-                    session.commit()
-                if not result.rowcount:
-                    self.hooks.stop_reason = "lost"
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + self.interval
+                    self.beat()
+                if self.interrupt is not None:
+                    self.watch_cancel()
             except Exception:  # a missed beat is not fatal; the next one may get through
                 log.exception("heartbeat for %s failed", self.job_id)
+
+    def beat(self) -> None:
+        with session_scope() as session:
+            result = session.execute(
+                update(Job)
+                .where(Job.id == self.job_id, Job.lease_owner == self.owner)
+                .values(heartbeat_at=time.time())
+            )
+            session.commit()
+        if not result.rowcount:
+            self.hooks.stop_reason = "lost"
+
+    def watch_cancel(self) -> None:
+        if self.cancel_seen is None:
+            with session_scope() as session:
+                row = session.execute(
+                    select(Job.status, Job.control).where(Job.id == self.job_id)
+                ).first()
+            if row is not None and (row.status == "cancelled" or row.control == "cancel"):
+                self.cancel_seen = time.monotonic()
+        elif time.monotonic() - self.cancel_seen >= self.CANCEL_GRACE_SECONDS:
+            log.warning("job %s: cancel not reached at a step boundary; interrupting", self.job_id)
+            interrupt, self.interrupt = self.interrupt, None
+            interrupt()
+
+
+def interrupter() -> tuple[Callable[[], None] | None, Callable[[], None]]:
+    """-> (interrupt, disarm): `interrupt()` from another thread raises JobInterrupted in this
+    one at its next Python instruction, until `disarm()`. (None, ...) off the main thread, where
+    Python runs no signal handlers (a threads pool)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None, lambda: None
+    armed = threading.Event()
+    armed.set()
+
+    def _raise(_signum, _frame) -> None:
+        if armed.is_set():
+            raise JobInterrupted()
+
+    # SIGUSR2 is simulated in-process (never sent); Celery and billiard leave it unused
+    signal.signal(signal.SIGUSR2, _raise)
+    return (lambda: _thread.interrupt_main(signal.SIGUSR2)), armed.clear
+
+
+def stop_interrupted(job_id: str, owner: str, hooks: DBHooks) -> None:
+    """Release a job whose engine was interrupted by a cancel (it is `cancelled` already)."""
+    try:
+        hooks.flush()
+    except Exception:
+        log.exception("flushing metrics of interrupted job %s", job_id)
+    step = hooks.progress.get("step", 0)
+    with session_scope() as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.lease_owner == owner)
+            .values(lease_owner=None, control=None)
+        )
+        _event(session, job_id, f"Training interrupted by the cancel, after step {step}.")
+        session.commit()
 
 
 def claim_job(job_id: str, owner: str) -> bool:
@@ -448,7 +541,8 @@ def run_job(job_id: str) -> str | None:
     hooks = DBHooks(
         job=job, owner=owner, model_name=name, batch_size=spec.batch_size, seq_len=spec.seq_len
     )
-    heartbeat = Heartbeat(job_id, owner, hooks)
+    interrupt, disarm = interrupter()
+    heartbeat = Heartbeat(job_id, owner, hooks, interrupt)
     heartbeat.start()
     try:
         if spec.distributed.nodes > 1:
@@ -471,14 +565,21 @@ def run_job(job_id: str) -> str | None:
             result = launch(spec, artifact_dir, hooks)
         else:
             result = train(spec, artifact_dir, hooks)
+        disarm()
         hooks.flush()
+    except JobInterrupted:
+        disarm()
+        stop_interrupted(job_id, owner, hooks)
+        return None
     except Exception as exc:
+        disarm()
         try:
             hooks.flush()
         except Exception:
             log.exception("flushing metrics of failed job %s", job_id)
         lost_machine = spec.distributed.nodes > 1 and type(exc) is RankFailed
-        if not (lost_machine and requeue_after_machine_failure(job_id, owner, exc)):
+        requeue = lost_machine or transient_db_error(exc)
+        if not (requeue and requeue_after_failure(job_id, owner, exc)):
             fail_job(job_id, exc, owner=owner)
         return None
     finally:
@@ -585,11 +686,13 @@ def finish_node(job_id: str, leader: str, node_rank: int, *, status: str) -> Non
         session.commit()
 
 
-def requeue_after_machine_failure(job_id: str, owner: str, exc: BaseException) -> bool:
-    """A multi-machine run whose ranks failed without a richer error (a machine or its network
-    went away, a rank was killed) goes back to the queue to resume from its last checkpoint on a
-    new rendezvous, like a job whose worker died, up to `max_job_attempts` starts. False: not
-    requeued (out of attempts, or the job was cancelled or paused meanwhile)."""
+def requeue_after_failure(job_id: str, owner: str, exc: BaseException) -> bool:
+    """A run that failed for a reason outside the job goes back to the queue to resume from its
+    last checkpoint, like a job whose worker died, up to `max_job_attempts` starts: a
+    multi-machine run whose ranks failed without a richer error (a machine or its network went
+    away, a rank was killed; it resumes on a new rendezvous), or a transient database error. False:
+    not requeued (out of attempts, or the job was cancelled or paused meanwhile)."""
+    what = "A database error" if transient_db_error(exc) else "A machine of this job failed"
     settings = get_settings()
     with session_scope() as session:
         result = session.execute(
@@ -608,13 +711,12 @@ def requeue_after_machine_failure(job_id: str, owner: str, exc: BaseException) -
         _event(
             session,
             job_id,
-            f"A machine of this job failed ({str(exc)[:300]}); requeued to resume from its last "
-            "checkpoint.",
+            f"{what} ({str(exc)[:300]}); requeued to resume from its last checkpoint.",
             level="warn",
         )
         enqueue(session, RUN_JOB, job_id)
         session.commit()
-    log.warning("job %s: a machine failed (%s); requeued", job_id, exc)
+    log.warning("job %s: %s (%s); requeued", job_id, what, exc)
     return True
 
 
