@@ -1,6 +1,6 @@
 """`replayft`: the engine's commands (train, plan, efficiency, demo) plus the service's.
 
-  replayft serve [--demo]          API + one Celery worker on the embedded defaults (or env)
+  replayft serve [--demo]          API + a training and a files worker, embedded defaults (or env)
   replayft api / replayft worker   the parts separately (the distributed setup)
   replayft db upgrade              apply migrations (also done at API and worker start-up)
   replayft keys create --team T    mint an API key (printed once, stored hashed)
@@ -207,7 +207,6 @@ def _first_start(data_dir: Path, demo: bool) -> None:
     from api.services.registry import register_demo
     from api.services.teams import create_key, get_or_create_team
     from api.settings import get_settings
-    from worker.app import VALIDATE_FILE, send
 
     key_file = data_dir / ADMIN_KEY_FILE
     with session_scope() as session:
@@ -220,7 +219,6 @@ def _first_start(data_dir: Path, demo: bool) -> None:
         if demo:
             team = get_or_create_team(session=session, name="default")
             for file in register_demo(session=session, team=team, settings=get_settings()):
-                send(VALIDATE_FILE, file.id)
                 _err(f"demo file {file.id}: {file.filename} ({file.purpose})")
 
 
@@ -245,16 +243,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings.export_env()
     upgrade()
     _first_start(settings.data_dir, args.demo)
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "worker", "--queues", "training,files"]
-        + ["--concurrency", str(args.concurrency)],
-        env=os.environ.copy(),
-        preexec_fn=_die_with_parent,
-    )
+    # a training worker and a files-only worker: uploads and job preparation have a slot of their
+    # own, so they never wait behind training
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "worker", "--queues", queues]
+            + ["--concurrency", str(concurrency)],
+            env=os.environ.copy(),
+            preexec_fn=_die_with_parent,
+        )
+        for queues, concurrency in (("training", args.concurrency), ("files", 1))
+    ]
     # uvicorn re-raises the SIGTERM it caught once it has shut down; turning that into SystemExit
     # lets the `finally` below stop the worker instead of leaving it orphaned
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    _err(f"worker pid {worker.pid}; API on http://{args.host}:{args.port} (docs at /docs)")
+    pids = ", ".join(str(w.pid) for w in workers)
+    _err(f"worker pids {pids}; API on http://{args.host}:{args.port} (docs at /docs)")
     try:
         uvicorn.run(
             "api.main:create_app",
@@ -264,11 +268,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             timeout_keep_alive=KEEP_ALIVE_S,
         )
     finally:
-        worker.terminate()  # warm shutdown: a running job's message goes back to the queue
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        for worker in workers:
+            worker.terminate()  # warm shutdown: a running job's message goes back to the queue
+        for worker in workers:
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
     return 0
 
 
@@ -280,15 +286,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_client_commands(sub)  # files, jobs: HTTP client commands against any server
     add_sweep_commands(sub)  # sweeps: the same, for replay sweeps and their reports
 
-    p = sub.add_parser("serve", help="API + one worker; embedded SQLite and broker by default")
+    p = sub.add_parser(
+        "serve", help="API + a training and a files worker; embedded SQLite and broker by default"
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--demo", action="store_true", help="register demo data for team 'default'")
     p.add_argument(
         "--concurrency",
         type=int,
-        default=2,
-        help="worker processes: 2 lets file validation run beside one training job",
+        default=1,
+        help="training processes (file validation has a worker of its own beside them)",
     )
     p.set_defaults(func=cmd_serve)
 

@@ -1,10 +1,9 @@
 """The FastAPI application: `create_app()` wires routers, error handlers and start-up.
 
-Start-up runs the database migrations and a background thread that looks for jobs whose worker
-stopped sending heartbeats (worker.runner.requeue_lost_jobs), so lost jobs are recovered even
-when no worker is restarted. The check is an atomic UPDATE, so running it in several API and
-worker processes at once is safe. Partial uploads left by a killed API are removed at start-up
-and by a second thread on a schedule (api.services.files.remove_stale_uploads).
+Start-up runs the database migrations and removes partial uploads left by a killed API; a
+thread removes them on a schedule after that (api.services.files.remove_stale_uploads). The API
+never talks to the broker: it records tasks in the outbox (api.services.outbox), and the workers'
+maintenance processes send them and run the periodic checks (worker.maintenance).
 """
 
 from __future__ import annotations
@@ -28,17 +27,6 @@ log = logging.getLogger("replayft.api")
 
 def _operation_id(route: APIRoute) -> str:
     return f"{route.tags[0]}-{route.name}" if route.tags else route.name
-
-
-def _lost_job_monitor(stop: threading.Event) -> None:
-    from worker.runner import requeue_lost_jobs
-
-    interval = max(1.0, min(30.0, get_settings().heartbeat_timeout / 3))
-    while not stop.wait(interval):
-        try:
-            requeue_lost_jobs()
-        except Exception:  # a database hiccup must not kill the monitor
-            log.exception("lost-job check failed")
 
 
 def _stale_upload_sweeper(stop: threading.Event) -> None:
@@ -68,10 +56,6 @@ async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
     import replay_engine.trainer  # noqa: F401
 
     stop = threading.Event()
-    monitor = threading.Thread(
-        target=_lost_job_monitor, args=(stop,), name="lost-job-monitor", daemon=True
-    )
-    monitor.start()
     threading.Thread(
         target=_stale_upload_sweeper, args=(stop,), name="stale-upload-sweeper", daemon=True
     ).start()

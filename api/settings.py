@@ -51,6 +51,21 @@ class Settings(BaseSettings):
         description="Most tokens one job may train on (steps x batch_size x seq_len); a request "
         "over it is refused (400).",
     )
+    sqlite_busy_timeout: float = Field(
+        60.0, description="Seconds a SQLite writer waits for another one before 'locked'."
+    )
+    relay_interval: float = Field(
+        0.5, description="Seconds between the outbox relay's looks for tasks to send."
+    )
+    redeliver_after: float = Field(
+        120.0,
+        description="Seconds after which a sent task whose row has not moved is sent again "
+        "(doubling each time, at most an hour): a message lost with the broker is not lost work.",
+    )
+    sweep_interval: float = Field(
+        30.0,
+        description="Seconds between sweeps for files and jobs in a waiting state with no task.",
+    )
     default_tokenizer_model: str = Field(
         "replayft/llama-tiny", description="Tokenizer used for the token counts in file stats."
     )

@@ -518,6 +518,42 @@ class Service:
             proc.stop()
 
 
+class RedisServer:
+    """A redis-server of a test's own on a free port, without persistence: `kill` then `start`
+    gives a broker restarted empty. Never the machine's own Redis."""
+
+    def __init__(self, root: Path):
+        self.root, self.port = root, free_port()
+        self.url = f"redis://127.0.0.1:{self.port}"
+        self.popen: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 20) -> None:
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+        args += ["--save", "", "--appendonly", "no", "--dir", str(self.root)]
+        with open(self.root / f"redis-{self.port}.log", "ab") as log:
+            self.popen = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        client = redis.Redis(port=self.port, socket_connect_timeout=1)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def kill(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(timeout=30)
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_connect_timeout=2)
+
+
 def create_database() -> str:
     name = f"replayft_test_{os.getpid()}_{secrets.token_hex(4)}"
     try:

@@ -15,8 +15,10 @@
      event of the job (visible to its own team only).
 
 `requeue_lost_jobs()` finds running jobs whose heartbeat is too old (their worker died), puts them
-back in the queue, or fails them after `max_job_attempts` starts. It runs in the API process and in
-each worker's main process; its UPDATE is conditional, so concurrent checks do not double-enqueue.
+back in the queue, or fails them after `max_job_attempts` starts. It runs in each worker's
+maintenance process (worker.maintenance); its UPDATE is conditional, so concurrent checks do not
+double-enqueue. Every task is enqueued through the outbox (api.services.outbox) in the transaction
+that changes the job.
 
 `validate_file` and `prepare_job` are the `files` queue's work: format checks with line numbers
 plus token counts, and tokenizing a new job's data to resolve its schedule before it is queued.
@@ -24,13 +26,16 @@ plus token counts, and tokenizing a new job's data to resolve its schedule befor
 
 from __future__ import annotations
 
+import _thread
 import logging
 import os
 import secrets
+import signal
 import socket
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +44,7 @@ from sqlalchemy.orm import Session
 
 from api.db.models import Checkpoint, File, Job, JobEvent, JobMetric, JobNode, Team, now
 from api.db.session import session_scope
+from api.services.outbox import RUN_JOB, RUN_NODE, enqueue
 from api.settings import get_settings
 
 if TYPE_CHECKING:  # the engine is imported inside the functions that use it, as elsewhere here
@@ -78,6 +84,20 @@ def readable_error(exc: BaseException) -> tuple[str, str, str | None]:
     if "out of memory" in str(exc).lower():
         return "out_of_memory", f"The accelerator ran out of memory: {exc}", None
     return "internal_error", f"Training failed: {type(exc).__name__}: {exc}", None
+
+
+def transient_db_error(exc: BaseException) -> bool:
+    """A database error worth retrying: SQLite busy or locked, a lost or refused connection."""
+    from sqlalchemy.exc import DBAPIError
+
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    text = str(exc.orig).lower()
+    if "database is locked" in text or "database is busy" in text:
+        return True
+    return "connection" in text and any(w in text for w in ("closed", "lost", "refused", "reset"))
 
 
 def fail_job(job_id: str, exc: BaseException, *, owner: str | None = None) -> None:
@@ -176,7 +196,6 @@ def prepare_job(job_id: str) -> None:
     from api.services.limits import plan_problem
     from replay_engine.spec import JobSpec, SpecError, upgrade_spec_data
     from replay_engine.trainer import DataProgress, prepare
-    from worker.app import RUN_JOB, send
 
     with session_scope() as session:
         job = session.scalar(select(Job).where(Job.id == job_id))
@@ -186,6 +205,8 @@ def prepare_job(job_id: str) -> None:
 
     def emit(message: str) -> None:
         with session_scope() as session:
+            if session.scalar(select(Job.status).where(Job.id == job_id)) != "validating_files":
+                raise JobInterrupted()  # cancelled while its data is being prepared
             _event(session, job_id, message)
             session.commit()
 
@@ -194,7 +215,11 @@ def prepare_job(job_id: str) -> None:
         over = plan_problem(spec, plan["total_steps"], get_settings())
         if over is not None:  # submission only estimated the steps; this is the exact count
             raise SpecError([over])
+    except JobInterrupted:
+        return
     except Exception as exc:
+        if transient_db_error(exc):
+            raise  # the task retries; the job stays validating_files
         fail_job(job_id, exc)
         return
     with session_scope() as session:
@@ -218,8 +243,8 @@ def prepare_job(job_id: str) -> None:
             + ". Job queued.",
             plan=plan,
         )
+        enqueue(session, RUN_JOB, job_id)
         session.commit()
-    send(RUN_JOB, job_id)
 
 
 # ---------------------------------------------------------------------------- training
@@ -371,30 +396,100 @@ class DBHooks:
         self.buffer, self.pending_events = [], []
 
 
+class JobInterrupted(BaseException):
+    """Raised in the thread running the engine when a cancel was not acted on at a step boundary
+    within `Heartbeat.CANCEL_GRACE_SECONDS` (a long step, eval, checkpoint or data preparation).
+    A BaseException, so no `except Exception` in the engine swallows it."""
+
+
 class Heartbeat(threading.Thread):
     """Refreshes the lease while the engine runs (including long tokenization or checkpoint
-    writes, when no hook is called), and flags a lease taken over by someone else."""
+    writes, when no hook is called), flags a lease taken over by someone else, and watches for a
+    cancel: the engine asks `should_stop` only between steps, so if a cancel has not stopped it
+    CANCEL_GRACE_SECONDS after this thread saw it, `interrupt` is called (run_job raises
+    JobInterrupted in the engine's thread)."""
 
-    def __init__(self, job_id: str, owner: str, hooks: DBHooks):
+    CANCEL_GRACE_SECONDS = 1.0
+
+    def __init__(
+        self, job_id: str, owner: str, hooks: DBHooks, interrupt: Callable[[], None] | None = None
+    ):
         super().__init__(name=f"heartbeat-{job_id}", daemon=True)
-        self.job_id, self.owner, self.hooks = job_id, owner, hooks
+        self.job_id, self.owner, self.hooks, self.interrupt = job_id, owner, hooks, interrupt
         self.interval = max(0.5, min(10.0, get_settings().heartbeat_timeout / 4))
         self.stopped = threading.Event()
+        self.cancel_seen: float | None = None
 
     def run(self) -> None:
-        while not self.stopped.wait(self.interval):
+        next_beat = time.monotonic() + self.interval
+        while not self.stopped.wait(min(1.0, self.interval)):
             try:
-                with session_scope() as session:
-                    result = session.execute(
-                        update(Job)
-                        .where(Job.id == self.job_id, Job.lease_owner == self.owner)
-                        .values(heartbeat_at=time.time())
-                    )
-                    session.commit()
-                if not result.rowcount:
-                    self.hooks.stop_reason = "lost"
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + self.interval
+                    self.beat()
+                if self.interrupt is not None:
+                    self.watch_cancel()
             except Exception:  # a missed beat is not fatal; the next one may get through
                 log.exception("heartbeat for %s failed", self.job_id)
+
+    def beat(self) -> None:
+        with session_scope() as session:
+            result = session.execute(
+                update(Job)
+                .where(Job.id == self.job_id, Job.lease_owner == self.owner)
+                .values(heartbeat_at=time.time())
+            )
+            session.commit()
+        if not result.rowcount:
+            self.hooks.stop_reason = "lost"
+
+    def watch_cancel(self) -> None:
+        if self.cancel_seen is None:
+            with session_scope() as session:
+                row = session.execute(
+                    select(Job.status, Job.control).where(Job.id == self.job_id)
+                ).first()
+            if row is not None and (row.status == "cancelled" or row.control == "cancel"):
+                self.cancel_seen = time.monotonic()
+        elif time.monotonic() - self.cancel_seen >= self.CANCEL_GRACE_SECONDS:
+            log.warning("job %s: cancel not reached at a step boundary; interrupting", self.job_id)
+            interrupt, self.interrupt = self.interrupt, None
+            interrupt()
+
+
+def interrupter() -> tuple[Callable[[], None] | None, Callable[[], None]]:
+    """-> (interrupt, disarm): `interrupt()` from another thread raises JobInterrupted in this
+    one at its next Python instruction, until `disarm()`. (None, ...) off the main thread, where
+    Python runs no signal handlers (a threads pool)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None, lambda: None
+    armed = threading.Event()
+    armed.set()
+
+    def _raise(_signum, _frame) -> None:
+        if armed.is_set():
+            raise JobInterrupted()
+
+    # SIGUSR2 is simulated in-process (never sent); Celery and billiard leave it unused
+    signal.signal(signal.SIGUSR2, _raise)
+    return (lambda: _thread.interrupt_main(signal.SIGUSR2)), armed.clear
+
+
+def stop_interrupted(job_id: str, owner: str, hooks: DBHooks) -> None:
+    """Release a job whose engine was interrupted by a cancel (it is `cancelled` already)."""
+    try:
+        hooks.flush()
+    except Exception:
+        log.exception("flushing metrics of interrupted job %s", job_id)
+    step = hooks.progress.get("step", 0)
+    with session_scope() as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.lease_owner == owner)
+            .values(lease_owner=None, control=None)
+        )
+        _event(session, job_id, f"Training interrupted by the cancel, after step {step}.")
+        session.commit()
 
 
 def claim_job(job_id: str, owner: str) -> bool:
@@ -465,7 +560,8 @@ def run_job(job_id: str) -> str | None:
     hooks = DBHooks(
         job=job, owner=owner, model_name=name, batch_size=spec.batch_size, seq_len=spec.seq_len
     )
-    heartbeat = Heartbeat(job_id, owner, hooks)
+    interrupt, disarm = interrupter()
+    heartbeat = Heartbeat(job_id, owner, hooks, interrupt)
     heartbeat.start()
     try:
         if spec.distributed.nodes > 1:
@@ -488,14 +584,21 @@ def run_job(job_id: str) -> str | None:
             result = launch(spec, artifact_dir, hooks)
         else:
             result = train(spec, artifact_dir, hooks)
+        disarm()
         hooks.flush()
+    except JobInterrupted:
+        disarm()
+        stop_interrupted(job_id, owner, hooks)
+        return None
     except Exception as exc:
+        disarm()
         try:
             hooks.flush()
         except Exception:
             log.exception("flushing metrics of failed job %s", job_id)
         lost_machine = spec.distributed.nodes > 1 and type(exc) is RankFailed
-        if not (lost_machine and requeue_after_machine_failure(job_id, owner, exc)):
+        requeue = lost_machine or transient_db_error(exc)
+        if not (requeue and requeue_after_failure(job_id, owner, exc)):
             fail_job(job_id, exc, owner=owner)
         return None
     finally:
@@ -548,7 +651,6 @@ def lead_machines(job_id: str, owner: str, spec) -> Any:
     rendezvous address, record the node, and ask N-1 other training workers to join, one
     `run_node` task per node."""
     from replay_engine.launcher import Rendezvous
-    from worker.app import RUN_NODE, send
 
     settings = get_settings()
     with socket.socket() as s:  # a free port now; torchrun binds it a moment later
@@ -565,9 +667,9 @@ def lead_machines(job_id: str, owner: str, spec) -> Any:
             f"waiting for {nodes - 1} more worker(s) to join at {master}.",
             master=master,
         )
+        for node_rank in range(1, nodes):
+            enqueue(session, RUN_NODE, job_id, owner, node_rank, master)
         session.commit()
-    for node_rank in range(1, nodes):
-        send(RUN_NODE, job_id, owner, node_rank, master)
     return Rendezvous(0, master, settings.rendezvous_timeout)
 
 
@@ -603,13 +705,13 @@ def finish_node(job_id: str, leader: str, node_rank: int, *, status: str) -> Non
         session.commit()
 
 
-def requeue_after_machine_failure(job_id: str, owner: str, exc: BaseException) -> bool:
-    """A multi-machine run whose ranks failed without a richer error (a machine or its network
-    went away, a rank was killed) goes back to the queue to resume from its last checkpoint on a
-    new rendezvous, like a job whose worker died, up to `max_job_attempts` starts. False: not
-    requeued (out of attempts, or the job was cancelled or paused meanwhile)."""
-    from worker.app import RUN_JOB, send
-
+def requeue_after_failure(job_id: str, owner: str, exc: BaseException) -> bool:
+    """A run that failed for a reason outside the job goes back to the queue to resume from its
+    last checkpoint, like a job whose worker died, up to `max_job_attempts` starts: a
+    multi-machine run whose ranks failed without a richer error (a machine or its network went
+    away, a rank was killed; it resumes on a new rendezvous), or a transient database error. False:
+    not requeued (out of attempts, or the job was cancelled or paused meanwhile)."""
+    what = "A database error" if transient_db_error(exc) else "A machine of this job failed"
     settings = get_settings()
     with session_scope() as session:
         result = session.execute(
@@ -628,13 +730,12 @@ def requeue_after_machine_failure(job_id: str, owner: str, exc: BaseException) -
         _event(
             session,
             job_id,
-            f"A machine of this job failed ({str(exc)[:300]}); requeued to resume from its last "
-            "checkpoint.",
+            f"{what} ({str(exc)[:300]}); requeued to resume from its last checkpoint.",
             level="warn",
         )
+        enqueue(session, RUN_JOB, job_id)
         session.commit()
-    log.warning("job %s: a machine failed (%s); requeued", job_id, exc)
-    send(RUN_JOB, job_id)
+    log.warning("job %s: %s (%s); requeued", job_id, what, exc)
     return True
 
 
@@ -689,8 +790,6 @@ def run_node(job_id: str, leader: str, node_rank: int, master: str) -> None:
 
 def requeue_lost_jobs() -> list[str]:
     """Requeue (or fail, after too many attempts) running jobs whose worker stopped beating."""
-    from worker.app import RUN_JOB, send
-
     settings = get_settings()
     cutoff = time.time() - settings.heartbeat_timeout
     requeued = []
@@ -728,19 +827,9 @@ def requeue_lost_jobs() -> list[str]:
                 values = dict(status="queued", lease_owner=None)
             if session.execute(update(Job).where(*stale).values(**values)).rowcount:
                 _event(session, job_id, message, level="warn")
-                session.commit()
                 if values["status"] == "queued":
-                    send(RUN_JOB, job_id)
+                    enqueue(session, RUN_JOB, job_id)
                     requeued.append(job_id)
+                session.commit()
         session.commit()
     return requeued
-
-
-def lost_job_monitor() -> None:
-    interval = max(1.0, min(30.0, get_settings().heartbeat_timeout / 3))
-    while True:
-        try:
-            requeue_lost_jobs()
-        except Exception:
-            log.exception("lost-job check failed")
-        time.sleep(interval)

@@ -236,3 +236,20 @@ class SweepMember(Base):
     target_subset_fraction: Mapped[float] = mapped_column(Float, default=1.0)
     is_configuration: Mapped[bool] = mapped_column(Boolean, default=False)
     is_reference: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class OutboxMessage(Base):
+    """A task to be enqueued, written in the same transaction as the row change that calls for
+    it, so a committed change can never lose its task (see api.services.outbox). The row stays
+    until the task has taken effect on its subject's row; the relay (re)sends it meanwhile."""
+
+    __tablename__ = "outbox"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task: Mapped[str] = mapped_column(String(100))
+    args: Mapped[list[Any]] = mapped_column(JSON)
+    subject: Mapped[str] = mapped_column(String(64), index=True)  # the job or file id
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    due_at: Mapped[float] = mapped_column(Float, default=time.time, index=True)
+    sent_count: Mapped[int] = mapped_column(Integer, default=0)
+    sent_at: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -27,15 +27,16 @@ def get_engine() -> Engine:
     settings = get_settings()
     if settings.is_sqlite:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        busy = settings.sqlite_busy_timeout
         engine = create_engine(
-            settings.database_url, connect_args={"timeout": 60}, **_pool_options(settings)
+            settings.database_url, connect_args={"timeout": busy}, **_pool_options(settings)
         )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record) -> None:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=60000")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy * 1000)}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 

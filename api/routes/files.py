@@ -46,8 +46,6 @@ _UPLOAD_BODY = {
 async def create_file(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> FilePublic:
-    from worker.app import VALIDATE_FILE, send
-
     settings = get_settings()
     async with short_session() as session:
         team, _key = await run_in_threadpool(authenticate, session, authorization)
@@ -71,7 +69,6 @@ async def create_file(
             )
     finally:
         tmp.unlink(missing_ok=True)  # stored (renamed away) or refused: nothing stays behind
-    await run_in_threadpool(send, VALIDATE_FILE, file.id)
     return FilePublic.model_validate(file, from_attributes=True)
 
 

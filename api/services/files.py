@@ -31,6 +31,7 @@ from api.db.models import File, Job, Team, new_id
 from api.errors import APIError, invalid
 from api.schemas.common import storable
 from api.schemas.files import FILENAME_MAX_LENGTH, PURPOSES
+from api.services.outbox import VALIDATE_FILE, enqueue
 from api.settings import Settings
 
 # Suffixes the engine reads by name; anything else is stored bare and sniffed by the engine.
@@ -229,6 +230,7 @@ def store_upload(
             status="uploaded",
         )
         session.add(file)
+        enqueue(session, VALIDATE_FILE, file_id)
         session.commit()
     except BaseException:
         session.rollback()

@@ -4,8 +4,9 @@ Create: the OpenAI-shaped request is mapped onto a `replay_engine.spec.JobSpec` 
 their on-disk paths, a fine-tuned model id becomes its checkpoint folder, "auto" means the engine's
 default) and checked with `parse_spec`, so every problem the spec alone reveals is a 400 naming the
 field. The job starts in `validating_files`; a `files`-queue task tokenizes the data and resolves
-the schedule (worker.runner.prepare_job), then queues it for training. Enqueueing always happens
-after the database commit, so a worker never looks for a row that is not there yet.
+the schedule (worker.runner.prepare_job), then queues it for training. Every task is enqueued
+through the outbox (api.services.outbox) in the transaction that changes the row, so a committed
+job always has its task, even while the broker is down.
 
 Transitions (the worker acts on `control` between steps):
   validating_files|queued|paused --cancel--> cancelled        running --cancel--> cancelled (+control)
@@ -46,6 +47,7 @@ from api.schemas.jobs import (
 )
 from api.services.limits import estimated_steps, plan_problem
 from api.services.models import resolve_model
+from api.services.outbox import PREPARE_JOB, RUN_JOB, enqueue
 from api.services.registry import corpus_paths
 from api.settings import Settings
 
@@ -253,8 +255,6 @@ def create_job(
     idempotency_key: str | None = None,
 ) -> tuple[Job, bool]:
     """-> (job, created). A repeated Idempotency-Key returns the first job, created=False."""
-    from worker.app import PREPARE_JOB, send
-
     if idempotency_key:
         existing = find_idempotent(session=session, team=team, key=idempotency_key)
         if existing is not None:
@@ -271,14 +271,13 @@ def create_job(
         if existing is None:
             raise
         return existing, False
-    send(PREPARE_JOB, job.id)
     return job, True
 
 
 def add_job(*, session: Session, team: Team, body: JobCreate, settings: Settings) -> Job:
-    """Check a create request and add its job row (and first event) to the session, without
-    committing: the caller commits, then enqueues PREPARE_JOB (a sweep adds all its members in
-    one transaction this way). Raises APIError(400) naming the field."""
+    """Check a create request and add its job row, first event and PREPARE_JOB task to the
+    session, without committing (a sweep adds all its members in one transaction this way).
+    Raises APIError(400) naming the field."""
     spec = build_spec(session=session, team=team, body=body, settings=settings)
     job_id = new_id("ftjob")
     job = Job(
@@ -302,6 +301,7 @@ def add_job(*, session: Session, team: Team, body: JobCreate, settings: Settings
     session.add(job)
     session.flush()
     session.add(JobEvent(job_id=job.id, message=f"Created fine-tuning job: {job.id}"))
+    enqueue(session, PREPARE_JOB, job.id)
     return job
 
 
@@ -381,8 +381,6 @@ def pause_job(*, session: Session, job: Job) -> Job:
 
 
 def resume_job(*, session: Session, job: Job) -> Job:
-    from worker.app import RUN_JOB, send
-
     if job.status == "running" and job.control == "pause":
         raise APIError(
             409,
@@ -399,8 +397,8 @@ def resume_job(*, session: Session, job: Job) -> Job:
     job.status, job.control = "queued", None
     job.attempts = 0  # the lost-worker limit counts failures since the last resume
     add_event(session, job.id, "Job resumed; it continues from its last checkpoint.")
+    enqueue(session, RUN_JOB, job.id)
     session.commit()
-    send(RUN_JOB, job.id)
     return job
 
 

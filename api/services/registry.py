@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.db.models import File, Model, Team
+from api.services.outbox import VALIDATE_FILE, enqueue
 from api.settings import Settings
 
 
@@ -68,6 +69,7 @@ def register_demo(*, session: Session, team: Team, settings: Settings) -> list[F
             for doc in documents[half]:
                 f.write(json.dumps({"text": doc}) + "\n")
         file.path, file.bytes = str(path), path.stat().st_size
+        enqueue(session, VALIDATE_FILE, file.id)
         created.append(file)
     session.commit()
     return created

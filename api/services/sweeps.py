@@ -12,7 +12,7 @@ so the compute rule is the engine's: fine-tuning with replay takes N = epochs x 
 steps, and a reference run on subset s takes about s times the steps of the full run.
 
 Members are ordinary jobs (they show in /v1/fine_tuning/jobs with `metadata.sweep_id`), created in
-one transaction and enqueued after it commits, each on its own: as many run at once as there are
+one transaction with their tasks (through the outbox), each on its own: as many run at once as there are
 training workers. Validation happens before anything is written, so a rejected sweep leaves no
 job behind.
 """
@@ -143,8 +143,6 @@ def create_sweep(
 ) -> tuple[Sweep, bool]:
     """-> (sweep, created). A repeated Idempotency-Key returns the first sweep, created=False,
     and launches nothing: a retried request must not start a second family of jobs."""
-    from worker.app import PREPARE_JOB, send
-
     if idempotency_key:
         existing = find_idempotent(session=session, team=team, key=idempotency_key)
         if existing is not None:
@@ -158,7 +156,6 @@ def create_sweep(
             "replay_fractions",
         )
     sweep_id = new_id("sweep")
-    created: list[Job] = []
     try:
         sweep = Sweep(
             id=sweep_id,
@@ -195,7 +192,6 @@ def create_sweep(
                     code=exc.code,
                 ) from None
             session.add(SweepMember(sweep_id=sweep_id, job_id=job.id, **m))
-            created.append(job)
         if idempotency_key:
             session.add(IdempotencyKey(team_id=team.id, key=idempotency_key, sweep_id=sweep_id))
         session.commit()
@@ -209,8 +205,6 @@ def create_sweep(
     except BaseException:
         session.rollback()  # nothing half-created: the sweep and its members go together
         raise
-    for job in created:
-        send(PREPARE_JOB, job.id)
     return sweep, True
 
 

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006_key_lifecycle"
-down_revision: str | None = "0004_sweep_idempotency"
+down_revision: str | None = "0005_outbox"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

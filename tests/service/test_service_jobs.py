@@ -5,6 +5,7 @@ import io
 import json
 import re
 import tarfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -264,9 +265,14 @@ def test_a_files_worker_keeps_its_child_across_uploads(service, team: Team, targ
     imports and the tokenizer load on every file."""
 
     def children(worker) -> set[int]:
+        """The worker's pool children (not its maintenance process, started by
+        multiprocessing's spawn, nor that module's resource tracker)."""
         pid = worker.popen.pid
         with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return {int(p) for p in f.read().split()}
+            pids = {int(p) for p in f.read().split()}
+        return {
+            p for p in pids if b"multiprocessing" not in Path(f"/proc/{p}/cmdline").read_bytes()
+        }
 
     (files_worker,) = [w for w in service.workers if w.alive and w.queues == ["files"]]
     seen = []

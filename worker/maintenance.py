@@ -1,0 +1,76 @@
+"""The periodic checks, in a process of their own beside each worker.
+
+A Celery worker's main process forks its pool children. A thread of it that uses the database
+while it forks (the lost-job monitor used to be one) can hold SQLite's or malloc's lock at that
+instant, and the child inherits the lock held forever: it hangs at its first query. So the main
+process runs no database threads; it starts this process with the `spawn` method (a fresh
+interpreter, nothing inherited) when the worker is ready, and this process runs the checks in a
+loop:
+
+- `delivery.relay_outbox`, every `REPLAYFT_RELAY_INTERVAL` seconds: send the tasks recorded in
+  the outbox, and again while they have not taken effect;
+- `delivery.sweep_states`, every `REPLAYFT_SWEEP_INTERVAL` seconds: waiting files and jobs with no
+  task get one;
+- `runner.requeue_lost_jobs`, every third of `REPLAYFT_HEARTBEAT_TIMEOUT`: running jobs whose
+  worker stopped heartbeating go back to the queue.
+
+Every check is a conditional UPDATE, so one such process per worker (several per deployment) is
+safe. The process leaves when the worker that started it goes away.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import time
+
+log = logging.getLogger("replayft.maintenance")
+
+
+def start() -> multiprocessing.process.BaseProcess:
+    """Start the checks in a spawned child of this process (which must not be a pool child)."""
+    process = multiprocessing.get_context("spawn").Process(
+        target=run, args=(os.getpid(),), name="replayft-maintenance", daemon=True
+    )
+    process.start()
+    return process
+
+
+def _die_with_parent() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def run(parent_pid: int) -> None:
+    from api.settings import get_settings
+    from worker.app import send
+    from worker.delivery import relay_outbox, sweep_states
+    from worker.runner import requeue_lost_jobs
+
+    _die_with_parent()
+    logging.basicConfig(
+        level=logging.INFO, format="[%(asctime)s: %(levelname)s/maintenance] %(message)s"
+    )
+    settings = get_settings()
+    checks = [  # (what, how often, the check)
+        ("outbox relay", settings.relay_interval, lambda: relay_outbox(send)),
+        ("state sweep", settings.sweep_interval, sweep_states),
+        ("lost-job check", max(1.0, min(30.0, settings.heartbeat_timeout / 3)), requeue_lost_jobs),
+    ]
+    next_due = [0.0] * len(checks)
+    while os.getppid() == parent_pid:
+        for i, (what, every, check) in enumerate(checks):
+            if time.monotonic() < next_due[i]:
+                continue
+            next_due[i] = time.monotonic() + every
+            try:
+                check()
+            except Exception:  # a database or broker hiccup must not end the checks
+                log.exception("%s failed", what)
+        time.sleep(max(0.05, min(next_due) - time.monotonic()))
