@@ -253,8 +253,8 @@ def run_ours(
     """ReplayFT in this process, or with `world` > 1 as a `world`-process DDP job launched by
     torchrun (gloo on CPU, NCCL on GPUs); then the timings are rank 0's step times, and the
     metrics reach the hooks through the launcher, so the loop column repeats the step times."""
-    from replay_engine.launcher import launch
     from replay_engine.hooks import NoHooks
+    from replay_engine.launcher import launch
     from replay_engine.spec import parse_spec
     from replay_engine.trainer import prepare, train
 
