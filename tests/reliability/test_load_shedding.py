@@ -38,7 +38,7 @@ def test_a_tiny_pool_sheds_load_with_503_never_500(tmp_path):
     settings = {
         "REPLAYFT_DB_POOL_SIZE": "1",
         "REPLAYFT_DB_MAX_OVERFLOW": "0",
-        "REPLAYFT_DB_POOL_TIMEOUT": "2",
+        "REPLAYFT_DB_POOL_TIMEOUT": "0.2",  # short, so the burst is shed in part
     }
     with api_deployment(tmp_path, **settings) as svc:
         team = svc.team("shedding")
@@ -59,6 +59,7 @@ def test_a_tiny_pool_sheds_load_with_503_never_500(tmp_path):
             if resp.status_code == 503:
                 assert int(resp.headers["Retry-After"]) > 0, resp.headers
                 assert resp.json()["error"]["code"] == "server_busy", resp.text
-        assert statuses.count(200) >= REQUESTS // 2, statuses  # shedding is the exception
+        # both paths were taken: requests were served, and the surplus was shed
+        assert 200 in statuses and 503 in statuses, statuses
         # refused or stored, no upload leaves a partial file behind
         assert not list((svc.data_dir / "files").glob(".upload-*"))
