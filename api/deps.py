@@ -27,21 +27,12 @@ from sqlalchemy.orm import Session
 
 from api.db.models import ApiKey, File, Job, Sweep, Team
 from api.db.session import get_sessionmaker
-from api.errors import APIError, not_found
+from api.errors import APIError, not_found, server_busy
 from api.schemas.common import PathId
 from api.services.teams import record_use, team_for_key
 from api.settings import get_settings
 
 _slots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop -> Semaphore
-
-
-def busy() -> APIError:
-    return APIError(
-        503,
-        "The service is busy; retry after the delay in the Retry-After header.",
-        code="server_busy",
-        headers={"Retry-After": "1"},
-    )
 
 
 @asynccontextmanager
@@ -58,7 +49,7 @@ async def db_slot() -> AsyncIterator[None]:
         async with asyncio.timeout(settings.db_pool_timeout):
             await slots.acquire()
     except TimeoutError:
-        raise busy() from None
+        raise server_busy() from None
     try:
         yield
     finally:

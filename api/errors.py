@@ -82,13 +82,25 @@ def error_body(status_code: int, message: str, *, param=None, code=None, type=No
     }
 
 
+def server_busy() -> APIError:
+    """503 for a saturated database (load shedding): the client should retry shortly."""
+    return APIError(
+        503,
+        "The service is busy; retry after the delay in the Retry-After header.",
+        code="server_busy",
+        headers={"Retry-After": "1"},
+    )
+
+
+def error_response(exc: APIError) -> JSONResponse:
+    body = error_body(exc.status_code, exc.message, param=exc.param, code=exc.code, type=exc.type)
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_request: Request, exc: APIError) -> JSONResponse:
-        body = error_body(
-            exc.status_code, exc.message, param=exc.param, code=exc.code, type=exc.type
-        )
-        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+        return error_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -119,22 +131,19 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(sa_exc.TimeoutError)
     async def _pool_exhausted(_request: Request, exc: Exception) -> JSONResponse:
         log.warning("database pool exhausted: %s", exc)
-        message = "The service is busy; retry after the delay in the Retry-After header."
-        return JSONResponse(
-            error_body(503, message, code="server_busy"),
-            status_code=503,
-            headers={"Retry-After": "1"},
-        )
+        return error_response(server_busy())
 
     @app.exception_handler(sa_exc.OperationalError)
     @app.exception_handler(sa_exc.InterfaceError)
     async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
         log.warning("database unavailable: %s", str(exc).splitlines()[0])
-        message = "The database is unavailable; retry after the delay in the Retry-After header."
-        return JSONResponse(
-            error_body(503, message, code="database_unavailable"),
-            status_code=503,
-            headers={"Retry-After": "5"},
+        return error_response(
+            APIError(
+                503,
+                "The database is unavailable; retry after the delay in the Retry-After header.",
+                code="database_unavailable",
+                headers={"Retry-After": "5"},
+            )
         )
 
     app.add_middleware(UnexpectedErrors)

@@ -1,7 +1,7 @@
 """The job spec: one typed description of a training run.
 
 A spec loads from YAML (`load_spec`) and the API accepts the same fields as JSON. Field names
-follow the public API (docs in ../shared/docs/api.md): the replay knobs live under `replay`
+follow the public API (docs/api.md): the replay knobs live under `replay`
 (`fraction` r, `target_stage2_allocation` a, `stage2_duration` d), the hyperparameters sit at the
 top level.
 

@@ -15,7 +15,7 @@ The loss is the mean over the batch's trainable tokens (not the mean of micro-ba
 gradient accumulation does not change the result. `train_loss_target` and `train_loss_generic`
 split the same per-token losses by source, so they cost nothing extra.
 
-Metrics use the API's names (../shared/docs/api.md). `step` counts optimizer steps completed:
+Metrics use the API's names (docs/api.md). `step` counts optimizer steps completed:
 a train record with step s describes the s-th update, an eval record with step s the model after
 s updates (step 0 is the model before training), and `checkpoints/step-s` holds that model.
 """

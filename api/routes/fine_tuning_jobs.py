@@ -183,7 +183,7 @@ def _tar_stream(folder: Path, arcname: str) -> Iterator[bytes]:
             with contextlib.suppress(queue.Full):
                 chunks.put(done, timeout=5.0)
 
-    threading.Thread(target=produce, daemon=True).start()
+    threading.Thread(target=produce, name="checkpoint-tar", daemon=True).start()
     try:
         while (chunk := chunks.get()) is not done:
             yield chunk

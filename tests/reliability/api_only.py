@@ -45,9 +45,7 @@ def api_deployment(root: Path, database_url: str | None = None, **settings) -> I
             **settings,
         )
         svc = Service(root, env)
-        upgrade = svc.cli("db", "upgrade")
-        assert upgrade.returncode == 0, f"replayft db upgrade failed:\n{upgrade.stderr}"
-        svc.start_api()
+        svc.start_api()  # its start-up migrates the database
         yield svc
     finally:
         if svc is not None:

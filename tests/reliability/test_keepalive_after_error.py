@@ -11,6 +11,7 @@ def test_the_connection_serves_the_next_request_after_a_500(service, team, targe
     # a real server-side failure: the stored content is gone from disk under the API
     (service.data_dir / "files" / f"{file['id']}.jsonl").unlink()
 
+    log_before = service.api.log_path.stat().st_size
     host, port = service.url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
     headers = {"Authorization": f"Bearer {team.key}"}
@@ -31,4 +32,6 @@ def test_the_connection_serves_the_next_request_after_a_500(service, team, targe
             assert conn.sock is socket_used, "a new connection was opened"
     finally:
         conn.close()
-    assert "Exception in ASGI application" not in service.api.log_path.read_text()
+    with open(service.api.log_path, "rb") as log:  # only what these requests logged
+        log.seek(log_before)
+        assert b"Exception in ASGI application" not in log.read()

