@@ -45,6 +45,8 @@ OPERATIONS = [
     or "requestBody" in operation
     or any(p["in"] != "path" for p in operation.get("parameters", []))
 ]
+
+
 @pytest.fixture(scope="module")
 def fuzz_team(service):
     t = service.team("fuzz")
