@@ -160,19 +160,19 @@ def cmd_models_add(args: argparse.Namespace) -> int:
 KEEP_ALIVE_S = 75
 
 
-def cmd_api(args: argparse.Namespace) -> int:
+def _run_api(host: str, port: int) -> None:
     import uvicorn
 
+    uvicorn.run(
+        "api.main:create_app", factory=True, host=host, port=port, timeout_keep_alive=KEEP_ALIVE_S
+    )
+
+
+def cmd_api(args: argparse.Namespace) -> int:
     from api.settings import get_settings
 
     get_settings().export_env()
-    uvicorn.run(
-        "api.main:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        timeout_keep_alive=KEEP_ALIVE_S,
-    )
+    _run_api(args.host, args.port)
     return 0
 
 
@@ -233,7 +233,6 @@ def _die_with_parent() -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
 
     from api.db.migrate import upgrade
     from api.settings import get_settings
@@ -260,13 +259,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     pids = ", ".join(str(w.pid) for w in workers)
     _err(f"worker pids {pids}; API on http://{args.host}:{args.port} (docs at /docs)")
     try:
-        uvicorn.run(
-            "api.main:create_app",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            timeout_keep_alive=KEEP_ALIVE_S,
-        )
+        _run_api(args.host, args.port)
     finally:
         for worker in workers:
             worker.terminate()  # warm shutdown: a running job's message goes back to the queue
