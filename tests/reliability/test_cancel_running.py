@@ -18,9 +18,10 @@ def train_steps(team: Team, job_id: str) -> list[int]:
 
 def test_sweep_cancel_interrupts_a_members_long_step(team: Team, team_files):
     target, replay = team_files
-    # long steps: 128 sequences in 32 micro-batches, seconds on a CPU; an eval and a checkpoint
-    # after each step
-    hp = {"total_steps": 3, "batch_size": 128, "micro_batch_size": 4, "seq_len": 64}
+    # long steps whatever the machine: 384 micro-batches of one short sequence, so a step takes
+    # 10 s or more on this 2-core machine (idle), well past the ~3 s a cancel may take to
+    # interrupt it (heartbeat poll + 1 s grace); an eval and a checkpoint after each step
+    hp = {"total_steps": 3, "batch_size": 384, "micro_batch_size": 1, "seq_len": 16}
     hp["eval_sequences"] = 4
     body = {
         "model": TINY,
