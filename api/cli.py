@@ -222,20 +222,10 @@ def _first_start(data_dir: Path, demo: bool) -> None:
                 _err(f"demo file {file.id}: {file.filename} ({file.purpose})")
 
 
-def _die_with_parent() -> None:
-    """Linux: the worker gets SIGTERM if `serve` dies without cleaning up (e.g. SIGKILL)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
-
     from api.db.migrate import upgrade
     from api.settings import get_settings
+    from replay_engine.launcher import die_with_parent
 
     settings = get_settings()
     settings.ensure_dirs()
@@ -249,7 +239,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             [sys.executable, "-m", "api.cli", "worker", "--queues", queues]
             + ["--concurrency", str(concurrency)],
             env=os.environ.copy(),
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         for queues, concurrency in (("training", args.concurrency), ("files", 1))
     ]

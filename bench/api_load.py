@@ -56,7 +56,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import random
@@ -79,6 +78,8 @@ from typing import Any
 import httpx
 import psycopg
 import redis
+
+from replay_engine.launcher import die_with_parent
 
 REPO = Path(__file__).resolve().parents[1]
 MB = 1_000_000
@@ -188,10 +189,6 @@ class RssSampler:
 
 
 # ---------------------------------------------------------------------------- processes
-def _die_with_parent() -> None:
-    """The child gets SIGTERM if this script dies without cleaning up (e.g. SIGKILL)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class Proc:
@@ -209,7 +206,7 @@ class Proc:
             env=env,
             cwd=root,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         self.pid = self.popen.pid
 

@@ -379,22 +379,23 @@ def run_main(spec_file: str, out_dir: str, control_dir: str | None) -> int:
     return 0
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGTERM this process when its parent dies, so a killed worker does not
-    leave ranks training on. (torchrun's agent passes SIGTERM on to the ranks.)"""
+def die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when its parent dies, so a killed worker leaves no
+    child running on (torchrun's agent passes SIGTERM on to the ranks; `replayft serve`'s
+    workers and a worker's maintenance process use it too)."""
     try:
         import ctypes
 
         PR_SET_PDEATHSIG = 1
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):
-        pass  # not Linux: the launcher's own teardown still terminates the ranks
+        pass  # not Linux: the parents' own teardown still ends their children
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["agent"]:  # torchrun itself, tied to the parent that launched it
-        _die_with_parent()
+        die_with_parent()
         from torch.distributed.run import main as torchrun
 
         torchrun(argv[1:])

@@ -10,8 +10,8 @@ down only delays the relay, which leaves the row due and tries again on its next
 
 `sweep_states()` looks at every waiting state for work with no task behind it: files `uploaded`,
 jobs `validating_files` or `queued` with no outbox row get one (rows from before the outbox, or
-any path that lost its task), and `running` jobs whose heartbeat stopped are requeued
-(runner.requeue_lost_jobs).
+any path that lost its task). `running` jobs whose heartbeat stopped are the lost-job check's
+(runner.requeue_lost_jobs), which the maintenance process runs on its own, shorter interval.
 
 Both run in every worker's maintenance process. Several relays may run at once: each claims a row
 with a conditional UPDATE of its `due_at` before sending, and a duplicate message would be
@@ -116,10 +116,7 @@ def relay_outbox(send: Callable[..., None]) -> int:
 
 
 def sweep_states() -> int:
-    """Give every waiting file and job that has no outbox row one; requeue lost running jobs.
-    -> tasks recorded."""
-    from worker.runner import requeue_lost_jobs
-
+    """Give every waiting file and job that has no outbox row one; -> tasks recorded."""
     pending = select(OutboxMessage.subject)
     with session_scope() as session:
         found = [
@@ -144,4 +141,4 @@ def sweep_states() -> int:
             )
             enqueue(session, task, subject)
         session.commit()
-    return len(found) + len(requeue_lost_jobs())
+    return len(found)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import signal
 import time
 
 log = logging.getLogger("replayft.maintenance")
@@ -38,22 +37,14 @@ def start() -> multiprocessing.process.BaseProcess:
     return process
 
 
-def _die_with_parent() -> None:
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def run(parent_pid: int) -> None:
     from api.settings import get_settings
+    from replay_engine.launcher import die_with_parent
     from worker.app import send
     from worker.delivery import relay_outbox, sweep_states
     from worker.runner import requeue_lost_jobs
 
-    _die_with_parent()
+    die_with_parent()
     logging.basicConfig(
         level=logging.INFO, format="[%(asctime)s: %(levelname)s/maintenance] %(message)s"
     )
