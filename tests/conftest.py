@@ -8,19 +8,14 @@ import pytest
 from servicekit import (
     HEARTBEAT_TIMEOUT_S,
     MAX_UPLOAD_BYTES,
-    PG_URL_BASE,
-    REDIS_HOST,
-    REDIS_PORT,
     RENDEZVOUS_TIMEOUT_S,
     REPLAY_DOCS,
     TARGET_EXAMPLES,
     Service,
     Team,
-    claim_redis_db,
-    create_database,
-    drop_database,
     end_survivors,
-    release_redis_db,
+    own_database,
+    own_redis_db,
     service_env,
 )
 
@@ -99,15 +94,11 @@ def service(tmp_path_factory, cache_dir):
     root = tmp_path_factory.mktemp("service")
     (root / "data").mkdir()
     (root / "tmp").mkdir()
-    db_name = create_database()
-    redis_db: int | None = None
-    svc: Service | None = None
-    try:
-        redis_db = claim_redis_db()
+    with own_database() as database_url, own_redis_db() as broker_url:
         env = service_env(
             REPLAYFT_DATA_DIR=root / "data",
-            REPLAYFT_DATABASE_URL=f"{PG_URL_BASE}/{db_name}",
-            REPLAYFT_BROKER_URL=f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_db}",
+            REPLAYFT_DATABASE_URL=database_url,
+            REPLAYFT_BROKER_URL=broker_url,
             REPLAYFT_MAX_UPLOAD_BYTES=str(MAX_UPLOAD_BYTES),
             REPLAYFT_CACHE_DIR=cache_dir,
             REPLAYFT_HEARTBEAT_TIMEOUT=str(HEARTBEAT_TIMEOUT_S),
@@ -115,21 +106,18 @@ def service(tmp_path_factory, cache_dir):
             TMPDIR=root / "tmp",  # where the server spools uploads: checked for leftovers
         )
         svc = Service(root, env)
-        upgrade = svc.cli("db", "upgrade")
-        assert upgrade.returncode == 0, f"replayft db upgrade failed:\n{upgrade.stderr}"
-        svc.start_worker()  # training and files, as the contract starts a worker
-        # a CPU worker for the files queue, so that validating a test's uploads never waits
-        # behind the training left over from the test before (the split the queues exist for)
-        svc.start_worker("files")
-        svc.start_api()
-        yield svc
-    finally:
-        if svc is not None:
+        try:
+            upgrade = svc.cli("db", "upgrade")
+            assert upgrade.returncode == 0, f"replayft db upgrade failed:\n{upgrade.stderr}"
+            svc.start_worker()  # training and files, as the contract starts a worker
+            # a CPU worker for the files queue, so that validating a test's uploads never waits
+            # behind the training left over from the test before (the split the queues exist for)
+            svc.start_worker("files")
+            svc.start_api()
+            yield svc
+        finally:
             svc.stop()
-        end_survivors()
-        drop_database(db_name)
-        if redis_db is not None:
-            release_redis_db(redis_db)
+            end_survivors()
 
 
 @pytest.fixture

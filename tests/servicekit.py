@@ -595,6 +595,28 @@ def release_redis_db(index: int) -> None:
         r.close()
 
 
+@contextmanager
+def own_database() -> Iterator[str]:
+    """A fresh database on the machine's PostgreSQL for one deployment: -> its SQLAlchemy URL.
+    Dropped on exit."""
+    name = create_database()
+    try:
+        yield f"{PG_URL_BASE}/{name}"
+    finally:
+        drop_database(name)
+
+
+@contextmanager
+def own_redis_db() -> Iterator[str]:
+    """An empty database index of the machine's Redis for one deployment: -> its broker URL.
+    Flushed on exit."""
+    index = claim_redis_db()
+    try:
+        yield f"redis://{REDIS_HOST}:{REDIS_PORT}/{index}"
+    finally:
+        release_redis_db(index)
+
+
 # ---------------------------------------------------------------------------- the browser
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's; Playwright's own browser download fails here
 CHROMIUM_FLAGS = [

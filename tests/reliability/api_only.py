@@ -5,6 +5,7 @@ database index, with no workers. Everything it starts is stopped and dropped on 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -13,47 +14,30 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from servicekit import (
-    PG_URL_BASE,
-    REDIS_HOST,
-    REDIS_PORT,
-    Service,
-    claim_redis_db,
-    create_database,
-    drop_database,
-    free_port,
-    release_redis_db,
-    service_env,
-)
+from servicekit import Service, free_port, own_database, own_redis_db, service_env
 
 
 @contextmanager
 def api_deployment(root: Path, database_url: str | None = None, **settings) -> Iterator[Service]:
-    """A started API (no workers) whose `REPLAYFT_*` settings include `settings`."""
+    """A started API (no workers) whose `REPLAYFT_*` settings include `settings`, on
+    `database_url` or else a database of its own."""
     (root / "data").mkdir()
     (root / "tmp").mkdir()
-    db_name = None if database_url else create_database()
-    redis_db: int | None = None
-    svc: Service | None = None
-    try:
-        redis_db = claim_redis_db()
+    with contextlib.ExitStack() as stack:
+        database_url = database_url or stack.enter_context(own_database())
         env = service_env(
             REPLAYFT_DATA_DIR=root / "data",
-            REPLAYFT_DATABASE_URL=database_url or f"{PG_URL_BASE}/{db_name}",
-            REPLAYFT_BROKER_URL=f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_db}",
+            REPLAYFT_DATABASE_URL=database_url,
+            REPLAYFT_BROKER_URL=stack.enter_context(own_redis_db()),
             TMPDIR=root / "tmp",
             **settings,
         )
         svc = Service(root, env)
-        svc.start_api()  # its start-up migrates the database
-        yield svc
-    finally:
-        if svc is not None:
+        try:
+            svc.start_api()  # its start-up migrates the database
+            yield svc
+        finally:
             svc.stop()
-        if db_name is not None:
-            drop_database(db_name)
-        if redis_db is not None:
-            release_redis_db(redis_db)
 
 
 def _pg_bin(name: str) -> str:

@@ -360,14 +360,11 @@ def test_a_500_character_file_name_is_kept(deployment: Deployment):
 
 
 # ---------------------------------------------------------------------------- item 7: the plan
-def test_a_plan_over_the_limit_found_when_tokenizing_fails_the_job(
-    deployment: Deployment, sqlite_service
-):
+@pytest.mark.parametrize("deployment", ["sqlite"], indirect=True)  # its files worker's limit
+def test_a_plan_over_the_limit_found_when_tokenizing_fails_the_job(deployment: Deployment):
     """The SQLite deployment's files worker allows WORKER_MAX_STEPS steps; its API allows the
     default. A tiny 1-epoch job passes submission (its estimate is far below the API's limit)
     and fails when its exact plan is resolved, naming the limit, before it is ever queued."""
-    if deployment.service is not sqlite_service:
-        pytest.skip("needs the SQLite deployment's files worker limit")
     team = deployment.team
     job = team.create_job(job_body(deployment))
     done = team.poll(
