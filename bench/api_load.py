@@ -192,14 +192,14 @@ class RssSampler:
 
 
 class Proc:
-    """`python -m api.cli ARGS` in its own process group, output to a log file."""
+    """`python -m cli.main ARGS` in its own process group, output to a log file."""
 
     def __init__(self, name: str, args: list[str], env: dict[str, str], root: Path):
         self.name = name
         self.log_path = root / f"{name}.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", *args],
+            [sys.executable, "-m", "cli.main", *args],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -244,7 +244,7 @@ def free_port() -> int:
 
 def run_cli(env: dict[str, str], cwd: Path, *args: str) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "api.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         capture_output=True,
         text=True,
         env=env,

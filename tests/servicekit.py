@@ -159,7 +159,7 @@ def end_survivors(tag: str = RUN_TOKEN) -> None:
 
 def cli(env: dict[str, str], cwd: Path, *args: str, timeout: float = 180):
     return subprocess.run(
-        [sys.executable, "-m", "api.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -477,7 +477,7 @@ class Service:
     def _start(self, name: str, *args: str) -> Proc:
         self._n += 1
         log = self.root / f"{self._n:02d}-{name}.log"
-        return Proc(name, ["api.cli", *args], self.env, log, cwd=self.root)
+        return Proc(name, ["cli.main", *args], self.env, log, cwd=self.root)
 
     def start_api(self) -> None:
         self.api = self._start("api", "api", "--host", "127.0.0.1", "--port", str(self.port))

@@ -31,7 +31,7 @@ def test_serve_validates_every_upload_while_it_trains(tmp_path, cache_dir, targe
     )
     serve = Proc(
         "serve",
-        ["api.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        ["cli.main", "serve", "--host", "127.0.0.1", "--port", str(port)],
         env,
         tmp_path / "serve.log",
         cwd=tmp_path,

@@ -41,7 +41,7 @@ def cli_env(service, key: str | None) -> dict[str, str]:
 
 
 def cli_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "api.cli", *args]
+    return [sys.executable, "-m", "cli.main", *args]
 
 
 def run_cli(env: dict[str, str], cwd: Path, *args: str, timeout: float = CLI_TIMEOUT_S):

@@ -27,7 +27,7 @@ def test_serve_runs_a_job_with_no_external_services(tmp_path, cache_dir, target_
     assert "REPLAYFT_DATABASE_URL" not in env and "REPLAYFT_BROKER_URL" not in env
     serve = Proc(
         "serve",
-        ["api.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        ["cli.main", "serve", "--host", "127.0.0.1", "--port", str(port)],
         env,
         tmp_path / "serve.log",
         cwd=tmp_path,

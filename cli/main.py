@@ -236,7 +236,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # own, so they never wait behind training
     workers = [
         subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "worker", "--queues", queues]
+            [sys.executable, "-m", "cli.main", "worker", "--queues", queues]
             + ["--concurrency", str(concurrency)],
             env=os.environ.copy(),
             preexec_fn=die_with_parent,
