@@ -25,12 +25,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.db.models import ApiKey, File, Job, Sweep, Team
-from api.db.session import get_sessionmaker
 from api.errors import APIError, not_found, server_busy
 from api.schemas.common import PathId
 from api.services.teams import record_use, team_for_key
-from api.settings import get_settings
+from control.db.models import ApiKey, File, Job, Sweep, Team
+from control.db.session import get_sessionmaker
+from control.queue import TaskQueue, outbox
+from control.settings import get_settings
 
 _slots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop -> Semaphore
 
@@ -73,6 +74,14 @@ async def get_db() -> AsyncIterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_db, scope="function")]
+
+
+def get_queue() -> TaskQueue:
+    """Where routes enqueue tasks: the transactional outbox (tests may override this)."""
+    return outbox
+
+
+QueueDep = Annotated[TaskQueue, Depends(get_queue)]
 
 
 def _unauthorized(message: str) -> APIError:

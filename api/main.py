@@ -2,7 +2,7 @@
 
 Start-up runs the database migrations and removes partial uploads left by a killed API; a
 thread removes them on a schedule after that (api.services.files.remove_stale_uploads). The API
-never talks to the broker: it records tasks in the outbox (api.services.outbox), and the workers'
+never talks to the broker: it records tasks in the outbox (control.queue), and the workers'
 maintenance processes send them and run the periodic checks (worker.maintenance).
 """
 
@@ -20,7 +20,7 @@ from api.errors import install_error_handlers
 from api.frontend import mount_dashboard
 from api.openapi import error_responses, install_openapi
 from api.routes import admin, files, fine_tuning_jobs, health, models, sweeps
-from api.settings import get_settings
+from control.settings import get_settings
 
 log = logging.getLogger("replayft.api")
 
@@ -43,7 +43,7 @@ def _stale_upload_sweeper(stop: threading.Event) -> None:
 
 @asynccontextmanager
 async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-    from api.db.migrate import upgrade
+    from control.db.migrate import upgrade
 
     settings = get_settings()
     settings.ensure_dirs()

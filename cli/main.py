@@ -35,7 +35,7 @@ def _err(message: str) -> None:
 
 # ---------------------------------------------------------------------------- db and keys
 def cmd_db_upgrade(_args: argparse.Namespace) -> int:
-    from api.db.migrate import upgrade
+    from control.db.migrate import upgrade
 
     upgrade()
     _err("database is up to date")
@@ -43,9 +43,9 @@ def cmd_db_upgrade(_args: argparse.Namespace) -> int:
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
-    from api.db.migrate import upgrade
-    from api.db.session import session_scope
     from api.services.teams import create_key
+    from control.db.migrate import upgrade
+    from control.db.session import session_scope
 
     upgrade()
     with session_scope() as session:
@@ -62,9 +62,9 @@ def _when(t: int | None) -> str:
 
 
 def cmd_keys_list(args: argparse.Namespace) -> int:
-    from api.db.migrate import upgrade
-    from api.db.session import session_scope
     from api.services.teams import KEY_PREFIX, list_keys
+    from control.db.migrate import upgrade
+    from control.db.session import session_scope
 
     upgrade()
     with session_scope() as session:
@@ -92,10 +92,10 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
-    from api.db.migrate import upgrade
-    from api.db.session import session_scope
     from api.errors import APIError
     from api.services.teams import revoke_key
+    from control.db.migrate import upgrade
+    from control.db.session import session_scope
 
     upgrade()
     with session_scope() as session:
@@ -109,10 +109,10 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
-    from api.db.migrate import upgrade
-    from api.db.session import session_scope
     from api.errors import APIError
     from api.services.teams import rotate_key
+    from control.db.migrate import upgrade
+    from control.db.session import session_scope
 
     upgrade()
     with session_scope() as session:
@@ -127,9 +127,9 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
 
 
 def _register(args: argparse.Namespace, kind: str) -> int:
-    from api.db.migrate import upgrade
-    from api.db.session import session_scope
     from api.services.registry import register
+    from control.db.migrate import upgrade
+    from control.db.session import session_scope
 
     upgrade()
     with session_scope() as session:
@@ -169,7 +169,7 @@ def _run_api(host: str, port: int) -> None:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    from api.settings import get_settings
+    from control.settings import get_settings
 
     get_settings().export_env()
     _run_api(args.host, args.port)
@@ -192,7 +192,7 @@ def worker_argv(queues: str, concurrency: int, loglevel: str = "INFO") -> list[s
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from api.settings import get_settings
+    from control.settings import get_settings
 
     get_settings().export_env()  # before the Celery app reads the settings
     from worker.app import celery_app
@@ -203,10 +203,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def _first_start(data_dir: Path, demo: bool) -> None:
     """Create the default team's admin key (once) and, with --demo, its demo files."""
-    from api.db.session import session_scope
     from api.services.registry import register_demo
     from api.services.teams import create_key, get_or_create_team
-    from api.settings import get_settings
+    from control.db.session import session_scope
+    from control.settings import get_settings
 
     key_file = data_dir / ADMIN_KEY_FILE
     with session_scope() as session:
@@ -223,8 +223,8 @@ def _first_start(data_dir: Path, demo: bool) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from api.db.migrate import upgrade
-    from api.settings import get_settings
+    from control.db.migrate import upgrade
+    from control.settings import get_settings
     from replay_engine.launcher import die_with_parent
 
     settings = get_settings()

@@ -1,5 +1,5 @@
-"""Alembic environment: the schema is `api.db.models`' metadata; the URL comes from the settings
-unless the caller (api/db/migrate.py) put one in the config."""
+"""Alembic environment: the schema is `control.db.models`' metadata; the URL comes from the settings
+unless the caller (control/db/migrate.py) put one in the config."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import logging.config
 from alembic import context
 from sqlalchemy import create_engine
 
-from api.db import models  # noqa: F401 - registers the tables on Base.metadata
-from api.db.base import Base
-from api.settings import get_settings
+from control.db import models  # noqa: F401 - registers the tables on Base.metadata
+from control.db.base import Base
+from control.settings import get_settings
 
 config = context.config
 if config.config_file_name is not None:

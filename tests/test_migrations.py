@@ -19,10 +19,10 @@ import json
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine
-from api.db.base import Base
-import api.db.models  # noqa: F401 - registers the tables
-from api.db.migrate import upgrade
-from api.settings import get_settings
+from control.db.base import Base
+import control.db.models  # noqa: F401 - registers the tables
+from control.db.migrate import upgrade
+from control.settings import get_settings
 
 upgrade()
 with create_engine(get_settings().database_url).connect() as conn:

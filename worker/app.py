@@ -24,8 +24,8 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Exchange, Queue
 
-from api.services.outbox import PREPARE_JOB, RUN_JOB, RUN_NODE, VALIDATE_FILE
-from api.settings import get_settings
+from control.queue import PREPARE_JOB, RUN_JOB, RUN_NODE, VALIDATE_FILE
+from control.settings import get_settings
 
 TRAINING_QUEUE = "training"
 FILES_QUEUE = "files"
@@ -46,7 +46,7 @@ def create_celery_app() -> Celery:
         sqla_transport.Transport.polling_interval = 0.2
     elif settings.broker_url.startswith(("redis://", "rediss://")):
         # unacknowledged messages are redelivered after this long; a training job can run for
-        # days, and lost workers are detected by heartbeat instead (runner.requeue_lost_jobs)
+        # days, and lost workers are detected by heartbeat instead (control.lifecycle.requeue_lost_jobs)
         transport_options = {"visibility_timeout": 7 * 24 * 3600}
     app.conf.update(
         broker_transport_options=transport_options,
@@ -100,7 +100,7 @@ def child_recycling(queues: str) -> list[str]:
 
 def send(task_name: str, *args: str | int) -> None:
     """Hand a task to the broker by name: only the outbox relay does (worker.delivery); everyone
-    else records the task with api.services.outbox.enqueue in their own transaction."""
+    else records the task with control.queue.enqueue in their own transaction."""
     celery_app.send_task(task_name, args=list(args))
 
 
@@ -123,8 +123,8 @@ def _embedded_broker_in_wal_mode(broker_url: str) -> None:
 
 
 def _on_worker_init(**_kwargs) -> None:
-    from api.db.migrate import upgrade
-    from api.db.session import get_engine
+    from control.db.migrate import upgrade
+    from control.db.session import get_engine
 
     settings = get_settings()
     settings.ensure_dirs()
@@ -157,7 +157,7 @@ def _on_child_start(**_kwargs) -> None:
     # A forked child must not use connections it inherited from the main process (a socket
     # shared by two processes gets corrupted): drop the inherited pool without closing the
     # parent's connections, and open its own.
-    from api.db.session import get_engine
+    from control.db.session import get_engine
 
     get_engine().dispose(close=False)
 

@@ -1,6 +1,6 @@
 """Getting recorded work to the workers: the outbox relay and the state sweep.
 
-`relay_outbox()` sends each due outbox row (api.services.outbox) to Celery. A row is acknowledged
+`relay_outbox()` sends each due outbox row (control.queue) to Celery. A row is acknowledged
 by its task's effect on the subject's own row, not by the broker: while the file is still
 `uploaded`, the job still `validating_files` or `queued`, or a machine has not joined, the row is
 due again `redeliver_after` seconds after a send, then twice that, and so on up to an hour. Once
@@ -11,7 +11,7 @@ down only delays the relay, which leaves the row due and tries again on its next
 `sweep_states()` looks at every waiting state for work with no task behind it: files `uploaded`,
 jobs `validating_files` or `queued` with no outbox row get one (rows from before the outbox, or
 any path that lost its task). `running` jobs whose heartbeat stopped are the lost-job check's
-(runner.requeue_lost_jobs), which the maintenance process runs on its own, shorter interval.
+(control.lifecycle.requeue_lost_jobs), which the maintenance process runs on its own, shorter interval.
 
 Both run in every worker's maintenance process. Several relays may run at once: each claims a row
 with a conditional UPDATE of its `due_at` before sending, and a duplicate message would be
@@ -27,10 +27,10 @@ from collections.abc import Callable
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from api.db.models import File, Job, JobNode, OutboxMessage
-from api.db.session import session_scope
-from api.services.outbox import PREPARE_JOB, RUN_JOB, RUN_NODE, VALIDATE_FILE, enqueue
-from api.settings import get_settings
+from control.db.models import File, Job, JobNode, OutboxMessage
+from control.db.session import session_scope
+from control.queue import PREPARE_JOB, RUN_JOB, RUN_NODE, VALIDATE_FILE, enqueue
+from control.settings import get_settings
 
 log = logging.getLogger("replayft.delivery")
 

@@ -11,7 +11,7 @@ loop:
   the outbox, and again while they have not taken effect;
 - `delivery.sweep_states`, every `REPLAYFT_SWEEP_INTERVAL` seconds: waiting files and jobs with no
   task get one;
-- `runner.requeue_lost_jobs`, every third of `REPLAYFT_HEARTBEAT_TIMEOUT`: running jobs whose
+- `control.lifecycle.requeue_lost_jobs`, every third of `REPLAYFT_HEARTBEAT_TIMEOUT`: running jobs whose
   worker stopped heartbeating go back to the queue.
 
 Every check is a conditional UPDATE, so one such process per worker (several per deployment) is
@@ -38,11 +38,11 @@ def start() -> multiprocessing.process.BaseProcess:
 
 
 def run(parent_pid: int) -> None:
-    from api.settings import get_settings
+    from control.lifecycle import requeue_lost_jobs
+    from control.settings import get_settings
     from replay_engine.launcher import die_with_parent
     from worker.app import send
     from worker.delivery import relay_outbox, sweep_states
-    from worker.runner import requeue_lost_jobs
 
     die_with_parent()
     logging.basicConfig(

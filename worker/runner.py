@@ -1,10 +1,11 @@
 """What the workers do, as plain functions (Celery tasks in worker.tasks only call these).
 
+Every change of a job's status goes through `control.lifecycle` (the job state machine); this
+module decides when, and does the work in between.
+
 `run_job(job_id)` is the heart:
-  1. claim the job with one atomic UPDATE: it sets `lease_owner` and `heartbeat_at` only if the job
-     is queued/running and no live worker holds it (no lease, or a heartbeat older than
-     REPLAYFT_HEARTBEAT_TIMEOUT). Whoever's UPDATE matched runs it; a duplicate delivery of the
-     same message finds the lease taken and returns. A job therefore never runs twice at once.
+  1. claim the job (`lifecycle.claim`: one conditional UPDATE, only if no live worker holds its
+     lease); a duplicate delivery of the same message finds the lease taken and returns.
   2. a heartbeat thread refreshes `heartbeat_at` while the job runs, and notices a lost lease.
   3. `replay_engine.trainer.train(spec, job_dir, hooks)`: the engine resumes by itself from the
      newest checkpoint in the job's folder, so a requeued or resumed job continues, not restarts.
@@ -14,11 +15,8 @@
      or failed with a readable `error.message`; the traceback goes to the log and to an error
      event of the job (visible to its own team only).
 
-`requeue_lost_jobs()` finds running jobs whose heartbeat is too old (their worker died), puts them
-back in the queue, or fails them after `max_job_attempts` starts. It runs in each worker's
-maintenance process (worker.maintenance); its UPDATE is conditional, so concurrent checks do not
-double-enqueue. Every task is enqueued through the outbox (api.services.outbox) in the transaction
-that changes the job.
+Jobs whose worker died are requeued by `lifecycle.requeue_lost_jobs`, which each worker's
+maintenance process runs (worker.maintenance).
 
 `validate_file` and `prepare_job` are the `files` queue's work: format checks with line numbers
 plus token counts, and tokenizing a new job's data to resolve its schedule before it is queued.
@@ -39,13 +37,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import delete, select, update
 
-from api.db.models import Checkpoint, File, Job, JobEvent, JobMetric, JobNode, Team, now
-from api.db.session import session_scope
-from api.services.outbox import RUN_JOB, RUN_NODE, enqueue
-from api.settings import get_settings
+from control import lifecycle
+from control.db.models import Checkpoint, File, Job, JobMetric, JobNode, Team, now
+from control.db.session import session_scope
+from control.lifecycle import add_event
+from control.queue import RUN_NODE, enqueue
+from control.settings import get_settings
 
 if TYPE_CHECKING:  # the engine is imported inside the functions that use it, as elsewhere here
     from replay_engine.data import Problems
@@ -53,14 +52,9 @@ if TYPE_CHECKING:  # the engine is imported inside the functions that use it, as
 log = logging.getLogger("replayft.worker")
 
 RETRY_LATER = "retry-later"
-_ACTIVE = ("queued", "running")
 
 
 # ---------------------------------------------------------------------------- helpers
-def _event(session: Session, job_id: str, message: str, level: str = "info", **data: Any) -> None:
-    session.add(JobEvent(job_id=job_id, message=message, level=level, data=data or None))
-
-
 def readable_error(exc: BaseException) -> tuple[str, str, str | None]:
     """-> (code, message, param) for a client: no traceback and no server paths."""
     from api.services.jobs import api_param
@@ -104,21 +98,7 @@ def fail_job(job_id: str, exc: BaseException, *, owner: str | None = None) -> No
     code, message, param = readable_error(exc)
     tb = "".join(traceback.format_exception(exc))
     log.error("job %s failed: %s\n%s", job_id, message, tb)
-    with session_scope() as session:
-        query = update(Job).where(Job.id == job_id, Job.status.in_(("validating_files", *_ACTIVE)))
-        if owner is not None:
-            query = query.where(Job.lease_owner == owner)
-        result = session.execute(
-            query.values(
-                status="failed",
-                error={"code": code, "message": message, "param": param},
-                finished_at=now(),
-                lease_owner=None,
-            )
-        )
-        if result.rowcount:
-            _event(session, job_id, message, level="error", traceback=tb)
-        session.commit()
+    lifecycle.fail(job_id, {"code": code, "message": message, "param": param}, tb, owner=owner)
 
 
 # ---------------------------------------------------------------------------- files queue
@@ -193,7 +173,7 @@ def validate_file(file_id: str) -> None:
 
 def prepare_job(job_id: str) -> None:
     """Tokenize a new job's data (warming the cache for the trainer) and resolve its plan."""
-    from api.services.limits import plan_problem
+    from control.limits import plan_problem
     from replay_engine.spec import JobSpec, SpecError, upgrade_spec_data
     from replay_engine.trainer import DataProgress, prepare
 
@@ -207,7 +187,7 @@ def prepare_job(job_id: str) -> None:
         with session_scope() as session:
             if session.scalar(select(Job.status).where(Job.id == job_id)) != "validating_files":
                 raise JobInterrupted()  # cancelled while its data is being prepared
-            _event(session, job_id, message)
+            add_event(session, job_id, message)
             session.commit()
 
     try:
@@ -222,29 +202,7 @@ def prepare_job(job_id: str) -> None:
             raise  # the task retries; the job stays validating_files
         fail_job(job_id, exc)
         return
-    with session_scope() as session:
-        result = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == "validating_files")
-            .values(
-                status="queued",
-                plan=plan,
-                progress={"step": 0, "total_steps": plan["total_steps"], "tokens_seen": 0},
-            )
-        )
-        if not result.rowcount:
-            return  # cancelled while its files were being prepared
-        transition = plan["transition_step"]
-        _event(
-            session,
-            job_id,
-            f"Files validated; {plan['total_steps']} steps planned"
-            + (f", stage 2 from step {transition}" if transition is not None else "")
-            + ". Job queued.",
-            plan=plan,
-        )
-        enqueue(session, RUN_JOB, job_id)
-        session.commit()
+    lifecycle.prepared(job_id, plan)  # False: cancelled while its files were being prepared
 
 
 # ---------------------------------------------------------------------------- training
@@ -329,7 +287,7 @@ class DBHooks:
             ):
                 if not Path(old.path).is_dir():
                     session.delete(old)
-            _event(session, self.job_id, f"Checkpoint saved at step {step}.", step=step)
+            add_event(session, self.job_id, f"Checkpoint saved at step {step}.", step=step)
             session.commit()
 
     def should_stop(self, step: int) -> bool:
@@ -382,7 +340,7 @@ class DBHooks:
                 for record in self.buffer
             )
             for level, message, data in self.pending_events:
-                _event(session, self.job_id, message, level=level, **data)
+                add_event(session, self.job_id, message, level=level, **data)
             session.execute(
                 update(Job)
                 .where(Job.id == self.job_id, Job.lease_owner == self.owner)
@@ -482,48 +440,18 @@ def stop_interrupted(job_id: str, owner: str, hooks: DBHooks) -> None:
     except Exception:
         log.exception("flushing metrics of interrupted job %s", job_id)
     step = hooks.progress.get("step", 0)
-    with session_scope() as session:
-        session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.lease_owner == owner)
-            .values(lease_owner=None, control=None)
-        )
-        _event(session, job_id, f"Training interrupted by the cancel, after step {step}.")
-        session.commit()
-
-
-def claim_job(job_id: str, owner: str) -> bool:
-    """Atomically take the job if it is runnable and no live worker holds it."""
-    cutoff = time.time() - get_settings().heartbeat_timeout
-    with session_scope() as session:
-        result = session.execute(
-            update(Job)
-            .where(
-                Job.id == job_id,
-                Job.status.in_(_ACTIVE),
-                or_(Job.lease_owner.is_(None), Job.heartbeat_at < cutoff),
-            )
-            .values(
-                status="running",
-                lease_owner=owner,
-                heartbeat_at=time.time(),
-                attempts=Job.attempts + 1,
-            )
-        )
-        session.commit()
-        return bool(result.rowcount)
+    lifecycle.release(job_id, owner, f"Training interrupted by the cancel, after step {step}.")
 
 
 def run_job(job_id: str) -> str | None:
     """Claim and run (or resume) a job; returns RETRY_LATER if it must wait for a lease."""
-    from api.services.models import fine_tuned_name
     from replay_engine import checkpoint as ckpt
     from replay_engine.launcher import NodesMissing, RankFailed, launch
     from replay_engine.spec import JobSpec, upgrade_spec_data
     from replay_engine.trainer import train
 
     owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-    if not claim_job(job_id, owner):
+    if not lifecycle.claim(job_id, owner):
         with session_scope() as session:
             status = session.scalar(select(Job.status).where(Job.id == job_id))
         # queued but leased: its previous worker is still stopping (pause then quick resume)
@@ -532,7 +460,9 @@ def run_job(job_id: str) -> str | None:
     with session_scope() as session:
         job = session.scalar(select(Job).where(Job.id == job_id))
         team = session.scalar(select(Team).where(Team.id == job.team_id))
-        name = fine_tuned_name(base=job.model, team=team, suffix=job.suffix, job_id=job.id)
+        name = lifecycle.fine_tuned_name(
+            base=job.model, team=team, suffix=job.suffix, job_id=job.id
+        )
         if job.started_at is None:
             job.started_at = now()
         resume = ckpt.latest_checkpoint(job.artifact_dir)
@@ -545,7 +475,7 @@ def run_job(job_id: str) -> str | None:
             if resume
             else delete(JobMetric).where(stale)
         )
-        _event(
+        add_event(
             session,
             job_id,
             f"Resuming from the checkpoint at step {start_step}."
@@ -579,7 +509,7 @@ def run_job(job_id: str) -> str | None:
             # torchrun child processes; rank 0's bridge files drive the same hooks
             world, strategy = spec.distributed.world_size, spec.distributed.strategy
             with session_scope() as session:
-                _event(session, job_id, f"Training on {world} processes ({strategy}).")
+                add_event(session, job_id, f"Training on {world} processes ({strategy}).")
                 session.commit()
             result = launch(spec, artifact_dir, hooks)
         else:
@@ -604,44 +534,20 @@ def run_job(job_id: str) -> str | None:
     finally:
         heartbeat.stopped.set()
 
-    with session_scope() as session:
-        mine = (Job.id == job_id, Job.lease_owner == owner)
-        if not result.stopped:
-            plan = result.summary
-            outcome = session.execute(
-                update(Job)
-                .where(*mine, Job.status == "running")
-                .values(
-                    status="succeeded",
-                    fine_tuned_model=name,
-                    final_checkpoint=str(result.final_checkpoint),
-                    trained_tokens=result.total_steps * spec.batch_size * spec.seq_len,
-                    finished_at=now(),
-                    estimated_finish=None,
-                    lease_owner=None,
-                    control=None,
-                )
-            )
-            if outcome.rowcount:
-                loss = plan.get("final_val_loss_target")
-                detail = f" Final val_loss_target {loss:.4f}." if loss is not None else ""
-                _event(session, job_id, f"New fine-tuned model created: {name}.{detail}")
-                _event(session, job_id, "The job has successfully completed.", summary=plan)
-            else:  # cancelled during the last step
-                session.execute(update(Job).where(*mine).values(lease_owner=None))
-        elif hooks.stop_reason == "pause":
-            session.execute(
-                update(Job)
-                .where(*mine, Job.status == "running")
-                .values(status="paused", control=None, lease_owner=None, estimated_finish=None)
-            )
-            _event(session, job_id, f"Job paused after step {result.steps_completed}.")
-        elif hooks.stop_reason == "cancel":
-            session.execute(update(Job).where(*mine).values(lease_owner=None, control=None))
-            _event(session, job_id, f"Training stopped at step {result.steps_completed}.")
-        else:
-            log.warning("job %s: lease lost to another worker; stopped", job_id)
-        session.commit()
+    if not result.stopped:
+        trained_tokens = result.total_steps * spec.batch_size * spec.seq_len
+        outcome = dict(
+            fine_tuned_model=name,
+            final_checkpoint=str(result.final_checkpoint),
+            trained_tokens=trained_tokens,
+        )
+        lifecycle.succeed(job_id, owner, outcome, summary=result.summary)
+    elif hooks.stop_reason == "pause":
+        lifecycle.stopped_for_pause(job_id, owner, result.steps_completed)
+    elif hooks.stop_reason == "cancel":
+        lifecycle.release(job_id, owner, f"Training stopped at step {result.steps_completed}.")
+    else:
+        log.warning("job %s: lease lost to another worker; stopped", job_id)
     return None
 
 
@@ -660,7 +566,7 @@ def lead_machines(job_id: str, owner: str, spec) -> Any:
     nodes, per_node = spec.distributed.nodes, spec.distributed.gpus_per_node
     with session_scope() as session:
         session.add(JobNode(job_id=job_id, leader=owner, node_rank=0, worker=owner))
-        _event(
+        add_event(
             session,
             job_id,
             f"Training on {nodes} machines x {per_node} processes ({spec.distributed.strategy}); "
@@ -712,29 +618,8 @@ def requeue_after_failure(job_id: str, owner: str, exc: BaseException) -> bool:
     away, a rank was killed; it resumes on a new rendezvous), or a transient database error. False:
     not requeued (out of attempts, or the job was cancelled or paused meanwhile)."""
     what = "A database error" if transient_db_error(exc) else "A machine of this job failed"
-    settings = get_settings()
-    with session_scope() as session:
-        result = session.execute(
-            update(Job)
-            .where(
-                Job.id == job_id,
-                Job.lease_owner == owner,
-                Job.status == "running",
-                Job.control.is_(None),
-                Job.attempts < settings.max_job_attempts,
-            )
-            .values(status="queued", lease_owner=None)
-        )
-        if not result.rowcount:
-            return False
-        _event(
-            session,
-            job_id,
-            f"{what} ({str(exc)[:300]}); requeued to resume from its last checkpoint.",
-            level="warn",
-        )
-        enqueue(session, RUN_JOB, job_id)
-        session.commit()
+    if not lifecycle.requeue(job_id, owner, f"{what} ({str(exc)[:300]})"):
+        return False
     log.warning("job %s: %s (%s); requeued", job_id, what, exc)
     return True
 
@@ -758,7 +643,7 @@ def run_node(job_id: str, leader: str, node_rank: int, master: str) -> None:
             spec = JobSpec.model_validate(upgrade_spec_data(job.spec))
             artifact_dir = job.artifact_dir
             session.add(JobNode(job_id=job_id, leader=leader, node_rank=node_rank, worker=owner))
-            _event(
+            add_event(
                 session,
                 job_id,
                 f"Machine {node_rank} of {spec.distributed.nodes} joined ({socket.gethostname()}).",
@@ -786,50 +671,3 @@ def run_node(job_id: str, leader: str, node_rank: int, master: str) -> None:
         finish_node(job_id, leader, node_rank, status="finished" if rc == 0 or over else "failed")
     if rc != 0 and not over:
         log.warning("job %s node %d: training processes exited with %s", job_id, node_rank, rc)
-
-
-def requeue_lost_jobs() -> list[str]:
-    """Requeue (or fail, after too many attempts) running jobs whose worker stopped beating."""
-    settings = get_settings()
-    cutoff = time.time() - settings.heartbeat_timeout
-    requeued = []
-    with session_scope() as session:
-        lost = list(
-            session.execute(
-                select(Job.id, Job.attempts).where(
-                    Job.status == "running",
-                    or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < cutoff),
-                )
-            )
-        )
-        for job_id, attempts in lost:
-            stale = (
-                Job.id == job_id,
-                Job.status == "running",
-                or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < cutoff),
-            )
-            if attempts >= settings.max_job_attempts:
-                message = (
-                    f"The worker running this job stopped responding ({attempts} attempts); "
-                    f"giving up. Resume is possible from its last checkpoint with a new job."
-                )
-                values = dict(
-                    status="failed",
-                    error={"code": "worker_lost", "message": message, "param": None},
-                    finished_at=now(),
-                    lease_owner=None,
-                )
-            else:
-                message = (
-                    f"The worker running this job stopped responding for over "
-                    f"{settings.heartbeat_timeout:g}s; requeued to resume from its last checkpoint."
-                )
-                values = dict(status="queued", lease_owner=None)
-            if session.execute(update(Job).where(*stale).values(**values)).rowcount:
-                _event(session, job_id, message, level="warn")
-                if values["status"] == "queued":
-                    enqueue(session, RUN_JOB, job_id)
-                    requeued.append(job_id)
-                session.commit()
-        session.commit()
-    return requeued

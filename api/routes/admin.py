@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.db.models import ApiKey, Team
 from api.deps import AdminKey, SessionDep
 from api.openapi import error_responses
 from api.schemas.admin import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic, TeamCreate, TeamPublic
 from api.schemas.common import ListResponse
 from api.services import teams as service
+from control.db.models import ApiKey, Team
 
 router = APIRouter(prefix="/admin", tags=["admin"], responses=error_responses(403))
 

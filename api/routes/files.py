@@ -8,12 +8,12 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
-from api.deps import CurrentTeam, FileDep, SessionDep, authenticate, short_session
+from api.deps import CurrentTeam, FileDep, QueueDep, SessionDep, authenticate, short_session
 from api.openapi import error_responses
 from api.schemas.common import Cursor, DeletedResponse, ListResponse, db_string
 from api.schemas.files import FilePublic
 from api.services import files as service
-from api.settings import get_settings
+from control.settings import get_settings
 
 router = APIRouter(prefix="/files", tags=["files"])
 
@@ -44,7 +44,7 @@ _UPLOAD_BODY = {
     "", response_model=FilePublic, openapi_extra=_UPLOAD_BODY, responses=error_responses(400, 413)
 )
 async def create_file(
-    request: Request, authorization: Annotated[str | None, Header()] = None
+    request: Request, queue: QueueDep, authorization: Annotated[str | None, Header()] = None
 ) -> FilePublic:
     settings = get_settings()
     async with short_session() as session:
@@ -65,6 +65,7 @@ async def create_file(
                     purpose=purpose,
                     size=size,
                     settings=settings,
+                    queue=queue,
                 )
             )
     finally:

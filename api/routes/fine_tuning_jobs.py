@@ -20,9 +20,7 @@ from pydantic import AfterValidator
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.db.models import Job, JobEvent, JobMetric
-from api.db.session import session_scope
-from api.deps import CurrentTeam, JobDep, SessionDep, db_slot
+from api.deps import CurrentTeam, JobDep, QueueDep, SessionDep, db_slot
 from api.errors import APIError, invalid
 from api.openapi import error_responses
 from api.schemas.common import (
@@ -35,7 +33,6 @@ from api.schemas.common import (
     storable_or_none,
 )
 from api.schemas.jobs import (
-    TERMINAL_STATUSES,
     CheckpointPublic,
     JobCreate,
     JobEventPublic,
@@ -44,7 +41,10 @@ from api.schemas.jobs import (
     MetricsList,
 )
 from api.services import jobs as service
-from api.settings import get_settings
+from control import lifecycle
+from control.db.models import Job, JobEvent, JobMetric
+from control.db.session import session_scope
+from control.settings import get_settings
 
 router = APIRouter(prefix="/fine_tuning", tags=["fine_tuning"])
 
@@ -56,6 +56,7 @@ def create_job(
     body: JobCreate,
     session: SessionDep,
     team: CurrentTeam,
+    queue: QueueDep,
     response: Response,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JobPublic:
@@ -64,6 +65,7 @@ def create_job(
         team=team,
         body=body,
         settings=get_settings(),
+        queue=queue,
         idempotency_key=idempotency_key,
     )
     response.status_code = 200  # OpenAI answers 200 for a new job as well as a replayed one
@@ -116,8 +118,8 @@ def pause_job(job: JobDep, session: SessionDep) -> JobPublic:
 
 
 @router.post("/jobs/{job_id}/resume", response_model=JobPublic, responses=error_responses(404, 409))
-def resume_job(job: JobDep, session: SessionDep) -> JobPublic:
-    return service.to_public(service.resume_job(session=session, job=job))
+def resume_job(job: JobDep, session: SessionDep, queue: QueueDep) -> JobPublic:
+    return service.to_public(service.resume_job(session=session, job=job, queue=queue))
 
 
 @router.get(
@@ -344,7 +346,7 @@ def stream_job(
             if current.status != last_status:
                 last_status = current.status
                 yield _sse("job", current.model_dump())
-            finished = current.status in TERMINAL_STATUSES or current.status == "paused"
+            finished = current.status in lifecycle.TERMINAL_STATUSES or current.status == "paused"
             if (finished and not new_events and not new_metrics) or await request.is_disconnected():
                 yield _sse("done", {"status": current.status})
                 return

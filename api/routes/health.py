@@ -11,8 +11,8 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from api.db.session import get_engine
-from api.settings import get_settings
+from control.db.session import get_engine
+from control.settings import get_settings
 
 router = APIRouter(tags=["health"])
 

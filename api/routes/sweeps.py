@@ -7,12 +7,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
-from api.deps import CurrentTeam, SessionDep, SweepDep
+from api.deps import CurrentTeam, QueueDep, SessionDep, SweepDep
 from api.openapi import error_responses
 from api.schemas.common import Cursor, IdempotencyKeyHeader, ListResponse
 from api.schemas.sweeps import SweepCreate, SweepPublic, SweepReport
 from api.services import sweeps as service
-from api.settings import get_settings
+from control.settings import get_settings
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"])
 
@@ -22,6 +22,7 @@ def create_sweep(
     body: SweepCreate,
     session: SessionDep,
     team: CurrentTeam,
+    queue: QueueDep,
     response: Response,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> SweepPublic:
@@ -30,6 +31,7 @@ def create_sweep(
         team=team,
         body=body,
         settings=get_settings(),
+        queue=queue,
         idempotency_key=idempotency_key,
     )
     if not created:

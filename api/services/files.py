@@ -27,12 +27,12 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.db.models import File, Job, Team, new_id
 from api.errors import APIError, invalid
 from api.schemas.common import storable
 from api.schemas.files import FILENAME_MAX_LENGTH, PURPOSES
-from api.services.outbox import VALIDATE_FILE, enqueue
-from api.settings import Settings
+from control.db.models import File, Job, Team, new_id
+from control.queue import VALIDATE_FILE, TaskQueue
+from control.settings import Settings
 
 # Suffixes the engine reads by name; anything else is stored bare and sniffed by the engine.
 _KNOWN_SUFFIXES = {".jsonl", ".json", ".txt", ".parquet"}
@@ -204,6 +204,7 @@ def store_upload(
     purpose: str,
     size: int,
     settings: Settings,
+    queue: TaskQueue,
 ) -> File:
     """Rename the upload into place and record it; on any failure nothing stays behind."""
     file_id = new_id("file")
@@ -230,7 +231,7 @@ def store_upload(
             status="uploaded",
         )
         session.add(file)
-        enqueue(session, VALIDATE_FILE, file_id)
+        queue.enqueue(session, VALIDATE_FILE, file_id)
         session.commit()
     except BaseException:
         session.rollback()

@@ -5,17 +5,16 @@ their on-disk paths, a fine-tuned model id becomes its checkpoint folder, "auto"
 default) and checked with `parse_spec`, so every problem the spec alone reveals is a 400 naming the
 field. The job starts in `validating_files`; a `files`-queue task tokenizes the data and resolves
 the schedule (worker.runner.prepare_job), then queues it for training. Every task is enqueued
-through the outbox (api.services.outbox) in the transaction that changes the row, so a committed
+through the queue the route is given (control.queue: the outbox) in the transaction that changes the row, so a committed
 job always has its task, even while the broker is down.
 
-Transitions (the worker acts on `control` between steps):
-  validating_files|queued|paused --cancel--> cancelled        running --cancel--> cancelled (+control)
-  queued --pause--> paused                                      running --pause--> control=pause
-  paused --resume--> queued (the engine resumes from the newest checkpoint in the job's folder)
+Transitions (cancel, pause, resume) are `control.lifecycle`'s, the job state machine that the
+workers use as well; a status that does not allow one is a 409.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,20 +22,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.db.models import (
-    Checkpoint,
-    File,
-    IdempotencyKey,
-    Job,
-    JobEvent,
-    JobMetric,
-    Team,
-    new_id,
-    now,
-)
 from api.errors import APIError, invalid
 from api.schemas.jobs import (
-    TERMINAL_STATUSES,
     CheckpointPublic,
     Hyperparameters,
     JobCreate,
@@ -45,11 +32,22 @@ from api.schemas.jobs import (
     JobSummary,
     Progress,
 )
-from api.services.limits import estimated_steps, plan_problem
 from api.services.models import resolve_model
-from api.services.outbox import PREPARE_JOB, RUN_JOB, enqueue
 from api.services.registry import corpus_paths
-from api.settings import Settings
+from control import lifecycle
+from control.db.models import (
+    Checkpoint,
+    File,
+    IdempotencyKey,
+    Job,
+    JobEvent,
+    JobMetric,
+    Team,
+    new_id,
+)
+from control.limits import estimated_steps, plan_problem
+from control.queue import PREPARE_JOB, TaskQueue
+from control.settings import Settings
 
 DEFAULT_LEARNING_RATE = 3e-4  # JobSpec's default; learning_rate_multiplier scales it
 LR_CURVE_POINTS = 500  # steps sampled for the plan's `lr_curve` (ReplayFT extra)
@@ -252,6 +250,7 @@ def create_job(
     team: Team,
     body: JobCreate,
     settings: Settings,
+    queue: TaskQueue,
     idempotency_key: str | None = None,
 ) -> tuple[Job, bool]:
     """-> (job, created). A repeated Idempotency-Key returns the first job, created=False."""
@@ -259,7 +258,7 @@ def create_job(
         existing = find_idempotent(session=session, team=team, key=idempotency_key)
         if existing is not None:
             return existing, False
-    job = add_job(session=session, team=team, body=body, settings=settings)
+    job = add_job(session=session, team=team, body=body, settings=settings, queue=queue)
     if idempotency_key:
         session.add(IdempotencyKey(team_id=team.id, key=idempotency_key, job_id=job.id))
     try:
@@ -274,7 +273,9 @@ def create_job(
     return job, True
 
 
-def add_job(*, session: Session, team: Team, body: JobCreate, settings: Settings) -> Job:
+def add_job(
+    *, session: Session, team: Team, body: JobCreate, settings: Settings, queue: TaskQueue
+) -> Job:
     """Check a create request and add its job row, first event and PREPARE_JOB task to the
     session, without committing (a sweep adds all its members in one transaction this way).
     Raises APIError(400) naming the field."""
@@ -301,7 +302,7 @@ def add_job(*, session: Session, team: Team, body: JobCreate, settings: Settings
     session.add(job)
     session.flush()
     session.add(JobEvent(job_id=job.id, message=f"Created fine-tuning job: {job.id}"))
-    enqueue(session, PREPARE_JOB, job.id)
+    queue.enqueue(session, PREPARE_JOB, job.id)
     return job
 
 
@@ -337,69 +338,26 @@ def lr_curve(plan: Any, max_points: int = LR_CURVE_POINTS) -> dict[str, list]:
 
 
 # ---------------------------------------------------------------------------- transitions
-def add_event(session: Session, job_id: str, message: str, level: str = "info", **data) -> None:
-    session.add(JobEvent(job_id=job_id, message=message, level=level, data=data or None))
+def _transition(change: Callable[[], None], session: Session, job: Job) -> Job:
+    """Apply a lifecycle transition and commit it; a status that does not allow it is a 409."""
+    try:
+        change()
+    except lifecycle.InvalidTransition as exc:
+        raise APIError(409, str(exc), code="invalid_state") from None
+    session.commit()
+    return job
 
 
 def cancel_job(*, session: Session, job: Job) -> Job:
-    if job.status in TERMINAL_STATUSES:
-        raise APIError(
-            409,
-            f"Job {job.id} has already {job.status}; it cannot be cancelled.",
-            code="invalid_state",
-        )
-    mark_cancelled(session=session, job=job)
-    session.commit()
-    return job
-
-
-def mark_cancelled(*, session: Session, job: Job, reason: str = "by request") -> None:
-    """Cancel an unfinished job in the session (uncommitted)."""
-    if job.status == "running":
-        job.control = "cancel"  # the worker stops at the next step and releases the job
-    job.status = "cancelled"
-    job.finished_at = now()
-    add_event(session, job.id, f"Job cancelled {reason}.")
+    return _transition(lambda: lifecycle.cancel(session, job), session, job)
 
 
 def pause_job(*, session: Session, job: Job) -> Job:
-    if job.status == "queued":
-        job.status = "paused"
-        add_event(session, job.id, "Job paused before it started.")
-    elif job.status == "running":
-        if job.control != "pause":
-            job.control = "pause"
-            add_event(session, job.id, "Pause requested: checkpointing at the next step.")
-    else:
-        raise APIError(
-            409,
-            f"Job {job.id} is {job.status}; only queued or running jobs can be paused.",
-            code="invalid_state",
-        )
-    session.commit()
-    return job
+    return _transition(lambda: lifecycle.pause(session, job), session, job)
 
 
-def resume_job(*, session: Session, job: Job) -> Job:
-    if job.status == "running" and job.control == "pause":
-        raise APIError(
-            409,
-            f"Job {job.id} is still pausing (saving a checkpoint); resume it once its status is "
-            f"'paused'.",
-            code="invalid_state",
-        )
-    if job.status != "paused":
-        raise APIError(
-            409,
-            f"Job {job.id} is {job.status}; only paused jobs can be resumed.",
-            code="invalid_state",
-        )
-    job.status, job.control = "queued", None
-    job.attempts = 0  # the lost-worker limit counts failures since the last resume
-    add_event(session, job.id, "Job resumed; it continues from its last checkpoint.")
-    enqueue(session, RUN_JOB, job.id)
-    session.commit()
-    return job
+def resume_job(*, session: Session, job: Job, queue: TaskQueue) -> Job:
+    return _transition(lambda: lifecycle.resume(session, job, queue), session, job)
 
 
 # ---------------------------------------------------------------------------- reads

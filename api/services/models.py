@@ -14,9 +14,9 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.db.models import Checkpoint, Job, Model, Team
 from api.errors import invalid, not_found
 from api.schemas.models import ModelPublic
+from control.db.models import Checkpoint, Job, Model, Team
 
 PRESETS_CREATED = 1735689600  # presets are built from code; a fixed date keeps `created` stable
 
@@ -25,11 +25,6 @@ def _presets() -> list[str]:
     from replay_engine.models import PRESETS
 
     return list(PRESETS)
-
-
-def fine_tuned_name(*, base: str, team: Team, suffix: str | None, job_id: str) -> str:
-    root = base.split(":")[1] if base.startswith("ft:") else base
-    return f"ft:{root}:{team.name.replace(':', '-')}:{suffix or ''}:{job_id}"
 
 
 def list_models(*, session: Session, team: Team) -> list[ModelPublic]:

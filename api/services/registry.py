@@ -9,9 +9,9 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.db.models import File, Model, Team
-from api.services.outbox import VALIDATE_FILE, enqueue
-from api.settings import Settings
+from control.db.models import File, Model, Team
+from control.queue import VALIDATE_FILE, enqueue
+from control.settings import Settings
 
 
 def register(

@@ -25,9 +25,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.db.models import IdempotencyKey, Job, JobMetric, Sweep, SweepMember, Team, new_id
 from api.errors import APIError, invalid
-from api.schemas.jobs import TERMINAL_STATUSES, JobCreate
+from api.schemas.jobs import JobCreate
 from api.schemas.sweeps import MAX_MEMBERS, SweepCreate, SweepMemberPublic, SweepPublic
 from api.services import jobs as job_service
 from api.services.sweep_report import (
@@ -36,7 +35,10 @@ from api.services.sweep_report import (
     count_statuses,
     sweep_status,
 )
-from api.settings import Settings
+from control import lifecycle
+from control.db.models import IdempotencyKey, Job, JobMetric, Sweep, SweepMember, Team, new_id
+from control.queue import TaskQueue
+from control.settings import Settings
 
 # engine/job field -> the sweep field a client sets, for errors found while building a member
 _SWEEP_PARAMS = {
@@ -139,6 +141,7 @@ def create_sweep(
     team: Team,
     body: SweepCreate,
     settings: Settings,
+    queue: TaskQueue,
     idempotency_key: str | None = None,
 ) -> tuple[Sweep, bool]:
     """-> (sweep, created). A repeated Idempotency-Key returns the first sweep, created=False,
@@ -175,7 +178,7 @@ def create_sweep(
             member_body = _member_body(body, sweep_id, m)
             try:
                 job = job_service.add_job(
-                    session=session, team=team, body=member_body, settings=settings
+                    session=session, team=team, body=member_body, settings=settings, queue=queue
                 )
             except APIError as exc:
                 param = _SWEEP_PARAMS.get(exc.param or "", exc.param)
@@ -234,7 +237,9 @@ def list_sweeps(
 
 def cancel_sweep(*, session: Session, sweep: Sweep) -> Sweep:
     """Cancel every unfinished member in one transaction; 409 when none is left to cancel."""
-    unfinished = [j for _, j in members_of(session, sweep) if j.status not in TERMINAL_STATUSES]
+    unfinished = [
+        j for _, j in members_of(session, sweep) if j.status not in lifecycle.TERMINAL_STATUSES
+    ]
     if not unfinished:
         raise APIError(
             409,
@@ -242,7 +247,7 @@ def cancel_sweep(*, session: Session, sweep: Sweep) -> Sweep:
             code="invalid_state",
         )
     for job in unfinished:
-        job_service.mark_cancelled(session=session, job=job, reason=f"with sweep {sweep.id}")
+        lifecycle.cancel(session, job, reason=f"with sweep {sweep.id}")
     session.commit()
     return sweep
 

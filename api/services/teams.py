@@ -16,8 +16,8 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.db.models import ApiKey, Team, now
 from api.errors import APIError, not_found
+from control.db.models import ApiKey, Team, now
 
 KEY_PREFIX = "rft-"
 SHOWN_CHARS = 8  # of the token after `rft-`: 48 bits of 256, enough to tell keys apart

@@ -59,9 +59,9 @@ VALIDATE = textwrap.dedent(
     import json, sys
     from sqlalchemy import select
     from memory_probe import peak_growth_kib
-    from api.db.migrate import upgrade
-    from api.db.models import File
-    from api.db.session import session_scope
+    from control.db.migrate import upgrade
+    from control.db.models import File
+    from control.db.session import session_scope
     from api.services.teams import create_key, team_for_key
     from worker.runner import validate_file
 
@@ -124,7 +124,7 @@ def test_a_big_file_is_checked_whole_but_tokenized_only_up_to_the_budget(
     """Tokenizing ran at about 1 MB/s, so a big upload of ordinary lines held the files queue
     (every other team's validation) for minutes. Past `REPLAYFT_TOKEN_COUNT_CHARS` the count is
     extrapolated; every record is still read and checked."""
-    from api.settings import get_settings
+    from control.settings import get_settings
     from worker.runner import file_stats
 
     c4 = (shared_data / "c4_sample" / "c4_demo.jsonl").read_text()

@@ -69,10 +69,10 @@ def test_a_request_not_admitted_in_time_is_shed_with_retry_after(tmp_path, monke
     held (in the app's own event loop) while a request arrives."""
     from fastapi.testclient import TestClient
 
-    from api.db.session import get_engine, get_sessionmaker
     from api.deps import db_slot
     from api.main import create_app
-    from api.settings import get_settings
+    from control.db.session import get_engine, get_sessionmaker
+    from control.settings import get_settings
 
     for name, value in {
         "REPLAYFT_DATA_DIR": str(tmp_path / "data"),

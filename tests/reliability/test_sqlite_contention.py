@@ -22,14 +22,14 @@ REPO = Path(__file__).resolve().parents[2]
 SCENARIO = r"""
 import json, sqlite3, sys, threading, time
 from sqlalchemy import select
-from api.db.migrate import upgrade
-from api.db.models import File, Job, OutboxMessage
-from api.db.session import session_scope
+from control.db.migrate import upgrade
+from control.db.models import File, Job, OutboxMessage
+from control.db.session import session_scope
 from api.schemas.jobs import JobCreate
 from api.services import jobs
-from api.services.outbox import PREPARE_JOB
+from control.queue import PREPARE_JOB, outbox
 from api.services.teams import get_or_create_team
-from api.settings import get_settings
+from control.settings import get_settings
 from worker import delivery, tasks
 
 settings = get_settings()
@@ -46,7 +46,7 @@ with session_scope() as session:
     body = {"model": "replayft/llama-tiny", "training_file": file.id, "seed": 7,
             "method": {"type": "supervised", "supervised": {"hyperparameters": hp}}}
     ids = [jobs.create_job(session=session, team=team, body=JobCreate.model_validate(body),
-                           settings=settings)[0].id for _ in range(10)]
+                           settings=settings, queue=outbox)[0].id for _ in range(10)]
 # warm the token cache, so that the nine tasks reach their database writes together
 tasks.prepare_job.apply(args=[ids[0]])
 ids = ids[1:]  # the nine

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from api.settings import Settings
+from control.settings import Settings
 
 if TYPE_CHECKING:
     from replay_engine.spec import JobSpec

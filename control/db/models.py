@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from api.db.base import Base
+from control.db.base import Base
 
 
 def new_id(prefix: str) -> str:
@@ -240,7 +240,7 @@ class SweepMember(Base):
 
 class OutboxMessage(Base):
     """A task to be enqueued, written in the same transaction as the row change that calls for
-    it, so a committed change can never lose its task (see api.services.outbox). The row stays
+    it, so a committed change can never lose its task (see control.queue). The row stays
     until the task has taken effect on its subject's row; the relay (re)sends it meanwhile."""
 
     __tablename__ = "outbox"

@@ -14,7 +14,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 def alembic_config():
     from alembic.config import Config
 
-    from api.settings import get_settings
+    from control.settings import get_settings
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
@@ -26,7 +26,7 @@ def alembic_config():
 def upgrade(revision: str = "head") -> None:
     from alembic import command
 
-    from api.settings import get_settings
+    from control.settings import get_settings
 
     get_settings().ensure_dirs()
     command.upgrade(alembic_config(), revision)
