@@ -26,13 +26,8 @@ from client.output import err
 PURPOSES = ("fine-tune", "replay")
 
 
-# Spec fields the server decides for itself: ignored with a note.
-SERVER_SIDE_FIELDS = ("device", "cache_dir")
-
-
-MAPPED_FIELDS = ("model", "seed", "training_file", "validation_file", "replay", "method")
-
-
+# How spec fields reach a request is control.fields' declared mapping; these say what to do
+# about the ones a spec file can set but a request cannot.
 UNSUPPORTED_HINTS = {
     "gguf_file": "register the model on the server (`replayft models add NAME PATH --gguf-file "
     "FILE`) and use NAME as `model`",
@@ -135,27 +130,27 @@ def build_submission(spec: Any, suffix: str | None = None) -> Submission:
     """Map a checked engine JobSpec to a job request (files not uploaded yet).
 
     Raises CLIError(2) listing every field the API cannot carry."""
-    from api.schemas.jobs import Hyperparameters, Replay
+    from control import fields
 
     errors: list[str] = []
     notes: list[str] = []
-    hyper_fields = set(Hyperparameters.model_fields) - {"learning_rate_multiplier"}
-    replay_fields = set(Replay.model_fields) - {"dataset"}
+    set_elsewhere = set(fields.REQUEST_FIELDS) - set(UNSUPPORTED_HINTS)
+    replay_fields = set(type(spec.replay).model_fields) - {"dataset", *fields.REPLAY_NOT_IN_REQUEST}
 
     body: dict[str, Any] = {"model": spec.model}
     hyperparameters: dict[str, Any] = {}
     for name in sorted(spec.model_fields_set):
-        if name in MAPPED_FIELDS:
+        if name in set_elsewhere:
             continue
-        if name in hyper_fields:
+        if name in fields.HYPERPARAMETERS:
             value = getattr(spec, name)
             if hasattr(value, "model_dump"):  # lr_scheduler: only the keys the spec sets
                 value = value.model_dump(exclude_unset=True)
                 if not value:
                     continue
             hyperparameters[name] = value
-        elif name in SERVER_SIDE_FIELDS:
-            notes.append(f"{name}: chosen by the server; ignored")
+        elif name in fields.SERVER_FIELDS:
+            notes.append(f"{name}: chosen by the server ({fields.SERVER_FIELDS[name]}); ignored")
         elif _differs_from_default(spec, name):
             default = type(spec).model_fields[name].get_default(call_default_factory=True)
             hint = UNSUPPORTED_HINTS.get(name) or (
@@ -194,11 +189,9 @@ def build_submission(spec: Any, suffix: str | None = None) -> Submission:
     replay = spec.replay
     replay_body = {k: getattr(replay, k) for k in sorted(replay_fields) if hasattr(replay, k)}
     replay_body = {k: v for k, v in replay_body.items() if v is not None}
-    if replay.validation_dataset:
-        errors.append(
-            "replay.validation_dataset: not accepted by the API: the server holds out documents "
-            "of replay.dataset for val_loss_generic"
-        )
+    for name, why in fields.REPLAY_NOT_IN_REQUEST.items():
+        if getattr(replay, name):
+            errors.append(f"replay.{name}: not accepted by the API: {why}")
     if replay.dataset:
         data.append(_data_field("replay.dataset", "replay", replay.dataset, errors))
     if replay_body or replay.dataset:

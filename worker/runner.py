@@ -57,7 +57,7 @@ RETRY_LATER = "retry-later"
 # ---------------------------------------------------------------------------- helpers
 def readable_error(exc: BaseException) -> tuple[str, str, str | None]:
     """-> (code, message, param) for a client: no traceback and no server paths."""
-    from api.services.jobs import api_param
+    from control.fields import api_param
     from replay_engine.data import DataFormatError
     from replay_engine.launcher import NodesMissing
     from replay_engine.spec import SpecError

@@ -11,12 +11,14 @@ request is turned into a spec, so their errors name the field as the client set 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from api.schemas.common import ID_MAX_LENGTH, db_string
-from replay_engine.spec import Seed
+from control import fields
+from control.lifecycle import STATUSES
+from replay_engine.spec import JobSpec, LoraSpec, MethodSpec, ReplaySpec, Seed
 
 ModelName = db_string(500)  # jobs.model
 FileId = db_string(ID_MAX_LENGTH)
@@ -24,88 +26,70 @@ DatasetName = db_string(300)  # a replay file id or a registered corpus (models.
 MetadataKey = db_string(64)  # OpenAI's limits on metadata
 MetadataValue = db_string(512)
 
-JobStatus = Literal[
-    "validating_files", "queued", "running", "succeeded", "failed", "cancelled", "paused"
-]
-TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
+JobStatus = Literal[STATUSES]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-class LRScheduler(_Strict):
-    type: Literal["wsd", "cosine", "linear", "constant"] = "wsd"
-    warmup_ratio: float | None = None
-    decay_ratio: float | None = None
-    decay_shape: Literal["linear", "cosine", "1-sqrt"] | None = None
-    min_lr_ratio: float | None = None
+def _optional(spec_model: type[BaseModel], name: str, **override: Any) -> tuple[Any, Any]:
+    """A spec field as an optional request field: the spec's type, bounds and description, unset
+    (None) meaning the engine's default; a nested spec model becomes its all-optional twin."""
+    info = spec_model.model_fields[name]
+    annotation = override.get("annotation", info.annotation)
+    if info.metadata and "annotation" not in override:  # bounds pydantic moved off the type
+        annotation = Annotated[(annotation, *info.metadata)]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        annotation = _partial(annotation)
+    if name in fields.AUTO:
+        annotation = annotation | Literal["auto"]
+    return annotation | None, Field(None, description=info.description)
 
 
-class Distributed(_Strict):
-    """One job on several GPUs: torchrun processes on the worker's machine, or on several
-    machines (one training worker each, sharing the data folder)."""
-
-    strategy: Literal["ddp", "fsdp"] | None = Field(
-        None, description="ddp replicates the model; fsdp shards it (large models)."
-    )
-    gpus_per_node: int | None = Field(None, description="GPUs (processes) per machine.")
-    nodes: int | None = Field(
-        None, description="Machines; each is a training worker, the first one reports."
-    )
-
-
-class Adapter(_Strict):
-    """ReplayFT extra: train low-rank adapters on a frozen base instead of every weight (the
-    engine's `method`; named `adapter` so it never collides with OpenAI's `method`). Unset
-    fields take the engine's defaults (r 16, alpha 32, dropout 0, all-linear, merged)."""
-
-    type: Literal["lora", "qlora"] = Field(
-        description="lora, or qlora (4-bit base; needs a CUDA worker with bitsandbytes)."
-    )
-    r: int | None = Field(None, description="Adapter rank.")
-    alpha: float | None = Field(None, description="Updates are scaled by alpha / r.")
-    dropout: float | None = Field(None, description="Dropout on the adapter input.")
-    target_modules: list[db_string(200)] | Literal["all-linear"] | None = Field(
-        None, description="Module names to adapt, or all-linear (every linear but the head)."
-    )
-    export: Literal["merged", "adapter"] | None = Field(
-        None,
-        description="Checkpoints: merged = a plain model folder (adapter folded in); adapter = "
-        "the peft adapter only. Either way the fine-tuned model can be the model of a next job.",
+def _partial(spec_model: type[BaseModel]) -> type[BaseModel]:
+    """The request twin of a nested spec model (lr_scheduler, distributed): every field optional."""
+    return create_model(
+        spec_model.__name__.removesuffix("Spec"),
+        __base__=_Strict,
+        __doc__=spec_model.__doc__,
+        **{name: _optional(spec_model, name) for name in spec_model.model_fields},
     )
 
 
-class Hyperparameters(_Strict):
-    """OpenAI's three knobs ("auto" = the engine's default) and ReplayFT's extras."""
+_lora = {name: _optional(LoraSpec, name) for name in LoraSpec.model_fields}
+_lora["target_modules"] = _optional(
+    LoraSpec, "target_modules", annotation=list[db_string(200)] | Literal["all-linear"]
+)
+Adapter = create_model(
+    "Adapter",
+    __base__=_Strict,
+    __doc__="ReplayFT extra: train low-rank adapters on a frozen base instead of every weight "
+    "(the engine's `method`, flat; named `adapter` so it never collides with OpenAI's "
+    "`method`). Unset fields take the engine's defaults (r 16, alpha 32, dropout 0, all-linear, "
+    "merged).",
+    type=(
+        Literal["lora", "qlora"],
+        Field(description="lora, or qlora (4-bit base; needs a CUDA worker with bitsandbytes)."),
+    ),
+    **_lora,
+    export=_optional(MethodSpec, "export"),
+)
 
-    n_epochs: float | Literal["auto"] | None = None
-    batch_size: int | Literal["auto"] | None = None
-    learning_rate_multiplier: float | Literal["auto"] | None = Field(
-        None, description="Multiplies the default peak learning rate (3e-4)."
-    )
-    learning_rate: float | None = Field(
-        None, description="Peak learning rate; wins over the multiplier."
-    )
-    lr_scheduler: LRScheduler | None = None
-    seq_len: int | None = None
-    packing_attention: Literal["document", "causal"] | None = Field(
-        None,
-        description="document (default): attention stays inside each packed document; causal: "
-        "it crosses document boundaries within a sequence.",
-    )
-    total_steps: int | None = None
-    optimizer_state: Literal["reset", "carry"] | None = None
-    micro_batch_size: int | None = None
-    eval_interval: int | None = None
-    checkpoint_interval: int | None = None
-    keep_checkpoints: int | None = None
-    eval_sequences: int | None = None
-    target_subset_fraction: float | None = Field(
-        None, description="Train on this share of the target documents (nested per seed)."
-    )
-    distributed: Distributed | None = None
-    adapter: Adapter | None = None
+# OpenAI's three knobs ("auto" = the engine's default) and ReplayFT's extras: every spec field
+# that control.fields.HYPERPARAMETERS lists, as the spec declares it.
+Hyperparameters = create_model(
+    "Hyperparameters",
+    __base__=_Strict,
+    __doc__="OpenAI's three knobs (\"auto\" = the engine's default) and ReplayFT's extras, "
+    "named, typed and bounded as in the engine's spec.",
+    learning_rate_multiplier=(
+        float | Literal["auto"] | None,
+        Field(None, gt=0, description="Multiplies the default peak learning rate (3e-4)."),
+    ),
+    **{name: _optional(JobSpec, name) for name in fields.HYPERPARAMETERS},
+    adapter=(Adapter | None, None),
+)
 
 
 class Supervised(_Strict):
@@ -117,13 +101,23 @@ class Method(_Strict):
     supervised: Supervised | None = None
 
 
-class Replay(_Strict):
-    dataset: DatasetName | list[DatasetName] | None = Field(
-        None, description="A `replay` file id or a registered corpus name (or a list of them)."
-    )
-    fraction: float | None = Field(None, description="r: generic share of stage-2 batches.")
-    target_stage2_allocation: float | None = Field(None, description="a")
-    stage2_duration: float | None = Field(None, description="d")
+# Generic replay (ReplayFT extra): the engine's `replay`, with its data named by file id or
+# registered corpus, and its other fields as the spec declares them.
+Replay = create_model(
+    "Replay",
+    __base__=_Strict,
+    dataset=(
+        DatasetName | list[DatasetName] | None,
+        Field(
+            None, description="A `replay` file id or a registered corpus name (or a list of them)."
+        ),
+    ),
+    **{
+        name: _optional(ReplaySpec, name)
+        for name in ReplaySpec.model_fields
+        if name not in ("dataset", *fields.REPLAY_NOT_IN_REQUEST)
+    },
+)
 
 
 class TrainingRequest(BaseModel):

@@ -45,13 +45,13 @@ from control.db.models import (
     Team,
     new_id,
 )
+from control.fields import HYPERPARAMETERS, api_param
 from control.limits import estimated_steps, plan_problem
 from control.queue import PREPARE_JOB, TaskQueue
 from control.settings import Settings
 
 DEFAULT_LEARNING_RATE = 3e-4  # JobSpec's default; learning_rate_multiplier scales it
 LR_CURVE_POINTS = 500  # steps sampled for the plan's `lr_curve` (ReplayFT extra)
-_TOP_LEVEL_PARAMS = {"model", "gguf_file", "training_file", "validation_file", "seed"}
 _ADAPTER_LORA_KEYS = ("r", "alpha", "dropout", "target_modules")  # the engine's method.lora
 
 
@@ -126,20 +126,6 @@ def engine_method(adapter: dict[str, Any] | None) -> dict[str, Any] | None:
     if adapter.get("export") is not None:
         method["export"] = adapter["export"]
     return method
-
-
-def api_param(spec_path: str) -> str:
-    """Engine field path -> the request field a client sets."""
-    parts = spec_path.split(".")
-    head = parts[0]
-    if head == "gguf_file":
-        return "model"
-    if head in _TOP_LEVEL_PARAMS or head == "replay":
-        return spec_path
-    if head == "method":  # method.lora.r -> hyperparameters.adapter.r (the adapter is flat)
-        rest = parts[2:] if parts[1:2] == ["lora"] else parts[1:]
-        return ".".join(["hyperparameters", "adapter", *rest])
-    return f"hyperparameters.{spec_path}"
 
 
 def build_spec(
@@ -480,19 +466,14 @@ def _public_hyperparameters(job: Job) -> dict[str, Any]:
 
     spec = upgrade_spec_data(job.spec)  # a job stored before a field existed: what it meant
     total_steps = (job.plan or {}).get("total_steps", spec.get("total_steps"))
-    return {
-        "n_epochs": spec["n_epochs"],
-        "batch_size": spec["batch_size"],
-        "learning_rate_multiplier": spec["learning_rate"] / DEFAULT_LEARNING_RATE,
-        "learning_rate": spec["learning_rate"],
-        "seq_len": spec["seq_len"],
-        "packing_attention": spec["packing_attention"],
-        "total_steps": total_steps,
-        "lr_scheduler": spec["lr_scheduler"],
-        "optimizer_state": spec["optimizer_state"],
-        "adapter": _public_adapter(spec.get("method") or {}),
-        "distributed": _public_distributed(spec.get("distributed") or {}),
-    }
+    public = {name: spec.get(name) for name in HYPERPARAMETERS}
+    public.update(
+        learning_rate_multiplier=spec["learning_rate"] / DEFAULT_LEARNING_RATE,
+        total_steps=total_steps,
+        adapter=_public_adapter(spec.get("method") or {}),
+        distributed=_public_distributed(spec.get("distributed") or {}),
+    )
+    return public
 
 
 def _public_distributed(distributed: dict[str, Any]) -> dict[str, Any] | None:
