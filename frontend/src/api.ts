@@ -2,104 +2,66 @@
 // talks to the server only through this module, with the user's key as a Bearer header; keys
 // never go into URLs. Every failure is an ApiError carrying the API's {message, type, param, code}.
 
-export type JobStatus =
-  | "validating_files"
-  | "queued"
-  | "running"
-  | "succeeded"
-  | "failed"
-  | "cancelled"
-  | "paused";
+import type { components } from "./api-types";
 
-export const JOB_STATUSES: JobStatus[] = [
-  "validating_files",
-  "queued",
-  "running",
-  "paused",
-  "succeeded",
-  "failed",
-  "cancelled",
-];
+/** The API's own schemas (frontend/src/api-types.ts, generated from its OpenAPI document). */
+export type Schemas = components["schemas"];
+
+/** `T` with the fields in `N` replaced by `N`'s narrower types. (Not Omit, which drops every
+ * named field of a type that also has an index signature, as the open schemas do.) */
+export type Narrowed<T, N> = { [K in keyof T as K extends keyof N ? never : K]: T[K] } & N;
+
+export type JobStatus = Schemas["JobPublic"]["status"];
+
+// Every status, in the order the jobs page offers them as filters; a Record, so that the
+// compiler names a status the API adds and the filters lack.
+const FILTER_ORDER: Record<JobStatus, true> = {
+  validating_files: true,
+  queued: true,
+  running: true,
+  paused: true,
+  succeeded: true,
+  failed: true,
+  cancelled: true,
+};
+export const JOB_STATUSES = Object.keys(FILTER_ORDER) as JobStatus[];
 export const FINISHED: JobStatus[] = ["succeeded", "failed", "cancelled"];
 
-export interface FileObject {
-  id: string;
-  object: "file";
-  bytes: number;
-  created_at: number;
-  filename: string;
-  purpose: string;
-  status: "uploaded" | "processed" | "error";
-  status_details: string | null;
-  stats: { format?: string; examples?: number; tokens?: number; tokenizer?: string } | null;
+// Where the API's schema declares an open object ({[key: string]: unknown}: engine data passed
+// through as-is), the dashboard narrows it to the keys it reads; everything else is the schema's.
+
+/** `stats` of a processed file (api.services.files). */
+export interface FileStats {
+  format?: string;
+  examples?: number;
+  tokens?: number;
+  tokenizer?: string;
 }
 
-export interface LossSpike {
-  initial_loss: number;
-  peak_loss: number;
-  peak_step: number;
-  height: number;
-  recovered_step: number | null;
-  duration: number | null;
+export type FileObject = Narrowed<Schemas["FilePublic"], { stats?: FileStats | null }>;
+
+export type LossSpike = Schemas["LossSpike"];
+
+/** A job's `replay`: the request's replay settings with the resolved plan's numbers. */
+export interface JobReplay {
+  dataset?: string | string[] | null;
+  fraction?: number;
+  target_stage2_allocation?: number;
+  stage2_duration?: number;
+  transition_step?: number | null;
+  total_steps?: number;
+  stages?: PlanStage[];
 }
 
-export interface Job {
-  id: string;
-  object: "fine_tuning.job";
-  created_at: number;
-  finished_at: number | null;
-  model: string;
-  fine_tuned_model: string | null;
-  status: JobStatus;
-  error: { code: string | null; message: string; param: string | null } | null;
-  hyperparameters: Record<string, unknown>;
-  training_file: string;
-  validation_file: string | null;
-  trained_tokens: number | null;
-  seed: number;
-  estimated_finish: number | null;
-  metadata: Record<string, string> | null;
-  suffix: string | null;
-  progress: {
-    step: number;
-    total_steps: number | null;
-    stage: number | null;
-    tokens_seen: number;
-    eta_seconds: number | null;
-  };
-  replay: {
-    dataset?: string | string[] | null;
-    fraction?: number;
-    target_stage2_allocation?: number;
-    stage2_duration?: number;
-    transition_step?: number | null;
-    total_steps?: number;
-    stages?: PlanStage[];
-  } | null;
-  summary: {
-    final_val_loss_target: number | null;
-    final_val_loss_generic: number | null;
-    loss_spike: LossSpike | null;
-  } | null;
-}
+export type Job = Narrowed<Schemas["JobPublic"], { replay: JobReplay | null }>;
 
-export interface JobEvent {
-  id: string;
-  created_at: number;
-  level: "info" | "warn" | "error";
-  message: string;
-  type: string;
-  data: Record<string, unknown> | null;
-}
+export type JobEvent = Schemas["JobEventPublic"];
 
-export interface Checkpoint {
-  id: string;
-  created_at: number;
-  fine_tuned_model_checkpoint: string;
-  fine_tuning_job_id: string;
-  step_number: number;
-  metrics: Record<string, number | null>;
-}
+/** A checkpoint's `metrics`: the engine's losses at its step. */
+export type Checkpoint = Narrowed<
+  Schemas["CheckpointPublic"],
+  { metrics: Record<string, number | null> }
+>;
 
 /** One engine record (`type` train or eval); metric names as in the API docs. */
 export interface MetricRecord {
@@ -129,6 +91,7 @@ export interface PlanStage {
   lr_at_end: number;
 }
 
+/** The answer of POST /v1/fine_tuning/plan (the engine's resolved plan). */
 export interface Plan {
   mode: string;
   total_steps: number;
@@ -149,35 +112,14 @@ export interface Plan {
   lr_curve: { step: number[]; lr: number[] };
 }
 
-export interface Model {
-  id: string;
-  owned_by?: string;
-}
+export type Model = Schemas["ModelPublic"];
 
-export interface List<T> {
-  object: "list";
-  data: T[];
-  has_more: boolean;
-}
+/** A page of any list endpoint: the schema's list envelope around the dashboard's item type. */
+export type List<T> = Narrowed<Schemas["ListResponse_JobPublic_"], { data: T[] }>;
 
-/** The request body of POST /v1/fine_tuning/jobs (and /plan), as the dashboard fills it. */
-export interface JobRequest {
-  model: string;
-  training_file: string;
-  validation_file?: string;
-  suffix?: string;
-  seed?: number;
-  method: {
-    type: "supervised";
-    supervised: { hyperparameters: Record<string, unknown> };
-  };
-  replay?: {
-    dataset: string;
-    fraction?: number;
-    target_stage2_allocation?: number;
-    stage2_duration?: number;
-  };
-}
+/** The request body of POST /v1/fine_tuning/jobs (and /plan). */
+export type JobRequest = Schemas["JobCreate"];
+export type Hyperparameters = Schemas["Hyperparameters"];
 
 export class ApiError extends Error {
   constructor(
@@ -191,9 +133,10 @@ export class ApiError extends Error {
   }
 }
 
-/** An error body of any shape -> ApiError (the API always sends {"error": {...}}). */
+/** An error body of any shape -> ApiError. The API always sends its `ErrorResponse`, but a proxy
+ * in front of it may answer with anything, so every field is checked. */
 export function toApiError(status: number, body: unknown): ApiError {
-  const err = (body as { error?: Record<string, unknown> } | null)?.error;
+  const err = (body as Partial<Schemas["ErrorResponse"]> | null)?.error;
   if (err && typeof err.message === "string") {
     const str = (v: unknown) => (typeof v === "string" ? v : null);
     return new ApiError(status, err.message, str(err.param), str(err.code), str(err.type));
@@ -233,7 +176,7 @@ export class Client {
   models = () => this.request<List<Model>>("GET", "/v1/models");
   files = () => this.request<List<FileObject>>("GET", "/v1/files");
   file = (id: string) => this.request<FileObject>("GET", `/v1/files/${id}`);
-  deleteFile = (id: string) => this.request<{ deleted: boolean }>("DELETE", `/v1/files/${id}`);
+  deleteFile = (id: string) => this.request<Schemas["DeletedResponse"]>("DELETE", `/v1/files/${id}`);
 
   /** Multipart upload through XMLHttpRequest, the browser API that reports upload progress. */
   upload(file: File, purpose: string, onProgress: (fraction: number) => void): Promise<FileObject> {
@@ -274,7 +217,7 @@ export class Client {
   checkpoints = (id: string) =>
     this.request<List<Checkpoint>>("GET", `/v1/fine_tuning/jobs/${id}/checkpoints?limit=100`);
   metrics = (id: string, maxPoints = 5000) =>
-    this.request<{ data: MetricRecord[] }>(
+    this.request<Narrowed<Schemas["MetricsList"], { data: MetricRecord[] }>>(
       "GET",
       `/v1/fine_tuning/jobs/${id}/metrics?max_points=${maxPoints}`,
     );

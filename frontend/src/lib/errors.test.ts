@@ -1,51 +1,18 @@
 import { describe, expect, it } from "vitest";
 import { ApiError, SseParser, toApiError } from "../api";
-import { badLines, fieldForParam, formErrors } from "./errors";
+import { badLines, formErrors } from "./errors";
 
-describe("API error -> form field", () => {
-  it.each([
-    ["training_file", "training_file"],
-    ["validation_file", "validation_file"],
-    ["model", "model"],
-    ["replay.fraction", "fraction"],
-    ["replay.dataset", "replay_dataset"],
-    ["replay.target_stage2_allocation", "target_stage2_allocation"],
-    ["replay.stage2_duration", "stage2_duration"],
-    ["hyperparameters.n_epochs", "n_epochs"],
-    ["method.supervised.hyperparameters.learning_rate", "learning_rate"],
-    ["hyperparameters.lr_scheduler.warmup_ratio", "lr_scheduler"],
-    ["hyperparameters.seq_len", "seq_len"],
-    // the adapter and hardware fields: engine errors are short paths, schema errors full ones
-    ["hyperparameters.adapter.r", "adapter_r"],
-    ["method.supervised.hyperparameters.adapter.r", "adapter_r"],
-    ["hyperparameters.adapter.alpha", "adapter_alpha"],
-    ["hyperparameters.adapter.export", "adapter_export"],
-    ["method.supervised.hyperparameters.adapter.type", "adapter_type"],
-    ["hyperparameters.adapter.dropout", "adapter_dropout"],
-    ["method.supervised.hyperparameters.adapter.target_modules", "adapter_target_modules"],
-    ["hyperparameters.adapter.target_modules.0", "adapter_target_modules"],
-    ["hyperparameters.adapter.quantization", "adapter_type"],
-    ["hyperparameters.distributed.gpus_per_node", "gpus_per_node"],
-    ["hyperparameters.distributed.nodes", "nodes"],
-    ["method.supervised.hyperparameters.distributed.strategy", "strategy"],
-  ])("%s -> %s", (param, field) => {
-    expect(fieldForParam(param)).toBe(field);
-  });
-
-  it("has no field for unknown or missing params", () => {
-    expect(fieldForParam("hyperparameters.eval_interval")).toBeNull();
-    expect(fieldForParam(null)).toBeNull();
-    expect(fieldForParam("metadata")).toBeNull();
-    expect(fieldForParam("hyperparameters.constructor")).toBeNull();
-    expect(fieldForParam("adapter.r")).toBeNull(); // not under hyperparameters
-  });
-
+describe("API errors in a form", () => {
   it("puts a field's message under the field and the rest in general", () => {
     const body = { error: { message: "replay.fraction: must be < 1", type: "invalid_request_error", param: "replay.fraction", code: "invalid_value" } };
     const err = toApiError(400, body);
     expect(err).toBeInstanceOf(ApiError);
-    expect(formErrors(err)).toEqual({ fields: { fraction: "replay.fraction: must be < 1" }, general: null });
-    expect(formErrors(new ApiError(500, "Internal server error."))).toEqual({ fields: {}, general: "Internal server error." });
+    const inputFor = (param: string | null) => (param === "replay.fraction" ? "fraction" : null);
+    expect(formErrors(err, inputFor)).toEqual({ fields: { fraction: "replay.fraction: must be < 1" }, general: null });
+    const other = toApiError(400, { error: { ...body.error, param: "metadata", message: "metadata: too long" } });
+    expect(formErrors(other, inputFor)).toEqual({ fields: {}, general: "metadata: too long" });
+    expect(formErrors(new ApiError(500, "Internal server error."), inputFor)).toEqual({ fields: {}, general: "Internal server error." });
+    expect(formErrors(new TypeError("failed to fetch"), inputFor)).toEqual({ fields: {}, general: "failed to fetch" });
     expect(toApiError(502, "<html>bad gateway</html>").message).toBe("HTTP 502");
   });
 

@@ -1,92 +1,25 @@
-// API errors -> the form field to show them next to. The API names the offending field in
-// `param` as a request path (`replay.fraction`, `hyperparameters.n_epochs`, or the full
-// `method.supervised.hyperparameters.n_epochs`, `hyperparameters.adapter.r`); the new-job form
-// has flat field names.
+// How API errors are presented: a form shows an error next to the input its `param` names (the
+// API reports every field by its request name; which input holds which field is the form's own
+// knowledge, e.g. `inputForParam` in jobform.ts), and anything else above the submit button.
 
 import { ApiError } from "../api";
 
-export type FormField =
-  | "model"
-  | "training_file"
-  | "validation_file"
-  | "replay_dataset"
-  | "fraction"
-  | "target_stage2_allocation"
-  | "stage2_duration"
-  | "n_epochs"
-  | "learning_rate"
-  | "lr_scheduler"
-  | "batch_size"
-  | "seq_len"
-  | "suffix"
-  | "adapter_type"
-  | "adapter_r"
-  | "adapter_alpha"
-  | "adapter_dropout"
-  | "adapter_target_modules"
-  | "adapter_export"
-  | "gpus_per_node"
-  | "nodes"
-  | "strategy";
-
-const DIRECT: Record<string, FormField> = {
-  model: "model",
-  gguf_file: "model",
-  training_file: "training_file",
-  validation_file: "validation_file",
-  suffix: "suffix",
-  "replay.dataset": "replay_dataset",
-  "replay.fraction": "fraction",
-  "replay.target_stage2_allocation": "target_stage2_allocation",
-  "replay.stage2_duration": "stage2_duration",
-};
-
-const HYPER: Record<string, FormField> = {
-  n_epochs: "n_epochs",
-  learning_rate: "learning_rate",
-  learning_rate_multiplier: "learning_rate",
-  lr_scheduler: "lr_scheduler",
-  batch_size: "batch_size",
-  seq_len: "seq_len",
-  // `adapter` itself (and any of its fields without an input) goes to the method choice
-  adapter: "adapter_type",
-  "adapter.r": "adapter_r",
-  "adapter.alpha": "adapter_alpha",
-  "adapter.dropout": "adapter_dropout",
-  "adapter.target_modules": "adapter_target_modules",
-  "adapter.export": "adapter_export",
-  distributed: "gpus_per_node",
-  "distributed.gpus_per_node": "gpus_per_node",
-  "distributed.nodes": "nodes",
-  "distributed.strategy": "strategy",
-};
-
-export function fieldForParam(param: string | null | undefined): FormField | null {
-  if (!param) return null;
-  if (param in DIRECT) return DIRECT[param];
-  const hp = param.replace(/^(method\.supervised\.)?hyperparameters\./, "");
-  if (hp === param) return null;
-  // the longest known head of the path: `adapter.r` before `adapter`, and
-  // `lr_scheduler.warmup_ratio` -> `lr_scheduler`
-  const parts = hp.split(".");
-  for (let n = parts.length; n > 0; n--) {
-    const head = parts.slice(0, n).join(".");
-    if (Object.hasOwn(HYPER, head)) return HYPER[head];
-  }
-  return null;
-}
-
-export interface FormErrors {
-  fields: Partial<Record<FormField, string>>;
-  /** errors that belong to no field of the form */
+export interface FormErrors<Input extends string = string> {
+  fields: Partial<Record<Input, string>>;
+  /** errors that belong to no input of the form */
   general: string | null;
 }
 
-export function formErrors(error: unknown): FormErrors {
+export function formErrors<Input extends string>(
+  error: unknown,
+  inputFor: (param: string | null) => Input | null,
+): FormErrors<Input> {
   if (error instanceof ApiError) {
-    const field = fieldForParam(error.param);
-    if (field) return { fields: { [field]: error.message }, general: null };
-    return { fields: {}, general: error.message };
+    const input = inputFor(error.param);
+    if (!input) return { fields: {}, general: error.message };
+    const fields: Partial<Record<Input, string>> = {};
+    fields[input] = error.message;
+    return { fields, general: null };
   }
   return { fields: {}, general: error instanceof Error ? error.message : String(error) };
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { INITIAL_FORM, toRequest, withAdapterType, type JobForm } from "./jobform";
+import { API_FIELDS, INITIAL_FORM, inputForParam, toRequest, withAdapterType, type JobForm } from "./jobform";
 
 const form = (changes: Partial<JobForm>): JobForm => ({
   ...INITIAL_FORM,
@@ -90,5 +90,78 @@ describe("new-job form -> request body", () => {
     expect([lora.adapter_type, lora.adapter_export]).toEqual(["lora", "merged"]);
     const kept = withAdapterType(form({ adapter_type: "lora", adapter_export: "adapter" }), "full");
     expect(kept.adapter_export).toBe("adapter");
+  });
+});
+
+describe("API error param -> the input it belongs to", () => {
+  it.each([
+    ["training_file", "training_file"],
+    ["validation_file", "validation_file"],
+    ["model", "model"],
+    ["replay.fraction", "fraction"],
+    ["replay.dataset", "replay_dataset"],
+    ["replay.target_stage2_allocation", "target_stage2_allocation"],
+    ["replay.stage2_duration", "stage2_duration"],
+    ["hyperparameters.n_epochs", "n_epochs"],
+    ["method.supervised.hyperparameters.learning_rate", "learning_rate"],
+    ["hyperparameters.lr_scheduler.warmup_ratio", "lr_scheduler"],
+    ["hyperparameters.seq_len", "seq_len"],
+    // the engine's checks name hyperparameters short, the request schema's by where they were sent
+    ["hyperparameters.adapter.r", "adapter_r"],
+    ["method.supervised.hyperparameters.adapter.r", "adapter_r"],
+    ["hyperparameters.adapter.alpha", "adapter_alpha"],
+    ["hyperparameters.adapter.export", "adapter_export"],
+    ["method.supervised.hyperparameters.adapter.type", "adapter_type"],
+    ["hyperparameters.adapter.dropout", "adapter_dropout"],
+    ["method.supervised.hyperparameters.adapter.target_modules", "adapter_target_modules"],
+    ["hyperparameters.adapter.target_modules.0", "adapter_target_modules"],
+    ["hyperparameters.adapter.quantization", "adapter_type"],
+    ["hyperparameters.distributed.gpus_per_node", "gpus_per_node"],
+    ["hyperparameters.distributed.nodes", "nodes"],
+    ["method.supervised.hyperparameters.distributed.strategy", "strategy"],
+  ])("%s -> %s", (param, input) => {
+    expect(inputForParam(param)).toBe(input);
+  });
+
+  it("has no input for unknown or missing params", () => {
+    expect(inputForParam("hyperparameters.eval_interval")).toBeNull();
+    expect(inputForParam(null)).toBeNull();
+    expect(inputForParam("metadata")).toBeNull();
+    expect(inputForParam("hyperparameters.constructor")).toBeNull();
+    expect(inputForParam("hyperparameters.distributed")).toBeNull(); // no one input holds it all
+    expect(inputForParam("adapter.r")).toBeNull(); // not under hyperparameters
+  });
+
+  it("names for each input a field the request really carries", () => {
+    // every input away from its default: each must put a value where API_FIELDS says it does
+    const filled = form({
+      validation_file: "file-v",
+      replay_dataset: "file-r",
+      stage2_duration: "0.2",
+      n_epochs: "2",
+      learning_rate: "1e-4",
+      lr_scheduler: "cosine",
+      batch_size: "8",
+      seq_len: "256",
+      suffix: "s",
+      adapter_type: "lora",
+      adapter_r: "8",
+      adapter_alpha: "16",
+      adapter_dropout: "0.1",
+      adapter_target_modules: "q_proj",
+      adapter_export: "adapter",
+      gpus_per_node: "2",
+      nodes: "2",
+      strategy: "fsdp",
+    });
+    const { method, ...rest } = toRequest(filled);
+    const sent: Record<string, unknown> = { ...rest, hyperparameters: method.supervised.hyperparameters };
+    const at = (path: string) =>
+      path.split(".").reduce<unknown>((obj, key) => (obj as Record<string, unknown> | undefined)?.[key], sent);
+    for (const [input, field] of Object.entries(API_FIELDS)) {
+      expect(at(field), `${input} -> ${field}`).toBeDefined();
+      expect(inputForParam(field)).toBe(input);
+    }
+    expect(Object.keys(API_FIELDS).sort()).toEqual(Object.keys(INITIAL_FORM).sort());
   });
 });

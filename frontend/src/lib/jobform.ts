@@ -1,9 +1,17 @@
 // The new-job form's state and the request body it posts (POST /v1/fine_tuning/jobs and /plan).
 // Every field is the string its input holds; an empty optional field is left out of the body, so
 // the engine's default applies, and an untouched form posts what it always did (full fine-tuning
-// on one process).
+// on one process). Each input's API field (`API_FIELDS`) is what its errors are shown by.
 
-import type { JobRequest } from "../api";
+import type { Hyperparameters, JobRequest } from "../api";
+
+type Adapter = NonNullable<Hyperparameters["adapter"]>;
+type Distributed = NonNullable<Hyperparameters["distributed"]>;
+
+/** The body this form posts: the API's JobCreate, its hyperparameters under method.supervised. */
+export type FormRequest = JobRequest & {
+  method: { type: "supervised"; supervised: { hyperparameters: Hyperparameters } };
+};
 
 export interface JobForm {
   model: string;
@@ -15,21 +23,21 @@ export interface JobForm {
   stage2_duration: string;
   n_epochs: string;
   learning_rate: string;
-  lr_scheduler: string;
+  lr_scheduler: NonNullable<NonNullable<Hyperparameters["lr_scheduler"]>["type"]>;
   batch_size: string;
   seq_len: string;
   suffix: string;
   /** full fine-tuning, or an adapter (`hyperparameters.adapter.type`) */
-  adapter_type: "full" | "lora" | "qlora";
+  adapter_type: "full" | Adapter["type"];
   adapter_r: string;
   adapter_alpha: string;
   adapter_dropout: string;
   /** "all-linear" or module names separated by commas or spaces; empty: the engine's default */
   adapter_target_modules: string;
-  adapter_export: "merged" | "adapter";
+  adapter_export: NonNullable<Adapter["export"]>;
   gpus_per_node: string;
   nodes: string;
-  strategy: "ddp" | "fsdp";
+  strategy: NonNullable<Distributed["strategy"]>;
 }
 
 export const INITIAL_FORM: JobForm = {
@@ -74,8 +82,8 @@ export function targetModules(text: string): string[] | "all-linear" | undefined
 }
 
 /** The form -> the API's request body. */
-export function toRequest(form: JobForm): JobRequest {
-  const hp: Record<string, unknown> = defined({
+export function toRequest(form: JobForm): FormRequest {
+  const hp: Hyperparameters = defined({
     n_epochs: num(form.n_epochs),
     learning_rate: num(form.learning_rate),
     batch_size: num(form.batch_size),
@@ -100,7 +108,7 @@ export function toRequest(form: JobForm): JobRequest {
       nodes: num(form.nodes),
     });
   }
-  const body: JobRequest = {
+  const body: FormRequest = {
     model: form.model,
     training_file: form.training_file,
     method: { type: "supervised", supervised: { hyperparameters: hp } },
@@ -116,6 +124,62 @@ export function toRequest(form: JobForm): JobRequest {
     });
   }
   return body;
+}
+
+/** A dotted path into `T`'s fields ("replay.fraction", "hyperparameters.adapter.r"): the names
+ * the API's errors give in `param`. */
+type FieldPath<T> = T extends readonly unknown[]
+  ? never
+  : T extends object
+    ? { [K in keyof T & string]: K | `${K}.${FieldPath<NonNullable<T[K]>>}` }[keyof T & string]
+    : never;
+
+/** The request field each input fills, as the API's errors name it, checked against the API's
+ * schema (api-types.ts) by the compiler. The method choice fills `hyperparameters.adapter` as a
+ * whole (`type`, and whether there is an adapter at all), the scheduler `hyperparameters.
+ * lr_scheduler`: an error on any of their fields without an input of its own shows there. */
+export const API_FIELDS: Record<keyof JobForm, FieldPath<JobRequest>> = {
+  model: "model",
+  training_file: "training_file",
+  validation_file: "validation_file",
+  replay_dataset: "replay.dataset",
+  fraction: "replay.fraction",
+  target_stage2_allocation: "replay.target_stage2_allocation",
+  stage2_duration: "replay.stage2_duration",
+  n_epochs: "hyperparameters.n_epochs",
+  learning_rate: "hyperparameters.learning_rate",
+  lr_scheduler: "hyperparameters.lr_scheduler",
+  batch_size: "hyperparameters.batch_size",
+  seq_len: "hyperparameters.seq_len",
+  suffix: "suffix",
+  adapter_type: "hyperparameters.adapter",
+  adapter_r: "hyperparameters.adapter.r",
+  adapter_alpha: "hyperparameters.adapter.alpha",
+  adapter_dropout: "hyperparameters.adapter.dropout",
+  adapter_target_modules: "hyperparameters.adapter.target_modules",
+  adapter_export: "hyperparameters.adapter.export",
+  gpus_per_node: "hyperparameters.distributed.gpus_per_node",
+  nodes: "hyperparameters.distributed.nodes",
+  strategy: "hyperparameters.distributed.strategy",
+};
+
+const INPUT_OF = new Map(
+  Object.entries(API_FIELDS).map(([input, field]) => [field as string, input as keyof JobForm]),
+);
+
+/** The input an API error's `param` belongs to, or null. The API names the form's
+ * hyperparameters `hyperparameters.*` in its own checks and by where they were sent
+ * (`method.supervised.hyperparameters.*`) when the request's schema refuses them: both are the
+ * same field. A path deeper than any input (`hyperparameters.adapter.target_modules.0`) belongs
+ * to the input of its longest head. */
+export function inputForParam(param: string | null | undefined): keyof JobForm | null {
+  if (!param) return null;
+  const parts = param.replace(/^method\.supervised\.hyperparameters\./, "hyperparameters.").split(".");
+  for (let n = parts.length; n > 0; n--) {
+    const input = INPUT_OF.get(parts.slice(0, n).join("."));
+    if (input) return input;
+  }
+  return null;
 }
 
 /** A method change: QLoRA can only export the adapter (its 4-bit base is never de-quantized to

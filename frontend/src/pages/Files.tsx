@@ -170,7 +170,7 @@ export function FilesPage() {
 
 /** Why validation refused a file: every bad line it names (all of them were checked), or the
  * whole-file problem. */
-function FileError({ details }: { details: string | null }) {
+function FileError({ details }: { details?: string | null }) {
   const bad = badLines(details);
   if (!bad) return <div className="field-error small">{details}</div>;
   return (

@@ -189,7 +189,7 @@ export function JobDetailPage() {
   if (error && !job) return <ErrorNote message={error} onRetry={loadAll} />;
   if (!job) return <Loading what={`job ${jobId}`} />;
 
-  const { step, total_steps, stage, eta_seconds, tokens_seen } = job.progress;
+  const { step = 0, total_steps, stage, eta_seconds, tokens_seen } = job.progress;
   const canCancel = !FINISHED.includes(job.status);
   const canPause = job.status === "queued" || job.status === "running";
   const canResume = job.status === "paused";

@@ -90,7 +90,7 @@ export function JobsPage() {
           </thead>
           <tbody>
             {jobs.data.data.map((job) => {
-              const { step, total_steps, stage, eta_seconds } = job.progress;
+              const { step = 0, total_steps, stage, eta_seconds } = job.progress;
               return (
                 <tr key={job.id} data-job-id={job.id} data-status={job.status}>
                   <td>

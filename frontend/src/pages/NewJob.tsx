@@ -9,12 +9,14 @@ import { useClient, useOnError } from "../auth";
 import { Chart } from "../components/Chart";
 import { ErrorNote, Loading } from "../components/ui";
 import { usePolled } from "../hooks";
-import { formErrors, type FormErrors, type FormField } from "../lib/errors";
+import { formErrors, type FormErrors } from "../lib/errors";
 import { formatCount, formatLr, formatPercent } from "../lib/format";
-import { INITIAL_FORM, toRequest, withAdapterType, type JobForm } from "../lib/jobform";
+import { INITIAL_FORM, inputForParam, toRequest, withAdapterType, type JobForm } from "../lib/jobform";
 import { lrCurve, mixtureBars, transitionStep } from "../lib/plan";
 
-const NO_ERRORS: FormErrors = { fields: {}, general: null };
+type FormField = keyof JobForm;
+
+const NO_ERRORS: FormErrors<FormField> = { fields: {}, general: null };
 
 const METHOD_HINTS: Record<JobForm["adapter_type"], string> = {
   full: "Every weight is trained.",
@@ -50,7 +52,7 @@ export function NewJobPage() {
   const [form, setForm] = useState<JobForm>(INITIAL_FORM);
   const [plan, setPlan] = useState<Plan | null>(null);
   const [planning, setPlanning] = useState(false);
-  const [errors, setErrors] = useState<FormErrors>(NO_ERRORS);
+  const [errors, setErrors] = useState<FormErrors<FormField>>(NO_ERRORS);
   const [submitting, setSubmitting] = useState(false);
   const choices = usePolled(
     async () => {
@@ -79,7 +81,7 @@ export function NewJobPage() {
         if ((e as Error).name === "AbortError") return;
         onError(e);
         setPlan(null);
-        setErrors(formErrors(e));
+        setErrors(formErrors(e, inputForParam));
       } finally {
         if (!abort.signal.aborted) setPlanning(false);
       }
@@ -104,7 +106,7 @@ export function NewJobPage() {
       navigate(`/jobs/${job.id}`);
     } catch (e) {
       onError(e);
-      setErrors(formErrors(e));
+      setErrors(formErrors(e, inputForParam));
     } finally {
       setSubmitting(false);
     }

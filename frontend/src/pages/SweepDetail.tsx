@@ -246,7 +246,7 @@ export function SweepDetailPage() {
               <td><StatusBadge status={m.status} /></td>
               <td className="progress-cell">
                 <ProgressBar
-                  value={m.progress?.total_steps ? m.progress.step / m.progress.total_steps : 0}
+                  value={m.progress?.total_steps ? (m.progress.step ?? 0) / m.progress.total_steps : 0}
                   label={`Progress of ${m.job_id}`}
                 />
               </td>

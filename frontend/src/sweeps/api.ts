@@ -1,21 +1,13 @@
 // Sweeps in the public API (/v1/sweeps): their shapes and calls, kept beside the shared client
 // (../api.ts) rather than in it, since only the sweep pages use them.
 
-import type { Client, JobStatus, List } from "../api";
+import type { Client, JobStatus, List, Narrowed, Schemas } from "../api";
 
-export type SweepStatus = "queued" | "running" | "succeeded" | "failed" | "cancelled";
+export type SweepStatus = Schemas["SweepPublic"]["status"];
 
-export interface SweepMember {
-  job_id: string;
-  status: JobStatus;
-  roles: ("configuration" | "reference")[];
-  replay_fraction: number;
-  target_stage2_allocation: number | null;
-  target_subset_fraction: number;
-  progress: { step: number; total_steps: number | null } | null;
-  error: { message: string } | null;
-}
+export type SweepMember = Schemas["SweepMemberPublic"];
 
+/** A sweep's member jobs counted by outcome (the API declares `counts` as name -> number). */
 export interface Counts {
   total: number;
   succeeded: number;
@@ -24,21 +16,10 @@ export interface Counts {
   unfinished: number;
 }
 
-export interface Sweep {
-  id: string;
-  object: "sweep";
-  created_at: number;
-  finished_at: number | null;
-  status: SweepStatus;
-  model: string;
-  training_file: string;
-  seed: number;
-  replay_fractions: number[];
-  target_stage2_allocations: number[] | null;
-  reference_subsets: number[];
-  counts: Counts;
-  members: SweepMember[];
-}
+export type Sweep = Narrowed<Schemas["SweepPublic"], { counts: Counts }>;
+
+// The report's parts are open objects in the API's schema (api.services.sweep_report builds
+// them): narrowed here to what the sweep page reads.
 
 export interface Fit {
   A: number | null;
@@ -75,11 +56,7 @@ export interface Configuration extends MemberRow {
   multiplier_method: string | null;
 }
 
-export interface SweepReport {
-  object: "sweep.report";
-  sweep_id: string;
-  status: "partial" | "complete" | "incomplete";
-  sweep_status: SweepStatus;
+export type SweepReport = Narrowed<Schemas["SweepReport"], {
   counts: Counts;
   reference: { x_unit: string; points: ReferencePoint[]; fit: Fit | null; fit_error: string | null };
   baseline: (MemberRow & { x_eq: number | null }) | null;
@@ -93,8 +70,7 @@ export interface SweepReport {
     provisional: boolean;
     reason: string;
   } | null;
-  notes: string[];
-}
+}>;
 
 export const sweepsApi = (client: Client) => ({
   list: () => client.request<List<Sweep>>("GET", "/v1/sweeps?limit=100"),
