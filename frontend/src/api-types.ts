@@ -138,9 +138,7 @@ export interface components {
   schemas: {
     /**
      * Adapter
-     * @description ReplayFT extra: train low-rank adapters on a frozen base instead of every weight (the
-     * engine's `method`; named `adapter` so it never collides with OpenAI's `method`). Unset
-     * fields take the engine's defaults (r 16, alpha 32, dropout 0, all-linear, merged).
+     * @description ReplayFT extra: train low-rank adapters on a frozen base instead of every weight (the engine's `method`, flat; named `adapter` so it never collides with OpenAI's `method`). Unset fields take the engine's defaults (r 16, alpha 32, dropout 0, all-linear, merged).
      */
     Adapter: {
       /**
@@ -156,7 +154,7 @@ export interface components {
       r?: number | null;
       /**
        * Alpha
-       * @description Updates are scaled by alpha / r.
+       * @description Scaling numerator: updates are scaled by alpha / r.
        */
       alpha?: number | null;
       /**
@@ -171,7 +169,7 @@ export interface components {
       target_modules?: string[] | "all-linear" | null;
       /**
        * Export
-       * @description Checkpoints: merged = a plain model folder (adapter folded in); adapter = the peft adapter only. Either way the fine-tuned model can be the model of a next job.
+       * @description LoRA checkpoints: merged = a plain model folder (adapter folded in), adapter = the adapter only (load with peft onto the base).
        */
       export?: ("merged" | "adapter") | null;
     };
@@ -298,23 +296,24 @@ export interface components {
     };
     /**
      * Distributed
-     * @description One job on several GPUs: torchrun processes on the worker's machine, or on several
-     * machines (one training worker each, sharing the data folder).
+     * @description How many processes (one per GPU) train the job together, and how they share the model.
+     *
+     * `ddp` replicates the model and all-reduces gradients; `fsdp` (FSDP2, `fully_shard`) shards
+     * parameters, gradients and optimizer state, for models whose training state does not fit one
+     * GPU. Both take disjoint slots of the same global batch, so the run's data and losses do not
+     * depend on the process count. Launched with torchrun (the worker does it for you).
      */
     Distributed: {
-      /**
-       * Strategy
-       * @description ddp replicates the model; fsdp shards it (large models).
-       */
+      /** Strategy */
       strategy?: ("ddp" | "fsdp") | null;
       /**
        * Gpus Per Node
-       * @description GPUs (processes) per machine.
+       * @description Processes per machine, one per GPU (torchrun's nproc-per-node).
        */
       gpus_per_node?: number | null;
       /**
        * Nodes
-       * @description Machines; each is a training worker, the first one reports.
+       * @description Machines; more than 1 needs a torchrun per machine.
        */
       nodes?: number | null;
     };
@@ -365,50 +364,109 @@ export interface components {
     };
     /**
      * Hyperparameters
-     * @description OpenAI's three knobs ("auto" = the engine's default) and ReplayFT's extras.
+     * @description OpenAI's three knobs ("auto" = the engine's default) and ReplayFT's extras, named, typed and bounded as in the engine's spec.
      */
     Hyperparameters: {
-      /** N Epochs */
-      n_epochs?: number | "auto" | null;
-      /** Batch Size */
-      batch_size?: number | "auto" | null;
       /**
        * Learning Rate Multiplier
        * @description Multiplies the default peak learning rate (3e-4).
        */
-      learning_rate_multiplier?: number | "auto" | null;
+      learning_rate_multiplier?: (number | "auto") | null;
+      /**
+       * N Epochs
+       * @description Passes over the target training data.
+       */
+      n_epochs?: number | "auto" | null;
+      /**
+       * Batch Size
+       * @description Sequences per optimizer step.
+       */
+      batch_size?: number | "auto" | null;
       /**
        * Learning Rate
-       * @description Peak learning rate; wins over the multiplier.
+       * @description Peak learning rate.
        */
       learning_rate?: number | null;
       lr_scheduler?: components["schemas"]["LRScheduler"] | null;
-      /** Seq Len */
+      /**
+       * Seq Len
+       * @description Tokens per packed sequence.
+       */
       seq_len?: number | null;
       /**
        * Packing Attention
-       * @description document (default): attention stays inside each packed document; causal: it crosses document boundaries within a sequence.
+       * @description Attention in a packed sequence: document = each token sees only earlier tokens of its own document (position ids restart per document); causal = every earlier token of the sequence, across document boundaries (as many pre-training runs do).
        */
       packing_attention?: ("document" | "causal") | null;
-      /** Total Steps */
+      /**
+       * Total Steps
+       * @description Fix compute: total optimizer steps. Unset = derived from the data.
+       */
       total_steps?: number | null;
-      /** Optimizer State */
+      /**
+       * Optimizer State
+       * @description carry: load AdamW moments from the ReplayFT checkpoint in `model`.
+       */
       optimizer_state?: ("reset" | "carry") | null;
-      /** Micro Batch Size */
+      /**
+       * Micro Batch Size
+       * @description Sequences per forward pass; batch_size / micro_batch_size = accumulation.
+       */
       micro_batch_size?: number | null;
-      /** Eval Interval */
+      /**
+       * Eval Interval
+       * @description Steps between evals; unset = total/20.
+       */
       eval_interval?: number | null;
-      /** Checkpoint Interval */
+      /**
+       * Checkpoint Interval
+       * @description Steps between checkpoints; unset = total/10.
+       */
       checkpoint_interval?: number | null;
-      /** Keep Checkpoints */
+      /**
+       * Keep Checkpoints
+       * @description Newest step checkpoints kept (the final one always is).
+       */
       keep_checkpoints?: number | null;
-      /** Eval Sequences */
+      /**
+       * Eval Sequences
+       * @description Held-out sequences per source per eval.
+       */
       eval_sequences?: number | null;
       /**
+       * Val Fraction
+       * @description Share of documents held out when no validation file.
+       */
+      val_fraction?: number | null;
+      /**
        * Target Subset Fraction
-       * @description Train on this share of the target documents (nested per seed).
+       * @description Train on this share of the target documents (after the validation holdout); with one seed, smaller shares are subsets of larger ones. For data-efficiency reference runs.
        */
       target_subset_fraction?: number | null;
+      /**
+       * Weight Decay
+       * @description Decoupled; not applied to norms, embeddings, biases.
+       */
+      weight_decay?: number | null;
+      /** Adam Betas */
+      adam_betas?: [number, number] | null;
+      /** Adam Eps */
+      adam_eps?: number | null;
+      /**
+       * Grad Clip
+       * @description Max global grad norm; 0 disables.
+       */
+      grad_clip?: number | null;
+      /**
+       * Activation Checkpointing
+       * @description Recompute activations in backward: less memory, ~30% more compute.
+       */
+      activation_checkpointing?: boolean | null;
+      /**
+       * Compile
+       * @description torch.compile each transformer block (GPU speed).
+       */
+      compile?: boolean | null;
       distributed?: components["schemas"]["Distributed"] | null;
       adapter?: components["schemas"]["Adapter"] | null;
     };
@@ -546,21 +604,32 @@ export interface components {
       final_val_loss_generic?: number | null;
       loss_spike?: components["schemas"]["LossSpike"] | null;
     };
-    /** LRScheduler */
+    /**
+     * LRScheduler
+     * @description Learning-rate schedule; the LR is a pure function of the step (schedule.lr_at).
+     */
     LRScheduler: {
+      /** Type */
+      type?: ("wsd" | "cosine" | "linear" | "constant") | null;
       /**
-       * Type
-       * @default wsd
-       * @enum {string}
+       * Warmup Ratio
+       * @description warmup steps = floor(warmup_ratio * steps)
        */
-      type?: "wsd" | "cosine" | "linear" | "constant";
-      /** Warmup Ratio */
       warmup_ratio?: number | null;
-      /** Decay Ratio */
+      /**
+       * Decay Ratio
+       * @description WSD only: share of steps in the final decay
+       */
       decay_ratio?: number | null;
-      /** Decay Shape */
+      /**
+       * Decay Shape
+       * @description WSD only: shape of the final decay
+       */
       decay_shape?: ("linear" | "cosine" | "1-sqrt") | null;
-      /** Min Lr Ratio */
+      /**
+       * Min Lr Ratio
+       * @description the LR decays to min_lr_ratio * learning_rate
+       */
       min_lr_ratio?: number | null;
     };
     /** ListResponse[ApiKeyPublic] */
@@ -775,17 +844,17 @@ export interface components {
       dataset?: string | string[] | null;
       /**
        * Fraction
-       * @description r: generic share of stage-2 batches.
+       * @description r: share of stage-2 sequences that are generic, in [0, 1).
        */
       fraction?: number | null;
       /**
        * Target Stage2 Allocation
-       * @description a
+       * @description a: fraction of the (epoched) target data placed in stage 2.
        */
       target_stage2_allocation?: number | null;
       /**
        * Stage2 Duration
-       * @description d
+       * @description d: stage-2 length as a fraction of all steps, in (0, 1].
        */
       stage2_duration?: number | null;
     };
@@ -834,47 +903,106 @@ export interface components {
     };
     /** SweepHyperparameters */
     SweepHyperparameters: {
-      /** N Epochs */
-      n_epochs?: number | "auto" | null;
-      /** Batch Size */
-      batch_size?: number | "auto" | null;
       /**
        * Learning Rate Multiplier
        * @description Multiplies the default peak learning rate (3e-4).
        */
-      learning_rate_multiplier?: number | "auto" | null;
+      learning_rate_multiplier?: (number | "auto") | null;
+      /**
+       * N Epochs
+       * @description Passes over the target training data.
+       */
+      n_epochs?: number | "auto" | null;
+      /**
+       * Batch Size
+       * @description Sequences per optimizer step.
+       */
+      batch_size?: number | "auto" | null;
       /**
        * Learning Rate
-       * @description Peak learning rate; wins over the multiplier.
+       * @description Peak learning rate.
        */
       learning_rate?: number | null;
       lr_scheduler?: components["schemas"]["LRScheduler"] | null;
-      /** Seq Len */
+      /**
+       * Seq Len
+       * @description Tokens per packed sequence.
+       */
       seq_len?: number | null;
       /**
        * Packing Attention
-       * @description document (default): attention stays inside each packed document; causal: it crosses document boundaries within a sequence.
+       * @description Attention in a packed sequence: document = each token sees only earlier tokens of its own document (position ids restart per document); causal = every earlier token of the sequence, across document boundaries (as many pre-training runs do).
        */
       packing_attention?: ("document" | "causal") | null;
-      /** Total Steps */
+      /**
+       * Total Steps
+       * @description Fix compute: total optimizer steps. Unset = derived from the data.
+       */
       total_steps?: number | null;
-      /** Optimizer State */
+      /**
+       * Optimizer State
+       * @description carry: load AdamW moments from the ReplayFT checkpoint in `model`.
+       */
       optimizer_state?: ("reset" | "carry") | null;
-      /** Micro Batch Size */
+      /**
+       * Micro Batch Size
+       * @description Sequences per forward pass; batch_size / micro_batch_size = accumulation.
+       */
       micro_batch_size?: number | null;
-      /** Eval Interval */
+      /**
+       * Eval Interval
+       * @description Steps between evals; unset = total/20.
+       */
       eval_interval?: number | null;
-      /** Checkpoint Interval */
+      /**
+       * Checkpoint Interval
+       * @description Steps between checkpoints; unset = total/10.
+       */
       checkpoint_interval?: number | null;
-      /** Keep Checkpoints */
+      /**
+       * Keep Checkpoints
+       * @description Newest step checkpoints kept (the final one always is).
+       */
       keep_checkpoints?: number | null;
-      /** Eval Sequences */
+      /**
+       * Eval Sequences
+       * @description Held-out sequences per source per eval.
+       */
       eval_sequences?: number | null;
+      /**
+       * Val Fraction
+       * @description Share of documents held out when no validation file.
+       */
+      val_fraction?: number | null;
       /**
        * Target Subset Fraction
        * @description Set by the sweep for its reference runs: use reference_subsets.
        */
       target_subset_fraction?: null;
+      /**
+       * Weight Decay
+       * @description Decoupled; not applied to norms, embeddings, biases.
+       */
+      weight_decay?: number | null;
+      /** Adam Betas */
+      adam_betas?: [number, number] | null;
+      /** Adam Eps */
+      adam_eps?: number | null;
+      /**
+       * Grad Clip
+       * @description Max global grad norm; 0 disables.
+       */
+      grad_clip?: number | null;
+      /**
+       * Activation Checkpointing
+       * @description Recompute activations in backward: less memory, ~30% more compute.
+       */
+      activation_checkpointing?: boolean | null;
+      /**
+       * Compile
+       * @description torch.compile each transformer block (GPU speed).
+       */
+      compile?: boolean | null;
       distributed?: components["schemas"]["Distributed"] | null;
       adapter?: components["schemas"]["Adapter"] | null;
     };
