@@ -11,20 +11,7 @@ from typing import Any
 from client.http import Client, CLIError, list_all
 from client.output import err, num, out, ts
 from client.submit import POLL_S, expired
-
-JOB_STATUSES = (
-    "validating_files",
-    "queued",
-    "running",
-    "succeeded",
-    "failed",
-    "cancelled",
-    "paused",
-)
-
-
-TERMINAL = ("succeeded", "failed", "cancelled")
-
+from control.statuses import TERMINAL_STATUSES
 
 PROGRESS_EVERY_S = 5.0
 
@@ -66,7 +53,7 @@ def wait_job(client: Client, job_id: str, deadline: float | None = None) -> dict
         ):
             err(f"  {progress_text(job)}")
             last_step, last_report = step, now
-        if status in TERMINAL or status == "paused":
+        if status in TERMINAL_STATUSES or status == "paused":
             return job
         if expired(deadline):
             raise CLIError(
@@ -200,6 +187,6 @@ def follow_poll(client: Client, job_id: str, follower: Follower) -> str:
         for record in records:
             follower.record(record)
             last_step = max(last_step, record.get("step") or 0)
-        if job["status"] in TERMINAL or job["status"] == "paused":
+        if job["status"] in TERMINAL_STATUSES or job["status"] == "paused":
             return job["status"]
         time.sleep(POLL_S)

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from client.follow import (
-    JOB_STATUSES,
     JOBS,
     Follower,
     event_line,
@@ -30,6 +29,7 @@ from client.submit import (
     submit,
     wait_files,
 )
+from control.statuses import STATUSES as JOB_STATUSES
 
 
 def cmd_files_upload(args: argparse.Namespace) -> int:

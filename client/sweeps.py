@@ -35,11 +35,11 @@ from client.http import CLIError, client_from_args
 from client.options import command, server_options, timeout_option
 from client.output import err, num, out, table
 from client.submit import POLL_S, build_submission, deadline_after, expired, submit
+from control.statuses import TERMINAL_STATUSES
 
 SWEEPS = "/sweeps"
 SWEEP_KEYS = ("replay_fractions", "target_stage2_allocations", "reference_subsets")
 SWEEP_SET_FIELDS = ("replay.fraction", "replay.target_stage2_allocation", "target_subset_fraction")
-FINISHED = ("succeeded", "failed", "cancelled")
 
 
 def load_sweep_file(path: Path) -> tuple[Any, dict[str, Any]]:
@@ -126,7 +126,7 @@ def wait_sweep(client: Any, sweep_id: str, deadline: float | None = None) -> dic
         if line != last:
             err(line)
             last = line
-        if sweep["status"] in FINISHED:
+        if sweep["status"] in TERMINAL_STATUSES:
             return sweep
         if expired(deadline):
             raise CLIError(

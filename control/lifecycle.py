@@ -29,10 +29,7 @@ from control.db.models import Job, JobEvent, Team, now
 from control.db.session import session_scope
 from control.queue import RUN_JOB, TaskQueue, outbox
 from control.settings import get_settings
-
-STATUSES = ("validating_files", "queued", "running", "succeeded", "failed", "cancelled", "paused")
-TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
-ACTIVE_STATUSES = ("queued", "running")  # what a worker may claim
+from control.statuses import ACTIVE_STATUSES, STATUSES, TERMINAL_STATUSES  # noqa: F401
 
 
 class InvalidTransition(Exception):

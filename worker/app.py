@@ -144,7 +144,7 @@ def _on_worker_ready(**_kwargs) -> None:
     global _maintenance
     from worker import maintenance
 
-    _maintenance = maintenance.start()
+    _maintenance = maintenance.start(send)
 
 
 def _on_worker_shutdown(**_kwargs) -> None:

@@ -24,24 +24,26 @@ import logging
 import multiprocessing
 import os
 import time
+from collections.abc import Callable
 
 log = logging.getLogger("replayft.maintenance")
 
 
-def start() -> multiprocessing.process.BaseProcess:
-    """Start the checks in a spawned child of this process (which must not be a pool child)."""
+def start(send: Callable[..., None]) -> multiprocessing.process.BaseProcess:
+    """Start the checks in a spawned child of this process (which must not be a pool child);
+    `send(task_name, *args)` hands a task to the broker (a module-level function: the child
+    receives it by name)."""
     process = multiprocessing.get_context("spawn").Process(
-        target=run, args=(os.getpid(),), name="replayft-maintenance", daemon=True
+        target=run, args=(os.getpid(), send), name="replayft-maintenance", daemon=True
     )
     process.start()
     return process
 
 
-def run(parent_pid: int) -> None:
+def run(parent_pid: int, send: Callable[..., None]) -> None:
     from control.lifecycle import requeue_lost_jobs
     from control.settings import get_settings
     from replay_engine.launcher import die_with_parent
-    from worker.app import send
     from worker.delivery import relay_outbox, sweep_states
 
     die_with_parent()

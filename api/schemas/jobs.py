@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from api.schemas.common import ID_MAX_LENGTH, db_string
 from control import fields
-from control.lifecycle import STATUSES
+from control.statuses import STATUSES
 from replay_engine.spec import JobSpec, LoraSpec, MethodSpec, ReplaySpec, Seed
 
 ModelName = db_string(500)  # jobs.model

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from api.errors import APIError, invalid
 from api.schemas.common import storable
 from api.schemas.files import FILENAME_MAX_LENGTH, PURPOSES
+from api.services.pages import page
 from control.db.models import File, Job, Team, new_id
 from control.queue import VALIDATE_FILE, TaskQueue
 from control.settings import Settings
@@ -247,13 +248,17 @@ def list_files(
     query = select(File).where(File.team_id == team.id)
     if purpose:
         query = query.where(File.purpose == purpose)
-    if after:
-        anchor = session.scalar(select(File.pk).where(File.id == after, File.team_id == team.id))
-        if anchor is None:
-            raise invalid(f"No file with id '{after}' to list after.", "after")
-        query = query.where(File.pk < anchor)
-    rows = list(session.scalars(query.order_by(File.pk.desc()).limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
+    scope = File.team_id == team.id
+    return page(
+        session,
+        query,
+        model=File,
+        order=File.pk,
+        scope=scope,
+        after=after,
+        limit=limit,
+        what="file",
+    )
 
 
 def delete_file(*, session: Session, file: File) -> None:

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.errors import APIError, invalid
@@ -32,13 +31,14 @@ from api.schemas.jobs import (
     JobSummary,
     Progress,
 )
+from api.services import idempotency
 from api.services.models import resolve_model
+from api.services.pages import after_cursor, page
 from api.services.registry import corpus_paths
 from control import lifecycle
 from control.db.models import (
     Checkpoint,
     File,
-    IdempotencyKey,
     Job,
     JobEvent,
     JobMetric,
@@ -203,33 +203,6 @@ def check_limits(spec: Any, total_steps: int, settings: Settings, *, estimated: 
 
 
 # ---------------------------------------------------------------------------- create
-def find_idempotency_key(
-    *, session: Session, team: Team, key: str, kind: str
-) -> IdempotencyKey | None:
-    """The team's earlier use of `key`, if it created a `kind` ("job" or "sweep"); a 409 if it
-    created the other kind (one key space per team, so a key never means two things)."""
-    row = session.scalar(
-        select(IdempotencyKey).where(IdempotencyKey.team_id == team.id, IdempotencyKey.key == key)
-    )
-    if row is None:
-        return None
-    used_for = "job" if row.job_id is not None else "sweep"
-    if used_for != kind:
-        raise APIError(
-            409,
-            f"Idempotency-Key {key!r} was already used to create a {used_for}; use a new key "
-            f"for this {kind}.",
-            param="Idempotency-Key",
-            code="idempotency_key_reused",
-        )
-    return row
-
-
-def find_idempotent(*, session: Session, team: Team, key: str) -> Job | None:
-    row = find_idempotency_key(session=session, team=team, key=key, kind="job")
-    return None if row is None else session.scalar(select(Job).where(Job.id == row.job_id))
-
-
 def create_job(
     *,
     session: Session,
@@ -240,23 +213,13 @@ def create_job(
     idempotency_key: str | None = None,
 ) -> tuple[Job, bool]:
     """-> (job, created). A repeated Idempotency-Key returns the first job, created=False."""
-    if idempotency_key:
-        existing = find_idempotent(session=session, team=team, key=idempotency_key)
-        if existing is not None:
-            return existing, False
-    job = add_job(session=session, team=team, body=body, settings=settings, queue=queue)
-    if idempotency_key:
-        session.add(IdempotencyKey(team_id=team.id, key=idempotency_key, job_id=job.id))
-    try:
-        session.commit()
-    except IntegrityError:
-        # a concurrent request with the same key won the race: answer with its job
-        session.rollback()
-        existing = find_idempotent(session=session, team=team, key=idempotency_key or "")
-        if existing is None:
-            raise
-        return existing, False
-    return job, True
+    return idempotency.create_once(
+        session=session,
+        team=team,
+        key=idempotency_key,
+        kind="job",
+        make=lambda: add_job(session=session, team=team, body=body, settings=settings, queue=queue),
+    )
 
 
 def add_job(
@@ -359,15 +322,10 @@ def list_jobs(
     query = select(Job).where(Job.team_id == team.id)
     if statuses:
         query = query.where(Job.status.in_(statuses))
-    if after:
-        anchor = session.scalar(select(Job.pk).where(Job.id == after, Job.team_id == team.id))
-        if anchor is None:
-            raise invalid(f"No fine-tuning job with id '{after}' to list after.", "after")
-        query = query.where(Job.pk < anchor)
-    query = query.order_by(Job.pk.desc())
+    where = dict(model=Job, order=Job.pk, scope=Job.team_id == team.id, after=after)
     if not metadata:
-        rows = list(session.scalars(query.limit(limit + 1)))
-        return rows[:limit], len(rows) > limit
+        return page(session, query, **where, limit=limit, what="fine-tuning job")
+    query = after_cursor(query, session=session, **where, what="fine-tuning job")
     # metadata is JSON, filtered here so the same code runs on SQLite and PostgreSQL
     matched: list[Job] = []
     for job in session.scalars(query.execution_options(yield_per=200)):
@@ -382,14 +340,11 @@ def _page_of_job_rows(
     *, session: Session, job: Job, model: Any, order: Any, after: str | None, limit: int, what: str
 ) -> tuple[list[Any], bool]:
     """Newest first by `order`; `after` is the id of the last row of the previous page."""
-    query = select(model).where(model.job_id == job.id)
-    if after:
-        anchor = session.scalar(select(order).where(model.id == after, model.job_id == job.id))
-        if anchor is None:
-            raise invalid(f"No {what} with id '{after}' to list after.", "after")
-        query = query.where(order < anchor)
-    rows = list(session.scalars(query.order_by(order.desc()).limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
+    scope = model.job_id == job.id
+    query = select(model).where(scope)
+    return page(
+        session, query, model=model, order=order, scope=scope, after=after, limit=limit, what=what
+    )
 
 
 def list_events(

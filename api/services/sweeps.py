@@ -22,13 +22,14 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.errors import APIError, invalid
 from api.schemas.jobs import JobCreate
 from api.schemas.sweeps import MAX_MEMBERS, SweepCreate, SweepMemberPublic, SweepPublic
+from api.services import idempotency
 from api.services import jobs as job_service
+from api.services.pages import page
 from api.services.sweep_report import (
     MemberResult,
     build_report,
@@ -36,7 +37,7 @@ from api.services.sweep_report import (
     sweep_status,
 )
 from control import lifecycle
-from control.db.models import IdempotencyKey, Job, JobMetric, Sweep, SweepMember, Team, new_id
+from control.db.models import Job, JobMetric, Sweep, SweepMember, Team, new_id
 from control.queue import TaskQueue
 from control.settings import Settings
 
@@ -130,11 +131,6 @@ def _member_body(body: SweepCreate, sweep_id: str, m: dict[str, Any]) -> JobCrea
 
 
 # ---------------------------------------------------------------------------- create
-def find_idempotent(*, session: Session, team: Team, key: str) -> Sweep | None:
-    row = job_service.find_idempotency_key(session=session, team=team, key=key, kind="sweep")
-    return None if row is None else session.scalar(select(Sweep).where(Sweep.id == row.sweep_id))
-
-
 def create_sweep(
     *,
     session: Session,
@@ -146,10 +142,22 @@ def create_sweep(
 ) -> tuple[Sweep, bool]:
     """-> (sweep, created). A repeated Idempotency-Key returns the first sweep, created=False,
     and launches nothing: a retried request must not start a second family of jobs."""
-    if idempotency_key:
-        existing = find_idempotent(session=session, team=team, key=idempotency_key)
-        if existing is not None:
-            return existing, False
+    return idempotency.create_once(
+        session=session,
+        team=team,
+        key=idempotency_key,
+        kind="sweep",
+        make=lambda: _add_sweep(
+            session=session, team=team, body=body, settings=settings, queue=queue
+        ),
+    )
+
+
+def _add_sweep(
+    *, session: Session, team: Team, body: SweepCreate, settings: Settings, queue: TaskQueue
+) -> Sweep:
+    """Check a sweep request and add the sweep, its member jobs and their tasks to the session
+    (uncommitted: they go together or not at all). Raises APIError(400) naming the field."""
     _check_request(body)
     planned = plan_members(body)
     if len(planned) > MAX_MEMBERS:
@@ -159,56 +167,42 @@ def create_sweep(
             "replay_fractions",
         )
     sweep_id = new_id("sweep")
-    try:
-        sweep = Sweep(
-            id=sweep_id,
-            team_id=team.id,
-            model=body.model,
-            training_file=body.training_file,
-            seed=body.seed if body.seed is not None else 0,
-            replay_fractions=list(body.replay_fractions),
-            target_stage2_allocations=body.target_stage2_allocations,
-            reference_subsets=sorted(set(body.reference_subsets) | {1.0}),
-            request=body.model_dump(mode="json", exclude_none=True),
-            sweep_metadata=body.metadata,
-        )
-        session.add(sweep)
-        session.flush()
-        for m in planned:
-            member_body = _member_body(body, sweep_id, m)
-            try:
-                job = job_service.add_job(
-                    session=session, team=team, body=member_body, settings=settings, queue=queue
-                )
-            except APIError as exc:
-                param = _SWEEP_PARAMS.get(exc.param or "", exc.param)
-                message = exc.message
-                if exc.param and message.startswith(f"{exc.param}:"):
-                    message = message[len(exc.param) + 1 :].strip()
-                where = member_body.metadata["sweep_member"]
-                if param and not message.startswith(param):
-                    message = f"{param}: {message}"
-                raise APIError(
-                    exc.status_code,
-                    f"{message} (member {where})",
-                    param=param,
-                    code=exc.code,
-                ) from None
-            session.add(SweepMember(sweep_id=sweep_id, job_id=job.id, **m))
-        if idempotency_key:
-            session.add(IdempotencyKey(team_id=team.id, key=idempotency_key, sweep_id=sweep_id))
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        # a concurrent request with the same key won the race: answer with its sweep
-        existing = find_idempotent(session=session, team=team, key=idempotency_key or "")
-        if existing is None:
-            raise
-        return existing, False
-    except BaseException:
-        session.rollback()  # nothing half-created: the sweep and its members go together
-        raise
-    return sweep, True
+    sweep = Sweep(
+        id=sweep_id,
+        team_id=team.id,
+        model=body.model,
+        training_file=body.training_file,
+        seed=body.seed if body.seed is not None else 0,
+        replay_fractions=list(body.replay_fractions),
+        target_stage2_allocations=body.target_stage2_allocations,
+        reference_subsets=sorted(set(body.reference_subsets) | {1.0}),
+        request=body.model_dump(mode="json", exclude_none=True),
+        sweep_metadata=body.metadata,
+    )
+    session.add(sweep)
+    session.flush()
+    for m in planned:
+        member_body = _member_body(body, sweep_id, m)
+        try:
+            job = job_service.add_job(
+                session=session, team=team, body=member_body, settings=settings, queue=queue
+            )
+        except APIError as exc:
+            param = _SWEEP_PARAMS.get(exc.param or "", exc.param)
+            message = exc.message
+            if exc.param and message.startswith(f"{exc.param}:"):
+                message = message[len(exc.param) + 1 :].strip()
+            where = member_body.metadata["sweep_member"]
+            if param and not message.startswith(param):
+                message = f"{param}: {message}"
+            raise APIError(
+                exc.status_code,
+                f"{message} (member {where})",
+                param=param,
+                code=exc.code,
+            ) from None
+        session.add(SweepMember(sweep_id=sweep_id, job_id=job.id, **m))
+    return sweep
 
 
 # ---------------------------------------------------------------------------- reads
@@ -226,13 +220,17 @@ def list_sweeps(
     *, session: Session, team: Team, after: str | None, limit: int
 ) -> tuple[list[Sweep], bool]:
     query = select(Sweep).where(Sweep.team_id == team.id)
-    if after:
-        anchor = session.scalar(select(Sweep.pk).where(Sweep.id == after, Sweep.team_id == team.id))
-        if anchor is None:
-            raise invalid(f"No sweep with id '{after}' to list after.", "after")
-        query = query.where(Sweep.pk < anchor)
-    rows = list(session.scalars(query.order_by(Sweep.pk.desc()).limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
+    scope = Sweep.team_id == team.id
+    return page(
+        session,
+        query,
+        model=Sweep,
+        order=Sweep.pk,
+        scope=scope,
+        after=after,
+        limit=limit,
+        what="sweep",
+    )
 
 
 def cancel_sweep(*, session: Session, sweep: Sweep) -> Sweep:
