@@ -201,6 +201,28 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_maintenance(args: argparse.Namespace) -> int:
+    """The periodic checks every worker runs beside itself (outbox relay, state sweep, lost-job
+    check), in the foreground, without a worker: until SIGTERM or Ctrl-C."""
+    import logging
+
+    from control.db.migrate import upgrade
+    from control.settings import get_settings
+
+    get_settings().export_env()  # before the Celery app reads the settings
+    upgrade()
+    from worker.app import send
+    from worker.maintenance import check_forever
+
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s: %(levelname)s] %(message)s")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        check_forever(send, keep_going=lambda: True)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def _first_start(data_dir: Path, demo: bool) -> None:
     """Create the default team's admin key (once) and, with --demo, its demo files."""
     from api.services.registry import register_demo
@@ -293,6 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=1, help="processes (1 per GPU)")
     p.add_argument("--loglevel", default="INFO")
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser(
+        "maintenance",
+        help="run the periodic checks (outbox relay, state sweep, lost-job check) without a worker",
+    )
+    p.set_defaults(func=cmd_maintenance)
 
     p = sub.add_parser("db", help="database schema")
     db = p.add_subparsers(dest="db_command", required=True)

@@ -15,7 +15,8 @@ loop:
   worker stopped heartbeating go back to the queue.
 
 Every check is a conditional UPDATE, so one such process per worker (several per deployment) is
-safe. The process leaves when the worker that started it goes away.
+safe. The process leaves when the worker that started it goes away. `replayft maintenance` runs
+the same checks in the foreground, without a worker.
 """
 
 from __future__ import annotations
@@ -41,15 +42,23 @@ def start(send: Callable[..., None]) -> multiprocessing.process.BaseProcess:
 
 
 def run(parent_pid: int, send: Callable[..., None]) -> None:
-    from control.lifecycle import requeue_lost_jobs
-    from control.settings import get_settings
+    """The spawned child: the checks, for as long as the worker that started it lives."""
     from replay_engine.launcher import die_with_parent
-    from worker.delivery import relay_outbox, sweep_states
 
     die_with_parent()
     logging.basicConfig(
         level=logging.INFO, format="[%(asctime)s: %(levelname)s/maintenance] %(message)s"
     )
+    check_forever(send, keep_going=lambda: os.getppid() == parent_pid)
+
+
+def check_forever(send: Callable[..., None], keep_going: Callable[[], bool]) -> None:
+    """Run each check on its interval while `keep_going()`; `replayft maintenance` runs this in
+    the foreground, for a deployment that wants the checks without a worker."""
+    from control.lifecycle import requeue_lost_jobs
+    from control.settings import get_settings
+    from worker.delivery import relay_outbox, sweep_states
+
     settings = get_settings()
     checks = [  # (what, how often, the check)
         ("outbox relay", settings.relay_interval, lambda: relay_outbox(send)),
@@ -57,7 +66,7 @@ def run(parent_pid: int, send: Callable[..., None]) -> None:
         ("lost-job check", max(1.0, min(30.0, settings.heartbeat_timeout / 3)), requeue_lost_jobs),
     ]
     next_due = [0.0] * len(checks)
-    while os.getppid() == parent_pid:
+    while keep_going():
         for i, (what, every, check) in enumerate(checks):
             if time.monotonic() < next_due[i]:
                 continue
