@@ -1,10 +1,12 @@
 """The fast tier of API tests: the real app (`api.main.create_app`) in-process under FastAPI's
 TestClient, on a SQLite database in a temporary folder, with the task queue faked at its boundary.
 
-- `deployment` (one per run of this folder): `REPLAYFT_*` settings pointing into a tmp dir, the
-  cached settings, engine and sessionmaker cleared so the app reads them, and the app started
-  once (its start-up migrates the database). Teardown restores the environment and clears the
-  caches again, so tests that run after this tier in the same session see their own settings.
+- `deployment` (one per test module): `REPLAYFT_*` settings pointing into a tmp dir, the cached
+  settings, engine and sessionmaker cleared so the app reads them, and the app started (its
+  start-up migrates the database). Teardown restores the environment and clears the caches
+  again, so the tests that run next in the same session see their own settings. (Module, not
+  package, scope: tests/api has no __init__.py, and there pytest keeps a package fixture to
+  the end of the session.)
 - `queue` (every test): a `RecordingQueue` (appkit) in place of `api.deps.get_queue`.
 - `team`, `other_team`, `admin`: a fresh team each, with a key minted as `replayft keys create`
   does, wrapped as a client that sends it. Tests share the database and keep apart by team.
@@ -51,7 +53,7 @@ def _reset_caches() -> None:
         cached.cache_clear()
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def deployment(tmp_path_factory) -> Iterator[Deployment]:
     root = tmp_path_factory.mktemp("fast-api")
     with pytest.MonkeyPatch.context() as env:
