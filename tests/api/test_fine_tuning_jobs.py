@@ -99,15 +99,18 @@ BAD_JOBS = [
     ({"replay": {"dataset": "{replay}", "fraction": 0.25, "fractoin": 1}}, "replay.fractoin"),
     ({"hp": {"packing_attention": "x"}}, "method.supervised.hyperparameters.packing_attention"),
     ({"hp": {"n_epochs": "many"}}, "method.supervised.hyperparameters.n_epochs"),
-    ({"hp": {"batch_size": 10**12}}, "hyperparameters.batch_size"),  # the engine's bound
-    ({"hp": {"n_epochs": 1e9}}, "hyperparameters.n_epochs"),
+    (
+        {"hp": {"batch_size": 10**12}},
+        "method.supervised.hyperparameters.batch_size",
+    ),  # the spec's bound, in the schema
+    ({"hp": {"n_epochs": 1e9}}, "method.supervised.hyperparameters.n_epochs"),
     ({"hp": {"seq_len": 10**6}}, "hyperparameters.seq_len"),  # longer than the model's context
-    ({"hp": {"adapter": {"type": "lora", "r": 0}}}, "hyperparameters.adapter.r"),
+    ({"hp": {"adapter": {"type": "lora", "r": 0}}}, "method.supervised.hyperparameters.adapter.r"),
     (
         {"hp": {"adapter": {"type": "lora", "target_modules": ["no_such_proj"]}}},
         "hyperparameters.adapter.target_modules",
     ),
-    ({"hp": {"distributed": {"nodes": 0}}}, "hyperparameters.distributed.nodes"),
+    ({"hp": {"distributed": {"nodes": 0}}}, "method.supervised.hyperparameters.distributed.nodes"),
     ({"hyperparameters": {"batch_size": 0}, "method": None}, "hyperparameters.batch_size"),
 ]
 

@@ -204,12 +204,12 @@ JOB_FIELDS = [
     ({"hp.learning_rate_multiplier": float("-inf")}, "learning_rate_multiplier"),
     ({"replay.fraction": float("nan")}, "replay.fraction"),
     # item 7: accepted, then failed later or planned for years
-    ({"hp.n_epochs": 1e308}, "hyperparameters.n_epochs"),
-    ({"hp.n_epochs": 1e9}, "hyperparameters.n_epochs"),
-    ({"hp.total_steps": 10**12}, "hyperparameters.total_steps"),
+    ({"hp.n_epochs": 1e308}, "n_epochs"),
+    ({"hp.n_epochs": 1e9}, "n_epochs"),
+    ({"hp.total_steps": 10**12}, "total_steps"),
     ({"replay.fraction": 0.999999}, "replay.fraction"),
-    ({"hp.batch_size": 10**12}, "hyperparameters.batch_size"),
-    ({"hp.eval_sequences": 10**9}, "hyperparameters.eval_sequences"),
+    ({"hp.batch_size": 10**12}, "batch_size"),
+    ({"hp.eval_sequences": 10**9}, "eval_sequences"),
     # within every field's bounds, over the deployment's token limit (10^12)
     ({"hp.batch_size": 2**16, "hp.total_steps": 300_000}, "hyperparameters.total_steps"),
 ]
@@ -258,7 +258,7 @@ SWEEP_FIELDS = [
     ({"hp.n_epochs": float("nan")}, "n_epochs"),
     ({"replay.dataset": "file-" + NUL}, "replay.dataset"),
     ({"replay_fractions": [0.999999]}, "replay_fractions"),
-    ({"hp.total_steps": 10**12}, "hyperparameters.total_steps"),
+    ({"hp.total_steps": 10**12}, "total_steps"),
 ]
 
 

@@ -127,9 +127,10 @@ def test_adapter_only_model_is_the_base_of_a_next_job(team: Team, team_files):
         ({"r": 4}, "method.supervised.hyperparameters.adapter.type"),
         ({"type": "dora"}, "method.supervised.hyperparameters.adapter.type"),
         ({"type": "lora", "export": "gguf"}, "method.supervised.hyperparameters.adapter.export"),
-        # the engine's checks (method.lora.r, method.export, ...) mapped back to the API field
-        ({"type": "lora", "r": 0}, "hyperparameters.adapter.r"),
-        ({"type": "lora", "dropout": 1.5}, "hyperparameters.adapter.dropout"),
+        # the spec's own bounds, which the request schema carries
+        ({"type": "lora", "r": 0}, "method.supervised.hyperparameters.adapter.r"),
+        ({"type": "lora", "dropout": 1.5}, "method.supervised.hyperparameters.adapter.dropout"),
+        # the engine's checks across fields (method.export, ...) mapped back to the API field
         ({"type": "qlora"}, "hyperparameters.adapter.export"),
         # checked against the model's layers (its config on the meta device) before queueing
         (

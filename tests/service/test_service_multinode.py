@@ -37,7 +37,8 @@ def test_bad_node_count_is_a_400_naming_it(team: Team, team_files):
     body["method"]["supervised"]["hyperparameters"]["distributed"]["nodes"] = 0
     resp = team.post(JOBS, json=body)
     assert resp.status_code == 400, resp.text
-    assert resp.json()["error"]["param"] == "hyperparameters.distributed.nodes", resp.text
+    param = "method.supervised.hyperparameters.distributed.nodes"  # the spec's bound, in the schema
+    assert resp.json()["error"]["param"] == param, resp.text
 
 
 def test_two_machine_job_pauses_resumes_and_matches_one_process(service, team: Team, team_files):
