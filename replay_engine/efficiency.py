@@ -193,3 +193,69 @@ def _check_reference(xs: Sequence[float], losses: Sequence[float]) -> tuple[np.n
 def _check_finite(value: float, name: str) -> None:
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
+
+
+@dataclass(frozen=True)
+class MultiplierSpread:
+    """How far the reference curve's own scatter carries a multiplier (a residual bootstrap):
+    `low`..`high` hold the middle `level` share of the resampled multipliers."""
+
+    low: float
+    high: float
+    level: float
+    resamples: int  # resamples that gave a multiplier
+    degenerate_share: float  # of those, the share that went through the log-linear fallback
+
+
+def multiplier_spread(
+    xs: Sequence[float],
+    losses: Sequence[float],
+    candidate_loss: float,
+    baseline_loss: float,
+    *,
+    resamples: int = 400,
+    level: float = 0.9,
+    seed: int = 0,
+) -> MultiplierSpread | None:
+    """Residual bootstrap of the reference fit: fit once, then refit `resamples` times to the
+    fitted losses plus residuals drawn with replacement, and recompute the multiplier each time.
+    (Resampling the points themselves would repeat x values, which the fit cannot take with as
+    few as 3-5 reference runs.) A curve that passes through every point, as 3 points and 3
+    parameters always do, has no scatter to resample: a zero-width spread says the points cannot
+    tell. Deterministic for a seed; None when no resample could be fitted."""
+    x, y = _check_reference(xs, losses)
+    fit = fit_reference(x, y)
+    predicted = np.array([_loss_at(fit, v) for v in x])
+    residuals = y - predicted
+    rng = np.random.default_rng(seed)
+    values, degenerate = [], 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # covariance and overflow warnings of hopeless resamples
+        for _ in range(resamples):
+            sample = predicted + rng.choice(residuals, size=len(residuals), replace=True)
+            try:
+                refit = fit_reference(x, sample)
+                value = efficiency_multiplier(refit, candidate_loss, baseline_loss)
+            except (ValueError, OverflowError, ZeroDivisionError):
+                continue
+            if math.isfinite(value):
+                values.append(value)
+                degenerate += refit.method_for(candidate_loss, baseline_loss) != POWER
+    if not values:
+        return None
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return MultiplierSpread(
+        low=float(low),
+        high=float(high),
+        level=level,
+        resamples=len(values),
+        degenerate_share=degenerate / len(values),
+    )
+
+
+def _loss_at(fit: ReferenceFit, x: float) -> float:
+    """The fitted curve's loss at target amount x (the route the fit chose)."""
+    if fit.method == POWER:
+        return fit.A / x**fit.B + fit.C
+    return fit.alpha - fit.beta * math.log(x)

@@ -109,8 +109,9 @@ def test_partial_report_while_members_run():
     assert "2 of 5 reference runs" in report["reference"]["fit_error"]
     assert row(report, 0.25)["progress"] == {"step": 5, "total_steps": 9}
     assert row(report, 0.0)["multiplier"] is None
-    rec = report["recommendation"]
-    assert rec["replay_fraction"] == 0.0 and rec["provisional"] and "still running" in rec["reason"]
+    # no winner is named while a configuration it compares may still beat it
+    assert report["recommendation"] is None
+    assert any("waits for the 1 configuration run(s) still going" in n for n in report["notes"])
     assert report["counts"] == {
         "total": 7,
         "succeeded": 3,
@@ -148,3 +149,28 @@ def test_sweep_status():
     assert sweep_status(["succeeded", "succeeded"]) == "succeeded"
     assert sweep_status(["succeeded", "cancelled", "failed"]) == "failed"
     assert sweep_status(["succeeded", "cancelled"]) == "cancelled"
+
+
+def test_a_multiplier_comes_with_its_spread_and_a_degenerate_flag():
+    members = [*references(FLAN_REFERENCE), configuration(0.0, 3.65354), configuration(0.5, 3.55)]
+    report = build_report("sweep-spread", members)
+    best = row(report, 0.5)
+    spread = best["multiplier_interval"]
+    assert spread["resamples"] > 300 and spread["level"] == 0.9
+    assert spread["low"] <= best["multiplier"] <= spread["high"]
+    assert spread["high"] > spread["low"]  # the reference points scatter around the fit
+    assert best["multiplier_degenerate"] is (best["multiplier_method"] != "power")
+    assert row(report, 0.0)["multiplier_interval"] is None  # the baseline is 1 by definition
+    assert "refits" in report["recommendation"]["reason"]
+    assert set(report["explain"]) >= {"x_eq", "multiplier", "loss_spike_height"}
+
+
+def test_spread_of_a_curve_through_every_point_is_zero_width():
+    """3 points, 3 parameters: the fit passes through them and has no scatter to resample."""
+    from replay_engine.efficiency import efficiency_multiplier, fit_reference, multiplier_spread
+
+    xs, losses = [0.25, 0.5, 1.0], [3.4, 3.2, 3.1]
+    value = efficiency_multiplier(fit_reference(xs, losses), 3.05, 3.1)
+    spread = multiplier_spread(xs, losses, 3.05, 3.1)
+    assert spread.low == pytest.approx(value) and spread.high == pytest.approx(value)
+    assert multiplier_spread(xs, losses, 3.05, 3.1, seed=0) == spread  # deterministic

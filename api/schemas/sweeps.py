@@ -143,3 +143,6 @@ class SweepReport(BaseModel):
     configurations: list[dict[str, Any]]
     recommendation: dict[str, Any] | None
     notes: list[str]
+    explain: dict[str, str] = Field(
+        default_factory=dict, description="What x_eq, the multiplier and its interval mean."
+    )

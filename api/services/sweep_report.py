@@ -12,13 +12,19 @@ The method is science.md's, through `replay_engine.efficiency`:
      x_eq(L_S) / x_eq(L_S0): "this replay fraction is worth k times more target data";
   4. the recommendation is the configuration with the lowest final target validation loss.
 
-While members still run, the report is `partial`: whatever is known is filled in, and the
-recommendation is marked provisional. A failed or cancelled member is listed with its error and
-left out of the fit; the report is then `incomplete`.
+Each multiplier comes with its spread: a residual bootstrap of the reference fit
+(`efficiency.multiplier_spread`, cached per inputs, as a finished sweep's report is asked for
+again and again), and a flag when it went through the log-linear fallback.
+
+While members still run, the report is `partial`: whatever is known is filled in, but the
+recommendation waits until every configuration it compares (and the baseline) has finished, so it
+never names a winner that a running member may still beat. A failed or cancelled member is listed
+with its error and left out of the fit; the report is then `incomplete`.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -29,9 +35,38 @@ from replay_engine.efficiency import (
     ReferenceFit,
     efficiency_multiplier,
     fit_reference,
+    multiplier_spread,
 )
 
+# What the report's numbers mean, shown beside them by the dashboard and the CLI.
+EXPLAIN = {
+    "x_eq": "Equivalent target data: the share of the full target set a run without replay "
+    "would need to reach this loss, read off the reference curve.",
+    "multiplier": "x_eq of this configuration over x_eq of the baseline (no replay, all the "
+    "target data): 'worth this many times the target data'. Above 1: replay helped.",
+    "multiplier_interval": "The middle 90% of the multiplier when the reference curve is refit "
+    "to its own scatter (a residual bootstrap); wide means the reference runs cannot pin it down.",
+    "loss_spike_height": "How far the training loss on target data rose above its first value "
+    "early in fine-tuning, before coming back down (the paper's loss spike); replay dampens it.",
+}
+
 TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+@functools.lru_cache(maxsize=4096)
+def _spread(
+    xs: tuple[float, ...], losses: tuple[float, ...], candidate: float, baseline: float
+) -> dict[str, Any] | None:
+    spread = multiplier_spread(xs, losses, candidate, baseline)
+    if spread is None:
+        return None
+    return {
+        "low": spread.low,
+        "high": spread.high,
+        "level": spread.level,
+        "resamples": spread.resamples,
+        "degenerate_share": spread.degenerate_share,
+    }
 
 
 @dataclass(frozen=True)
@@ -197,12 +232,22 @@ def build_report(sweep_id: str, members: list[MemberResult]) -> dict[str, Any]:
             "x_eq": None,
             "multiplier": None,
             "multiplier_method": None,
+            "multiplier_interval": None,
+            "multiplier_degenerate": None,
         }
         if fit is not None and m.done and base_loss is not None:
             method = fit.method_for(m.final_val_loss_target, base_loss)
             row["multiplier_method"] = method
             row["multiplier"] = efficiency_multiplier(fit, m.final_val_loss_target, base_loss)
             row["x_eq"] = fit.equivalent_data(m.final_val_loss_target, method)
+            row["multiplier_degenerate"] = method != POWER
+            if not row["is_baseline"]:
+                row["multiplier_interval"] = _spread(
+                    tuple(p["x"] for p in usable),
+                    tuple(p["final_val_loss_target"] for p in usable),
+                    m.final_val_loss_target,
+                    base_loss,
+                )
             if method == LOG_LINEAR and fit.method == POWER:
                 notes.append(
                     f"r={m.replay_fraction:g}: a loss at or below the fitted asymptote C; its "
@@ -217,9 +262,20 @@ def build_report(sweep_id: str, members: list[MemberResult]) -> dict[str, Any]:
         if c["status"] == "succeeded" and c["final_val_loss_target"] is not None
     ]
     recommendation = None
-    if finished:
+    pending = sum(1 for c in configurations if c["status"] not in TERMINAL)
+    if (
+        baseline_m is not None
+        and baseline_m.status not in TERMINAL
+        and not baseline_m.is_configuration
+    ):
+        pending += 1
+    if pending:
+        notes.append(
+            f"The recommendation waits for the {pending} configuration run(s) still going: a "
+            "running member may still beat the finished ones."
+        )
+    elif finished:
         best = min(finished, key=lambda c: c["final_val_loss_target"])
-        pending = sum(1 for c in configurations if c["status"] not in TERMINAL)
         alloc = best["target_stage2_allocation"]
         name = f"replay fraction r={best['replay_fraction']:g}" + (
             f" with target stage-2 allocation a={alloc:g}" if alloc is not None else ""
@@ -234,17 +290,20 @@ def build_report(sweep_id: str, members: list[MemberResult]) -> dict[str, Any]:
         reason += ")"
         if best["multiplier"] is not None and not best["is_baseline"]:
             reason += f"; it is worth {best['multiplier']:.2f}x the target data"
+            spread = best["multiplier_interval"]
+            if spread is not None:
+                reason += f" (90% of refits: {spread['low']:.2f}-{spread['high']:.2f}x)"
+            if best["multiplier_degenerate"]:
+                reason += ", through the log-linear fallback (a degenerate power-law fit)"
         if best["is_baseline"]:
             reason += "; on this data no replay fraction beat training without replay"
-        if pending:
-            reason += f". Provisional: {pending} configuration(s) still running"
         recommendation = {
             "replay_fraction": best["replay_fraction"],
             "target_stage2_allocation": alloc,
             "job_id": best["job_id"],
             "final_val_loss_target": best["final_val_loss_target"],
             "multiplier": best["multiplier"],
-            "provisional": bool(pending),
+            "provisional": False,  # kept for clients: a recommendation now waits for the runs
             "reason": reason + ".",
         }
 
@@ -269,4 +328,5 @@ def build_report(sweep_id: str, members: list[MemberResult]) -> dict[str, Any]:
         "configurations": configurations,
         "recommendation": recommendation,
         "notes": notes,
+        "explain": EXPLAIN,
     }

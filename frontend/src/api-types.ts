@@ -1143,6 +1143,13 @@ export interface components {
       } | null;
       /** Notes */
       notes: string[];
+      /**
+       * Explain
+       * @description What x_eq, the multiplier and its interval mean.
+       */
+      explain?: {
+        [key: string]: string;
+      };
       [key: string]: unknown;
     };
     /** SweepSupervised */

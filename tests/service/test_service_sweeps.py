@@ -204,6 +204,7 @@ def test_cancel_stops_every_unfinished_member(team: Team, team_files):
     # partial report while nothing has finished
     report = team.ok(team.get(f"{SWEEPS}/{sweep['id']}/report"))
     assert report["status"] == "partial" and report["recommendation"] is None, report
+    assert any("recommendation waits" in n for n in report["notes"]), report["notes"]
     assert "reference runs have a final loss" in report["reference"]["fit_error"]
 
     cancelled = team.ok(team.post(f"{SWEEPS}/{sweep['id']}/cancel"))
@@ -257,9 +258,14 @@ def test_sweep_report_page_shows_the_plots(service, finished_sweep):
         rows = table.locator("tbody tr")
         assert rows.count() == len(report["configurations"])
         replay = next(c for c in report["configurations"] if c["replay_fraction"] == 0.25)
-        assert (
-            f"{replay['multiplier']:.2f}×" in table.locator("tr[data-fraction='0.25']").inner_text()
-        )
+        shown = table.locator("tr[data-fraction='0.25']").inner_text()
+        assert f"{replay['multiplier']:.2f}×" in shown
+        spread = replay["multiplier_interval"]
+        if spread is not None:  # the spread of the reference fit, beside the number
+            assert f"{spread['low']:.2f}–{spread['high']:.2f}× (90% of refits)" in shown, shown
+        assert ("degenerate fit" in shown) is bool(replay["multiplier_degenerate"]), shown
+        # what x_eq means is explained in place
+        assert table.locator("th[title^='Equivalent target data']").count() == 1
         folder = os.environ.get("REPLAYFT_SCREENSHOTS")
         if folder:
             Path(folder).mkdir(parents=True, exist_ok=True)

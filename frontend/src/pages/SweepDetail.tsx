@@ -137,12 +137,15 @@ export function SweepDetailPage() {
               {rec.multiplier !== null && rec.replay_fraction > 0 && (
                 <span className="muted"> · worth {rec.multiplier.toFixed(2)}× the target data</span>
               )}
-              {rec.provisional && <span className="badge badge-queued"> provisional</span>}
             </p>
             <p>{rec.reason}</p>
           </>
         ) : (
-          <p className="muted">Nothing has finished yet.</p>
+          <p className="muted" data-testid="recommendation-waiting">
+            {report.status === "partial"
+              ? `Waiting for the runs it compares: ${done} of ${sweep.counts.total} jobs finished. A running member may still beat the finished ones, so nothing is recommended yet.`
+              : "No configuration finished, so there is nothing to recommend."}
+          </p>
         )}
       </div>
 
@@ -202,9 +205,9 @@ export function SweepDetailPage() {
               <th>Status</th>
               <th className="num">Final val loss (target)</th>
               <th className="num">Final val loss (generic)</th>
-              <th className="num">Loss spike height</th>
-              <th className="num">x_eq</th>
-              <th className="num">Multiplier over r=0</th>
+              <th className="num" title={report.explain?.loss_spike_height}>Loss spike height <Explain text={report.explain?.loss_spike_height} /></th>
+              <th className="num" title={report.explain?.x_eq}>x_eq <Explain text={report.explain?.x_eq} /></th>
+              <th className="num" title={report.explain?.multiplier}>Multiplier over r=0 <Explain text={report.explain?.multiplier} /></th>
               <th>Job</th>
             </tr>
           </thead>
@@ -223,7 +226,19 @@ export function SweepDetailPage() {
                 <td className="num">{formatLoss(c.final_val_loss_generic)}</td>
                 <td className="num">{formatLoss(c.loss_spike_height)}</td>
                 <td className="num">{num(c.x_eq)}</td>
-                <td className="num">{c.multiplier === null ? "—" : `${c.multiplier.toFixed(2)}×`}</td>
+                <td className="num" data-testid={`multiplier-${c.replay_fraction}`}>
+                  {c.multiplier === null ? "—" : `${c.multiplier.toFixed(2)}×`}
+                  {c.multiplier_interval && (
+                    <div className="muted small" title={report.explain?.multiplier_interval}>
+                      {c.multiplier_interval.low.toFixed(2)}–{c.multiplier_interval.high.toFixed(2)}× (90% of refits)
+                    </div>
+                  )}
+                  {c.multiplier_degenerate && (
+                    <div className="badge badge-queued" title="The power-law fit degenerated (B near 0); this multiplier uses the log-linear fallback.">
+                      degenerate fit
+                    </div>
+                  )}
+                </td>
                 <td><Link className="mono small" to={`/jobs/${c.job_id}`}>{c.job_id}</Link></td>
               </tr>
             ))}
@@ -260,5 +275,15 @@ export function SweepDetailPage() {
         </ul>
       )}
     </section>
+  );
+}
+
+/** A small "?" that explains a column in place (hover, or focus with the keyboard). */
+function Explain({ text }: { text?: string }) {
+  if (!text) return null;
+  return (
+    <span className="explain" tabIndex={0} title={text} aria-label={text}>
+      ?
+    </span>
   );
 }

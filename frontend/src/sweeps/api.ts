@@ -54,6 +54,10 @@ export interface Configuration extends MemberRow {
   x_eq: number | null;
   multiplier: number | null;
   multiplier_method: string | null;
+  /** the middle 90% of the multiplier over refits of the reference curve to its own scatter */
+  multiplier_interval: { low: number; high: number; level: number; resamples: number } | null;
+  /** the multiplier went through the log-linear fallback (a degenerate power-law fit) */
+  multiplier_degenerate: boolean | null;
 }
 
 export type SweepReport = Narrowed<Schemas["SweepReport"], {
@@ -70,6 +74,7 @@ export type SweepReport = Narrowed<Schemas["SweepReport"], {
     provisional: boolean;
     reason: string;
   } | null;
+  explain: Record<string, string>;
 }>;
 
 export const sweepsApi = (client: Client) => ({

@@ -18,6 +18,8 @@ const conf = (r: number, loss: number | null, extra: Partial<Configuration> = {}
   x_eq: null,
   multiplier: null,
   multiplier_method: null,
+  multiplier_interval: null,
+  multiplier_degenerate: null,
   ...extra,
 });
 
@@ -43,6 +45,7 @@ function report(fit: Fit | null, configurations: Configuration[]): SweepReport {
     configurations,
     recommendation: null,
     notes: [],
+    explain: {},
   };
 }
 
