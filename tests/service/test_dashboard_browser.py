@@ -158,6 +158,26 @@ def test_sign_in_upload_train_watch_download_compare(
         f"document.querySelector('[data-testid=chart-train-loss]').dataset.points == {planned}"
     )
     assert points(page, "chart-val-loss") > 0 and points(page, "chart-lr") == planned
+
+    # --- charts over steps share the cursor: hovering the loss chart moves the LR chart's too
+    def legend_step(test_id: str) -> str:
+        legend = page.get_by_test_id(test_id).locator(".u-legend .u-series").first
+        return legend.locator(".u-value").inner_text()
+
+    box = page.get_by_test_id("chart-train-loss").locator(".u-over").bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] / 2)
+    hovered = legend_step("chart-train-loss")
+    assert hovered.strip().isdigit(), hovered  # a whole step
+    assert legend_step("chart-lr") == hovered
+    # smoothing and a log y axis, per chart
+    loss_chart = page.get_by_test_id("chart-train-loss")
+    loss_chart.get_by_label("smooth").check()
+    loss_chart.get_by_label("log y").check()
+    assert loss_chart.get_attribute("data-smoothed") == "true"
+    assert loss_chart.get_attribute("data-log-y") == "true"
+    assert points(page, "chart-train-loss") == planned  # same steps, smoothed values
+    loss_chart.get_by_label("smooth").uncheck()
+
     final = team.job(job_id)["summary"]["final_val_loss_target"]
     assert page.get_by_test_id("final-val-loss").inner_text() == f"{final:.4f}"
     page.get_by_test_id("spike").wait_for()

@@ -2,11 +2,17 @@
 // the plot is built once per series layout and new data only goes through setData(), so live
 // updates do not rebuild it. Vertical markers (the loss spike, the stage transition) are drawn by
 // a small plugin on top of the series.
+//
+// Charts over steps get integer ticks, and charts that share an x axis (the same xLabel) share
+// the cursor: hovering step 120 on one shows step 120 on all of them. Line charts offer
+// smoothing (a debiased moving average, as TensorBoard draws it) and a log y axis.
 
-import { useEffect, useRef } from "react";
+import { useEffect, useMemo, useRef, useState } from "react";
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
-import type { Aligned } from "../lib/series";
+import { type Aligned, INTEGER_INCREMENTS, smoothAligned } from "../lib/series";
+
+const SMOOTHING = 0.8;
 
 export interface SeriesStyle {
   label: string;
@@ -41,6 +47,12 @@ export interface ChartProps {
   /** where the x axis has ticks (default: uPlot's choice) */
   xTicks?: number[];
   formatY?: (v: number) => string;
+  /** format of the y axis ticks, when shorter than formatY (the learning rate's) */
+  formatYTick?: (v: number) => string;
+  /** x is a whole number (steps); default: when xLabel is "step" */
+  integerX?: boolean;
+  /** no smoothing and log-scale controls (scatter plots, charts of a fixed shape) */
+  plain?: boolean;
   testId?: string;
 }
 
@@ -77,12 +89,17 @@ export function Chart(props: ChartProps) {
   const plot = useRef<uPlot | null>(null);
   const markerRef = useRef<Marker[]>(markers);
   markerRef.current = markers;
+  const [smooth, setSmooth] = useState(false);
+  const [logScale, setLogScale] = useState(false);
+  const logY = props.logY || logScale;
+  const integerX = props.integerX ?? xLabel === "step";
+  const shown = useMemo(() => (smooth ? smoothAligned(data, SMOOTHING) : data), [data, smooth]);
   const layout = JSON.stringify([
     series,
     xLabel,
     yLabel,
     height,
-    props.logY,
+    logY,
     props.logX,
     props.xRange,
     props.xTicks,
@@ -92,21 +109,23 @@ export function Chart(props: ChartProps) {
     const el = holder.current;
     if (!el) return;
     const fmt = props.formatY;
+    const tick = props.formatYTick ?? fmt;
     const opts: uPlot.Options = {
       width: Math.max(200, el.clientWidth),
       height,
       plugins: [markerPlugin(markerRef)],
-      cursor: { focus: { prox: 16 } },
+      cursor: { focus: { prox: 16 }, sync: { key: `x:${xLabel}` } },
       legend: { live: true },
       scales: {
         x: { time: false, distr: props.logX ? 3 : 1, ...(props.xRange ? { range: props.xRange } : {}) },
-        y: { distr: props.logY ? 3 : 1 },
+        y: { distr: logY ? 3 : 1 },
       },
       axes: [
         {
           label: xLabel,
           stroke: "#5b6472",
           grid: { stroke: "#eef0f3" },
+          ...(integerX && !props.xTicks ? { incrs: INTEGER_INCREMENTS } : {}),
           ...(props.xTicks
             ? {
                 splits: () => props.xTicks as number[],
@@ -122,7 +141,7 @@ export function Chart(props: ChartProps) {
           stroke: "#5b6472",
           grid: { stroke: "#eef0f3" },
           size: 64,
-          values: fmt ? (_u, vals) => vals.map((v) => (v === null ? "" : fmt(v))) : undefined,
+          values: tick ? (_u, vals) => vals.map((v) => (v === null ? "" : tick(v))) : undefined,
         },
       ],
       series: [
@@ -140,7 +159,7 @@ export function Chart(props: ChartProps) {
         })),
       ],
     };
-    const u = new uPlot(opts, data as uPlot.AlignedData, el);
+    const u = new uPlot(opts, shown as uPlot.AlignedData, el);
     plot.current = u;
     const resize = new ResizeObserver(() => u.setSize({ width: Math.max(200, el.clientWidth), height }));
     resize.observe(el);
@@ -153,8 +172,8 @@ export function Chart(props: ChartProps) {
   }, [layout]);
 
   useEffect(() => {
-    plot.current?.setData(data as uPlot.AlignedData);
-  }, [data]);
+    plot.current?.setData(shown as uPlot.AlignedData);
+  }, [shown]);
 
   useEffect(() => {
     // uPlot cannot redraw a plot that has never had data (its axes are not measured yet)
@@ -163,8 +182,30 @@ export function Chart(props: ChartProps) {
 
   const points = data[0].length;
   return (
-    <figure className="chart" data-testid={props.testId} data-points={points}>
-      <figcaption>{title}</figcaption>
+    <figure
+      className="chart"
+      data-testid={props.testId}
+      data-points={points}
+      data-smoothed={smooth}
+      data-log-y={logY}
+    >
+      <figcaption>
+        {title}
+        {!props.plain && (
+          <span className="chart-controls">
+            <label>
+              <input type="checkbox" checked={smooth} onChange={(e) => setSmooth(e.target.checked)} />
+              smooth
+            </label>
+            {!props.logY && (
+              <label>
+                <input type="checkbox" checked={logScale} onChange={(e) => setLogScale(e.target.checked)} />
+                log y
+              </label>
+            )}
+          </span>
+        )}
+      </figcaption>
       <div ref={holder} className="chart-canvas" />
       {points === 0 && <p className="chart-empty">No data points yet.</p>}
     </figure>

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import {
   formatBytes,
+  formatLrTick,
   formatCount,
   formatEta,
   formatHardware,
@@ -64,5 +65,15 @@ describe("formatHardware", () => {
       "2 machines × 4 GPUs · fsdp",
     );
     expect(formatHardware({ strategy: "ddp", gpus_per_node: 1, nodes: 3 })).toBe("3 machines × 1 GPU · ddp");
+  });
+});
+
+
+describe("formatLrTick", () => {
+  it("writes learning rates short", () => {
+    expect(formatLrTick(3e-4)).toBe("3e-4");
+    expect(formatLrTick(1.5e-4)).toBe("1.5e-4");
+    expect(formatLrTick(0.000123456)).toBe("1.23e-4");
+    expect(formatLrTick(0)).toBe("0");
   });
 });

@@ -81,3 +81,10 @@ export function formatHardware(distributed: unknown): string {
   const where = nodes > 1 ? `${nodes} machines × ${gpus}` : gpus;
   return [where, strategy].filter(Boolean).join(" · ");
 }
+
+/** A learning-rate axis tick, short enough to read: 3e-4, 1.5e-4, 0. */
+export function formatLrTick(v: number): string {
+  if (v === 0) return "0";
+  const [mantissa, exponent] = v.toExponential(2).split("e");
+  return `${+mantissa}e${exponent}`;
+}

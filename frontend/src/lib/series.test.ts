@@ -1,6 +1,16 @@
 import { describe, expect, it } from "vitest";
 import type { MetricRecord } from "../api";
-import { alignJobs, alignSeries, detectSpike, lastValue, lossVsFraction, mergeRecords } from "./series";
+import {
+  INTEGER_INCREMENTS,
+  alignJobs,
+  alignSeries,
+  detectSpike,
+  lastValue,
+  lossVsFraction,
+  mergeRecords,
+  smoothAligned,
+  smoothColumn,
+} from "./series";
 
 const train = (step: number, target: number | null, generic: number | null = null): MetricRecord => ({
   type: "train",
@@ -117,5 +127,25 @@ describe("alignJobs / lossVsFraction / lastValue", () => {
   it("finds the last value of a metric", () => {
     expect(lastValue([evalAt(1, 3), train(2, 1), evalAt(3, 2)], "val_loss_target")).toBe(2);
     expect(lastValue([train(1, 1)], "val_loss_target")).toBeNull();
+  });
+});
+
+
+describe("smoothing", () => {
+  it("is a debiased moving average that keeps gaps", () => {
+    // weight 0.5: 1 -> 1; then (0.5*0.5 + 0.5*3) / (1 - 0.25) = 2.333...
+    const out = smoothColumn([1, null, 3], 0.5);
+    expect(out[0]).toBeCloseTo(1);
+    expect(out[1]).toBeNull();
+    expect(out[2]).toBeCloseTo(7 / 3);
+  });
+  it("leaves the steps and an unsmoothed chart alone", () => {
+    const data: [number[], (number | null)[]] = [[1, 2], [4, 2]];
+    expect(smoothAligned(data, 0)).toBe(data);
+    expect(smoothAligned(data, 0.6)[0]).toEqual([1, 2]);
+  });
+  it("gives integer increments only", () => {
+    expect(INTEGER_INCREMENTS.every(Number.isInteger)).toBe(true);
+    expect(INTEGER_INCREMENTS.slice(0, 4)).toEqual([1, 2, 5, 10]);
   });
 });

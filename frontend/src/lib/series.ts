@@ -115,3 +115,29 @@ export function lossVsFraction(
 }
 
 export const PALETTE = ["#1c7ed6", "#e8590c", "#2f9e44", "#ae3ec9", "#e03131", "#0c8599", "#f08c00", "#5c7cfa"];
+
+/** Exponential moving average of a column, debiased at the start as TensorBoard does (so the
+ * first values are not pulled towards 0); nulls (steps without a value) stay null and do not
+ * move the average. weight 0 = no smoothing. */
+export function smoothColumn(column: Column, weight: number): Column {
+  let average = 0;
+  let seen = 0;
+  return column.map((v) => {
+    if (v === null || !Number.isFinite(v)) return null;
+    average = average * weight + (1 - weight) * v;
+    seen += 1;
+    return average / (1 - weight ** seen);
+  });
+}
+
+/** Every y column of `data` smoothed (the x column as it is). */
+export function smoothAligned(data: Aligned, weight: number): Aligned {
+  if (weight <= 0) return data;
+  const [x, ...ys] = data;
+  return [x, ...ys.map((y) => smoothColumn(y, weight))];
+}
+
+/** Axis increments for an integer axis (steps): uPlot picks ticks only from these. */
+export const INTEGER_INCREMENTS = [1, 2, 5].flatMap((m) =>
+  Array.from({ length: 10 }, (_, p) => m * 10 ** p),
+).sort((a, b) => a - b);

@@ -15,6 +15,7 @@ import {
   formatHardware,
   formatLoss,
   formatLr,
+  formatLrTick,
   formatMethod,
   formatTime,
 } from "../lib/format";
@@ -280,6 +281,7 @@ export function JobDetailPage() {
           data={lrData}
           yLabel="lr"
           formatY={formatLr}
+          formatYTick={formatLrTick}
           markers={transition ? [markers[0]] : []}
           series={[{ label: "lr", color: COLORS.lr }]}
           height={180}

@@ -10,7 +10,7 @@ import { Chart } from "../components/Chart";
 import { ErrorNote, Loading } from "../components/ui";
 import { usePolled } from "../hooks";
 import { formErrors, type FormErrors } from "../lib/errors";
-import { formatCount, formatLr, formatPercent } from "../lib/format";
+import { formatCount, formatLr, formatLrTick, formatPercent } from "../lib/format";
 import { INITIAL_FORM, inputForParam, toRequest, withAdapterType, type JobForm } from "../lib/jobform";
 import { lrCurve, mixtureBars, transitionStep } from "../lib/plan";
 
@@ -333,6 +333,7 @@ export function PlanPicture({ plan }: { plan: Plan }) {
         series={[{ label: "lr", color: "#7048e8" }]}
         yLabel="learning rate"
         formatY={formatLr}
+        formatYTick={formatLrTick}
         markers={transition ? [{ x: transition, label: "stage 2", color: "#868e96" }] : []}
         height={200}
         testId="plan-lr-chart"
