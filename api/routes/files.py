@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
@@ -11,7 +12,7 @@ from fastapi.responses import FileResponse
 from api.deps import CurrentTeam, FileDep, QueueDep, SessionDep, authenticate, short_session
 from api.openapi import error_responses
 from api.schemas.common import Cursor, DeletedResponse, ListResponse, db_string
-from api.schemas.files import FilePublic
+from api.schemas.files import FilePreview, FilePublic
 from api.services import files as service
 from control.settings import get_settings
 
@@ -98,6 +99,15 @@ def retrieve_file(file: FileDep) -> FilePublic:
 def delete_file(file: FileDep, session: SessionDep) -> DeletedResponse:
     service.delete_file(session=session, file=file)
     return DeletedResponse(id=file.id, object="file", deleted=True)
+
+
+@router.get("/{file_id}/preview", response_model=FilePreview, responses=error_responses(400, 404))
+def preview_file(file: FileDep, limit: Annotated[int, Query(ge=1, le=50)] = 5) -> FilePreview:
+    """ReplayFT extra: the file's first records (as stored, long strings cut) and its stats."""
+    rows, truncated = service.preview_rows(Path(file.path), limit)
+    return FilePreview(
+        id=file.id, filename=file.filename, rows=rows, truncated=truncated, stats=file.stats
+    )
 
 
 @router.get("/{file_id}/content", response_class=FileResponse, responses=error_responses(404))

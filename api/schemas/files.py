@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 PURPOSES = ("fine-tune", "replay")
 FILENAME_MAX_LENGTH = 500  # files.filename
@@ -19,4 +19,15 @@ class FilePublic(BaseModel):
     purpose: str
     status: Literal["uploaded", "processed", "error"]
     status_details: str | None = None
+    stats: dict[str, Any] | None = None
+
+
+class FilePreview(BaseModel):
+    """The first records of a file, as stored (long strings cut), with its validation stats."""
+
+    object: Literal["file.preview"] = "file.preview"
+    id: str
+    filename: str
+    rows: list[Any] = Field(description="The first records: JSON objects, or lines of text.")
+    truncated: bool = Field(description="True when the file has more than these rows.")
     stats: dict[str, Any] | None = None

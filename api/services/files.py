@@ -15,12 +15,14 @@ writes its file with every chunk received.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from python_multipart.exceptions import ParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -277,3 +279,44 @@ def delete_file(*, session: Session, file: File) -> None:
     session.delete(file)
     session.commit()
     path.unlink(missing_ok=True)
+
+
+PREVIEW_BYTES = 256 * 1024  # read no further than this for a preview, however long the lines
+PREVIEW_STRING_CHARS = 500
+
+
+def _cut(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > PREVIEW_STRING_CHARS:
+        return value[:PREVIEW_STRING_CHARS] + "…"
+    if isinstance(value, list):
+        return [_cut(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _cut(v) for k, v in value.items()}
+    return value
+
+
+def preview_rows(path: Path, limit: int) -> tuple[list[Any], bool]:
+    """The first `limit` records of a stored file and whether more follow: JSON Lines records as
+    objects (a line that does not parse as its text), Parquet rows as objects, other files as
+    lines of text. Strings are cut to PREVIEW_STRING_CHARS; reading stops at PREVIEW_BYTES."""
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        parquet = pq.ParquetFile(path)
+        batch = next(parquet.iter_batches(batch_size=limit), None)
+        rows = batch.to_pylist() if batch is not None else []
+        return [_cut(r) for r in rows], parquet.metadata.num_rows > len(rows)
+    with open(path, "rb") as f:
+        head = f.read(PREVIEW_BYTES + 1)
+    cut_short = len(head) > PREVIEW_BYTES
+    lines = head[:PREVIEW_BYTES].decode("utf-8", errors="replace").lstrip("\ufeff").splitlines()
+    if cut_short and lines:
+        lines = lines[:-1]  # the last line read may be cut in two
+    lines = [line for line in lines if line.strip()]
+    rows: list[Any] = []
+    for line in lines[:limit]:
+        try:
+            rows.append(json.loads(line) if path.suffix.lower() in (".jsonl", ".json") else line)
+        except ValueError:
+            rows.append(line)
+    return [_cut(r) for r in rows], len(lines) > limit or cut_short

@@ -28,6 +28,13 @@ export interface paths {
     /** Delete File */
     delete: operations["files-delete_file"];
   };
+  "/v1/files/{file_id}/preview": {
+    /**
+     * Preview File
+     * @description ReplayFT extra: the file's first records (as stored, long strings cut) and its stats.
+     */
+    get: operations["files-preview_file"];
+  };
   "/v1/files/{file_id}/content": {
     /** Download File */
     get: operations["files-download_file"];
@@ -331,6 +338,36 @@ export interface components {
     /** ErrorResponse */
     ErrorResponse: {
       error: components["schemas"]["ErrorDetail"];
+    };
+    /**
+     * FilePreview
+     * @description The first records of a file, as stored (long strings cut), with its validation stats.
+     */
+    FilePreview: {
+      /**
+       * Object
+       * @default file.preview
+       * @constant
+       */
+      object?: "file.preview";
+      /** Id */
+      id: string;
+      /** Filename */
+      filename: string;
+      /**
+       * Rows
+       * @description The first records: JSON objects, or lines of text.
+       */
+      rows: unknown[];
+      /**
+       * Truncated
+       * @description True when the file has more than these rows.
+       */
+      truncated: boolean;
+      /** Stats */
+      stats?: {
+        [key: string]: unknown;
+      } | null;
     };
     /** FilePublic */
     FilePublic: {
@@ -1391,6 +1428,56 @@ export interface operations {
       };
       /** @description Conflicts with the object's current state, or a reused Idempotency-Key. */
       409: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description The service cannot answer now (database unreachable or saturated): retry after `Retry-After` seconds. */
+      503: {
+        headers: {
+          /** @description seconds to wait */
+          "Retry-After"?: number;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+    };
+  };
+  /**
+   * Preview File
+   * @description ReplayFT extra: the file's first records (as stored, long strings cut) and its stats.
+   */
+  "files-preview_file": {
+    parameters: {
+      query?: {
+        limit?: number;
+      };
+      path: {
+        file_id: string;
+      };
+    };
+    responses: {
+      /** @description Successful Response */
+      200: {
+        content: {
+          "application/json": components["schemas"]["FilePreview"];
+        };
+      };
+      /** @description Invalid request: `error.param` names the field. */
+      400: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description Missing, unknown or revoked API key. */
+      401: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description No such object for this team. */
+      404: {
         content: {
           "application/json": components["schemas"]["ErrorResponse"];
         };

@@ -1,4 +1,6 @@
-"""`/v1/files`: upload, list, retrieve, content, delete; auth; upload refusals."""
+"""`/v1/files`: upload, list, retrieve, content, preview, delete; auth; upload refusals."""
+
+import json
 
 import pytest
 from appkit import (
@@ -178,6 +180,7 @@ def test_every_files_route_needs_a_valid_key(client, team, headers, queue):
         ("GET", FILES),
         ("GET", f"{FILES}/{file['id']}"),
         ("GET", f"{FILES}/{file['id']}/content"),
+        ("GET", f"{FILES}/{file['id']}/preview"),
         ("DELETE", f"{FILES}/{file['id']}"),
     ]:
         resp = client.request(method, path, headers=headers)
@@ -207,6 +210,7 @@ def test_another_teams_file_is_404_and_does_not_leak(team, other_team):
     for method, path in [
         ("GET", f"{FILES}/{file['id']}"),
         ("GET", f"{FILES}/{file['id']}/content"),
+        ("GET", f"{FILES}/{file['id']}/preview"),
         ("DELETE", f"{FILES}/{file['id']}"),
     ]:
         resp = other_team.request(method, path)
@@ -222,3 +226,32 @@ def test_another_teams_file_is_404_and_does_not_leak(team, other_team):
 )
 def test_a_bad_file_id_is_a_400(team, path, param):
     assert_error(team.get(path), 400, param)
+
+
+def test_preview_shows_the_first_records_with_long_strings_cut(team):
+    records = [
+        {"prompt": f"question {i}", "completion": "x" * (600 if i == 1 else 3)} for i in range(8)
+    ]
+    content = "".join(json.dumps(r) + "\n" for r in records).encode()
+    file = team.ok(team.upload(content, "fine-tune", "qa.jsonl"))
+    preview = team.ok(team.get(f"{FILES}/{file['id']}/preview", params={"limit": 3}))
+    assert preview["object"] == "file.preview" and preview["filename"] == "qa.jsonl"
+    assert [r["prompt"] for r in preview["rows"]] == ["question 0", "question 1", "question 2"]
+    assert preview["rows"][1]["completion"] == "x" * 500 + "…"
+    assert preview["truncated"] is True
+    whole = team.ok(team.get(f"{FILES}/{file['id']}/preview", params={"limit": 50}))
+    assert len(whole["rows"]) == 8 and whole["truncated"] is False
+    assert_error(team.get(f"{FILES}/{file['id']}/preview", params={"limit": 51}), 400, "limit")
+
+
+def test_preview_of_text_and_of_a_bad_line(team):
+    text = team.ok(team.upload(b"first line\n\nsecond line\n", "replay", "corpus.txt"))
+    assert team.ok(team.get(f"{FILES}/{text['id']}/preview"))["rows"] == [
+        "first line",
+        "second line",
+    ]
+    bad = team.ok(team.upload(b'{"text": "ok"}\n{not json\n', "replay", "b.jsonl"))
+    assert team.ok(team.get(f"{FILES}/{bad['id']}/preview"))["rows"] == [
+        {"text": "ok"},
+        "{not json",
+    ]
