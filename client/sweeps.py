@@ -93,7 +93,8 @@ def cmd_sweeps_submit(args: argparse.Namespace) -> int:
     def sweep_body(body: dict[str, Any]) -> dict[str, Any]:
         body = {**body, **sweep}
         if "replay" in body:  # the sweep sets the fractions; the spec gives only the data
-            body["replay"] = {"dataset": body["replay"].get("dataset")}
+            data = ("dataset", "validation_dataset")
+            body["replay"] = {k: v for k, v in body["replay"].items() if k in data}
         return body
 
     with client_from_args(args) as client, tempfile.TemporaryDirectory(prefix="replayft-") as tmp:

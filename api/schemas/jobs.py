@@ -121,6 +121,11 @@ class Replay(_Strict):
     dataset: DatasetName | list[DatasetName] | None = Field(
         None, description="A `replay` file id or a registered corpus name (or a list of them)."
     )
+    validation_dataset: FileId | None = Field(
+        None,
+        description="A `fine-tune` file id of generic text held out for val_loss_generic (as "
+        "validation_file is for the target); default: documents held out of `dataset`.",
+    )
     fraction: float | None = Field(None, description="r: generic share of stage-2 batches.")
     target_stage2_allocation: float | None = Field(None, description="a")
     stage2_duration: float | None = Field(None, description="d")
