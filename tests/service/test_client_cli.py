@@ -263,6 +263,18 @@ def test_submit_uploads_the_spec_data_and_waits_for_success(client_team, job_run
     total = job["progress"]["total_steps"]
     assert total and job["progress"]["step"] == total, job["progress"]
 
+    # --wait showed the losses: progress lines with the train loss, every eval as it came
+    stderr = job_run.submit.stderr
+    assert re.search(rf"step \d+/{total}, .*loss \d+\.\d{{4}} \(target ", stderr), stderr
+    evals = [r for r in client_team.metrics(job_run.job_id) if r.get("type") == "eval"]
+    assert evals, "the job ran no evaluation"
+    for record in evals:
+        line = (
+            f"eval at step {record['step']}: val_loss_target {record['val_loss_target']:.4f}, "
+            f"val_loss_generic {record['val_loss_generic']:.4f}"
+        )
+        assert stderr.count(line) == 1, f"{line!r} not printed once:\n{stderr}"
+
 
 def test_logs_follow_streams_events_and_a_line_per_step(client_team, job_run, env, workdir):
     total = client_team.job(job_run.job_id)["progress"]["total_steps"]

@@ -18,7 +18,7 @@ from contextlib import ExitStack, contextmanager
 import openai
 import psycopg
 from celery import Celery
-from servicekit import TINY, Service, Team
+from servicekit import JOBS, TINY, Service, Team, assert_error
 
 FILES_QUEUE = "files"
 
@@ -133,3 +133,17 @@ def test_job_created_right_after_its_uploads_waits_for_them(
     assert failed["error"]["param"] == "training_file", failed["error"]
     assert broken.id in failed["error"]["message"], failed["error"]
     assert details.status_details in failed["error"]["message"], failed["error"]
+
+
+def test_generic_validation_file_is_checked_like_the_others(team: Team, target_jsonl, replay_jsonl):
+    target = team.processed_file(target_jsonl, "fine-tune")["id"]
+    replay = team.processed_file(replay_jsonl, "replay")["id"]
+    cases = [  # (replay.validation_dataset, the error code)
+        ("file-nonexistent", "file_not_found"),
+        (replay, "invalid_file_purpose"),  # a validation file is a fine-tune file
+    ]
+    for validation, code in cases:
+        body = team.tiny_job(target, replay)
+        body["replay"]["validation_dataset"] = validation
+        err = assert_error(team.post(JOBS, json=body), 400, "replay.validation_dataset")
+        assert err["code"] == code, err
