@@ -79,15 +79,18 @@ def wait_job(client: Client, job_id: str, deadline: float | None = None) -> dict
     while True:
         job = client.get(f"{JOBS}/{job_id}")
         status = job["status"]
-        if status != last_status:
+        stopped = status in TERMINAL or status == "paused"
+        if status != last_status and not stopped:
             err(f"{job_id}: {status}")
-            last_status = status
         step = (job.get("progress") or {}).get("step")
         if status != "validating_files" and (status, step) != evals_read_at:
             evals_read_at = (status, step)
             for record in _metrics(client, job_id, type="eval", start_step=next_eval_step):
                 err(f"  {eval_text(record)}")
                 next_eval_step = max(next_eval_step, record.get("step", 0) + 1)
+        if status != last_status and stopped:  # after the last evals
+            err(f"{job_id}: {status}")
+        last_status = status
         now = time.monotonic()
         if (
             status == "running"
@@ -99,7 +102,7 @@ def wait_job(client: Client, job_id: str, deadline: float | None = None) -> dict
             latest = _metrics(client, job_id, type="train", start_step=step, max_points=1)
             err(f"  {progress_text(job, latest[-1] if latest else None)}")
             last_step, last_report = step, now
-        if status in TERMINAL or status == "paused":
+        if stopped:
             return job
         if expired(deadline):
             raise CLIError(
