@@ -45,8 +45,6 @@ from servicekit import (
     service_env,
 )
 
-pytestmark = pytest.mark.slow
-
 README = REPO / "README.md"
 SHORTEN = "--set n_epochs=0.02"  # 3 steps of the quickstart or the demo
 LONG_RUNS = ("replayft jobs submit", "replayft sweeps submit", "replayft demo")
@@ -56,9 +54,10 @@ NOT_RUN = re.compile(r"^scripts/install\.sh\b")
 PLACEHOLDER = re.compile(r"\b(key|sweep|ftjob|file)-\.\.\.")
 PRODUCTION_DATABASE = "postgresql+psycopg://user@db/replayft"
 PRODUCTION_BROKER = "redis://redis:6379/0"
+COMMENT = re.compile(r"\s+#(\s|$)")  # a trailing comment: it keeps its place
 LINE_TIMEOUT_S = 600
-TAG = f"{RUN_TOKEN}-readme"  # marks what this test starts, so that it can end only that
 READY_TIMEOUT_S = 180
+TAG = f"{RUN_TOKEN}-readme"  # marks what this test starts, so that it can end only that
 
 
 @dataclass
@@ -95,6 +94,7 @@ class Session:
     root: Path
     env: dict[str, str]
     port: int
+    addresses: dict[str, str]  # the README's production address -> the test's own
     ids: dict[str, str]
     background: list[tuple[str, subprocess.Popen, Path]] = field(default_factory=list)
     transcript: list[str] = field(default_factory=list)
@@ -102,8 +102,8 @@ class Session:
     def substitute(self, line: str) -> str:
         line = line.replace("localhost:8000", f"127.0.0.1:{self.port}")
         line = line.replace("--port 8000", f"--port {self.port}")
-        line = line.replace(PRODUCTION_DATABASE, self.env["TEST_DATABASE_URL"])
-        line = line.replace(PRODUCTION_BROKER, self.env["TEST_BROKER_URL"])
+        for address, ours in self.addresses.items():
+            line = line.replace(address, ours)
 
         def known_id(match: re.Match) -> str:
             prefix = match[1]
@@ -112,7 +112,7 @@ class Session:
             return self.ids[prefix]
 
         line = PLACEHOLDER.sub(known_id, line)
-        command = line.split("#", 1)[0].rstrip()  # trailing comments keep their place
+        command = COMMENT.split(line, 1)[0].rstrip()
         if command.startswith(LONG_RUNS):
             line = line.replace(command, f"{command} {SHORTEN}", 1)
         if command.startswith("replayft serve") and "--port" not in command:
@@ -259,6 +259,30 @@ def test_readme_blocks_parse():
     assert PRODUCTION_DATABASE in README.read_text() and PRODUCTION_BROKER in README.read_text()
 
 
+def test_what_the_test_changes_in_a_line(tmp_path):
+    sweep = "sweep-" + "0a" * 12
+    session = Session(tmp_path, {}, 4321, {PRODUCTION_BROKER: "redis://127.0.0.1:1/3"}, {})
+    session.note_ids(f"{sweep} queued (4 jobs)\nkey-x is not an id")
+    assert session.ids == {"sweep": sweep}
+    cases = {
+        "replayft jobs submit q.yaml --wait   # a comment": (
+            f"replayft jobs submit q.yaml --wait {SHORTEN}   # a comment"
+        ),
+        "replayft serve --demo  # leave it": "replayft serve --demo --port 4321  # leave it",
+        "curl -s localhost:8000/v1/sweeps/sweep-.../report": (
+            f"curl -s 127.0.0.1:4321/v1/sweeps/{sweep}/report"
+        ),
+        f"export REPLAYFT_BROKER_URL={PRODUCTION_BROKER}": (
+            "export REPLAYFT_BROKER_URL=redis://127.0.0.1:1/3"
+        ),
+    }
+    for line, expected in cases.items():
+        assert session.substitute(line) == expected
+    with pytest.raises(pytest.fail.Exception, match="no earlier line printed a key id"):
+        session.substitute("replayft keys revoke key-...")
+
+
+@pytest.mark.slow  # minutes: a server, six jobs, a second deployment, the engine's demo
 def test_every_readme_command_block_runs_as_written(tmp_path, cache_dir):
     check_install_script()
     root = sandbox(tmp_path)
@@ -269,9 +293,8 @@ def test_every_readme_command_block_runs_as_written(tmp_path, cache_dir):
             TAG,
             REPLAYFT_CACHE_DIR=cache_dir,  # tokenized data shared with the other tests
             TMPDIR=tmp_path,
-            TEST_DATABASE_URL=database_url,
-            TEST_BROKER_URL=broker_url,
         )
+        addresses = {PRODUCTION_DATABASE: database_url, PRODUCTION_BROKER: broker_url}
         base.update(VIRTUAL_ENV=sys.prefix, PATH=os.pathsep.join([venv_bin, base["PATH"]]))
         ids: dict[str, str] = {}
         sections = list(dict.fromkeys(block.section for block in blocks))
@@ -279,7 +302,7 @@ def test_every_readme_command_block_runs_as_written(tmp_path, cache_dir):
             for section in sections:
                 port = free_port()
                 env = {**base, "REPLAYFT_URL": f"http://127.0.0.1:{port}"}  # the client's default
-                session = Session(root, env, port, ids)
+                session = Session(root, env, port, addresses, ids)
                 ran = False
                 try:
                     for block in (b for b in blocks if b.section == section):
