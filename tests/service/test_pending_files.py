@@ -27,6 +27,8 @@ FILES_QUEUE = "files"
 def files_queue_paused(service: Service) -> Iterator[None]:
     """No worker takes `files` tasks inside the block (those sent meanwhile wait in Redis)."""
     consumers = [w for w in service.workers if w.alive and FILES_QUEUE in w.queues]
+    # one of them waits on the locked file row below while another prepares the job
+    assert len(consumers) >= 2, "this test needs two workers on the files queue"
     app = Celery(broker=service.env["REPLAYFT_BROKER_URL"])
     try:
         replies = app.control.cancel_consumer(FILES_QUEUE, reply=True, timeout=15)
