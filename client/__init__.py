@@ -16,14 +16,14 @@ Every command takes `--url` (default `$REPLAYFT_URL`, else http://127.0.0.1:8000
 error messages are built from the server's answer, never from the request.
 
 `jobs submit` reads the engine's YAML spec, the file `replayft train` takes. Local data files are
-uploaded (`training_file` and `validation_file` with purpose fine-tune, `replay.dataset` with
-purpose replay); a value that is not a local file is passed through as a file id (`file-...`)
+uploaded (`training_file`, `validation_file` and `replay.validation_dataset` with purpose
+fine-tune, `replay.dataset` with purpose replay); a value that is not a local file is passed through as a file id (`file-...`)
 or, for `replay.dataset`, as a registered corpus name. The API takes one file id per
 `training_file` / `validation_file`, so several local JSON Lines files of one format are joined
 into one upload (the engine reads several files as their documents in order, so the run is the
 same); any other combination is refused with the reason. Once the server has validated every
 upload, the spec's fields become the job request: `model`, `seed`, `suffix`, `replay` (dataset,
-fraction, target_stage2_allocation, stage2_duration) and `method.supervised.hyperparameters`
+validation_dataset, fraction, target_stage2_allocation, stage2_duration) and `method.supervised.hyperparameters`
 (n_epochs, batch_size, learning_rate, lr_scheduler, seq_len, total_steps, optimizer_state, ...,
 and the spec's LoRA `method` as `adapter`).
 Only the fields the spec sets are sent, so the server's defaults (the engine's) fill the rest. A

@@ -22,11 +22,21 @@ STREAM_RECONNECTS = 5
 JOBS = "/fine_tuning/jobs"
 
 
-def progress_text(job: dict[str, Any]) -> str:
+def progress_text(job: dict[str, Any], record: dict[str, Any] | None = None) -> str:
+    """One progress line: step, stage, the train loss of `record` (the latest train record, if
+    known), tokens and ETA."""
     progress = job.get("progress") or {}
     parts = [f"step {progress.get('step', 0)}/{progress.get('total_steps') or '?'}"]
     if progress.get("stage") is not None:
         parts.append(f"stage {progress['stage']}")
+    if record and record.get("train_loss") is not None:
+        loss = f"loss {record['train_loss']:.4f}"
+        split = [
+            f"{label} {record[name]:.4f}"
+            for label, name in (("target", "train_loss_target"), ("generic", "train_loss_generic"))
+            if record.get(name) is not None
+        ]
+        parts.append(loss + (f" ({', '.join(split)})" if split else ""))
     if progress.get("tokens_seen"):
         parts.append(f"{progress['tokens_seen']:,} tokens")
     if progress.get("eta_seconds") is not None:
@@ -34,16 +44,40 @@ def progress_text(job: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def eval_text(record: dict[str, Any]) -> str:
+    losses = [
+        f"{name} {value:.4f}"
+        for name, value in record.items()
+        if name.startswith("val_loss") and isinstance(value, int | float)
+    ]
+    return f"eval at step {record.get('step')}: {', '.join(losses) or 'no losses'}"
+
+
+def _metrics(client: Client, job_id: str, **params: Any) -> list[dict[str, Any]]:
+    return client.get(f"{JOBS}/{job_id}/metrics", **params).get("data") or []
+
+
 def wait_job(client: Client, job_id: str, deadline: float | None = None) -> dict[str, Any]:
-    """Poll until the job is finished or paused, reporting status changes and progress."""
+    """Poll until the job is finished or paused, reporting status changes, progress with the
+    latest train loss (every PROGRESS_EVERY_S), and each evaluation's losses as it arrives."""
     last_status, last_step, last_report = None, None, 0.0
+    next_eval_step = 0  # evals at steps before this one have been printed
+    evals_read_at = None  # (status, step) when evals were last looked for
     while True:
         job = client.get(f"{JOBS}/{job_id}")
         status = job["status"]
-        if status != last_status:
+        stopped = status in TERMINAL_STATUSES or status == "paused"
+        if status != last_status and not stopped:
             err(f"{job_id}: {status}")
-            last_status = status
         step = (job.get("progress") or {}).get("step")
+        if status != "validating_files" and (status, step) != evals_read_at:
+            evals_read_at = (status, step)
+            for record in _metrics(client, job_id, type="eval", start_step=next_eval_step):
+                err(f"  {eval_text(record)}")
+                next_eval_step = max(next_eval_step, record.get("step", 0) + 1)
+        if status != last_status and stopped:  # after the last evals
+            err(f"{job_id}: {status}")
+        last_status = status
         now = time.monotonic()
         if (
             status == "running"
@@ -51,9 +85,11 @@ def wait_job(client: Client, job_id: str, deadline: float | None = None) -> dict
             and step != last_step
             and now - last_report >= PROGRESS_EVERY_S
         ):
-            err(f"  {progress_text(job)}")
+            # the newest train record: from the job's step on, thinned to its last one
+            latest = _metrics(client, job_id, type="train", start_step=step, max_points=1)
+            err(f"  {progress_text(job, latest[-1] if latest else None)}")
             last_step, last_report = step, now
-        if status in TERMINAL_STATUSES or status == "paused":
+        if stopped:
             return job
         if expired(deadline):
             raise CLIError(

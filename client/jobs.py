@@ -53,7 +53,7 @@ def cmd_jobs_submit(args: argparse.Namespace) -> int:
     if not spec_path.is_file():
         raise CLIError(f"{spec_path}: no such file", 2)
     try:
-        spec = load_spec(spec_path)
+        spec = load_spec(spec_path, args.set)
     except SpecError as exc:
         raise CLIError("\n".join(f"{path}: {message}" for path, message in exc.errors), 2) from None
     submission = build_submission(spec, suffix=args.suffix)
@@ -144,6 +144,8 @@ def cmd_jobs_logs(args: argparse.Namespace) -> int:
 
 def add_client_commands(sub: argparse._SubParsersAction) -> None:
     """Register `files` and `jobs` on the `replayft` parser."""
+    from replay_engine.cli import set_option  # the engine commands' --set, for the same specs
+
     server = server_options()
 
     files = sub.add_parser("files", parents=[server], help="data files on a ReplayFT server")
@@ -168,6 +170,7 @@ def add_client_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("spec", help="the YAML spec `replayft train` takes")
     p.add_argument("--suffix", default=None, help="added to the fine-tuned model's name")
+    set_option(p)
     p.add_argument(
         "--wait", action="store_true", help="wait for the job; exit 1 unless it succeeds"
     )

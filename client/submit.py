@@ -135,7 +135,10 @@ def build_submission(spec: Any, suffix: str | None = None) -> Submission:
     errors: list[str] = []
     notes: list[str] = []
     set_elsewhere = set(fields.REQUEST_FIELDS) - set(UNSUPPORTED_HINTS)
-    replay_fields = set(type(spec.replay).model_fields) - {"dataset", *fields.REPLAY_NOT_IN_REQUEST}
+    replay_fields = set(type(spec.replay).model_fields) - {
+        "dataset",
+        "validation_dataset",
+    }  # file fields, uploaded
 
     body: dict[str, Any] = {"model": spec.model}
     hyperparameters: dict[str, Any] = {}
@@ -178,24 +181,27 @@ def build_submission(spec: Any, suffix: str | None = None) -> Submission:
         data.append(_data_field("training_file", "fine-tune", spec.training_file, errors))
     if spec.validation_file:
         data.append(_data_field("validation_file", "fine-tune", spec.validation_file, errors))
+    replay = spec.replay
+    replay_body = {k: getattr(replay, k) for k in sorted(replay_fields) if hasattr(replay, k)}
+    replay_body = {k: v for k, v in replay_body.items() if v is not None}
+    if replay.dataset:
+        data.append(_data_field("replay.dataset", "replay", replay.dataset, errors))
+    if replay.validation_dataset:
+        # a validation file, so purpose fine-tune (as OpenAI's validation_file), of generic text
+        data.append(
+            _data_field("replay.validation_dataset", "fine-tune", replay.validation_dataset, errors)
+        )
+    if replay_body or replay.dataset or replay.validation_dataset:
+        body["replay"] = replay_body
     for one in data:
+        if one.param == "replay.dataset":
+            continue  # the API takes a list there
         if len(one.local) + len(one.remote) > 1 and one.remote:
             errors.append(
                 f"{one.param}: the API takes one file id per field; {len(one.remote)} of the "
                 f"{len(one.local) + len(one.remote)} values are already uploaded files, which "
                 f"cannot be joined with the others"
             )
-
-    replay = spec.replay
-    replay_body = {k: getattr(replay, k) for k in sorted(replay_fields) if hasattr(replay, k)}
-    replay_body = {k: v for k, v in replay_body.items() if v is not None}
-    for name, why in fields.REPLAY_NOT_IN_REQUEST.items():
-        if getattr(replay, name):
-            errors.append(f"replay.{name}: not accepted by the API: {why}")
-    if replay.dataset:
-        data.append(_data_field("replay.dataset", "replay", replay.dataset, errors))
-    if replay_body or replay.dataset:
-        body["replay"] = replay_body
     if errors:
         raise CLIError("\n".join(errors), 2)
     return Submission(body=body, data=data, notes=notes)
@@ -298,6 +304,8 @@ def attach_ids(submission: Submission) -> dict[str, Any]:
     for data in submission.data:
         if data.param == "replay.dataset":
             body["replay"]["dataset"] = data.ids[0] if len(data.ids) == 1 else data.ids
+        elif data.param == "replay.validation_dataset":
+            body["replay"]["validation_dataset"] = data.ids[0]
         else:
             body[data.param] = data.ids[0]
     return body

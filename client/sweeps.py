@@ -28,6 +28,7 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +43,15 @@ SWEEP_KEYS = ("replay_fractions", "target_stage2_allocations", "reference_subset
 SWEEP_SET_FIELDS = ("replay.fraction", "replay.target_stage2_allocation", "target_subset_fraction")
 
 
-def load_sweep_file(path: Path) -> tuple[Any, dict[str, Any]]:
-    """-> (the checked engine spec, the `sweep:` section). CLIError(2) naming every problem."""
-    from replay_engine.spec import SpecError, parse_spec, read_spec_yaml
+def load_sweep_file(path: Path, overrides: Sequence[str] = ()) -> tuple[Any, dict[str, Any]]:
+    """-> (the checked engine spec, the `sweep:` section), `overrides` (FIELD=VALUE, `sweep.*`
+    included) applied. CLIError(2) naming every problem."""
+    from replay_engine.spec import SpecError, apply_overrides, parse_spec, read_spec_yaml
 
     try:
-        data = read_spec_yaml(path)
+        data = apply_overrides(read_spec_yaml(path), overrides)
     except SpecError as exc:
-        raise CLIError(str(exc), 2) from None
+        raise CLIError("\n".join(f"{p}: {m}" for p, m in exc.errors), 2) from None
     if not isinstance(data, dict):
         raise CLIError(f"{path}: must be a mapping of field names to values", 2)
     sweep = data.pop("sweep", None) or {}
@@ -84,7 +86,7 @@ def cmd_sweeps_submit(args: argparse.Namespace) -> int:
     path = Path(args.spec)
     if not path.is_file():
         raise CLIError(f"{path}: no such file", 2)
-    spec, sweep = load_sweep_file(path)
+    spec, sweep = load_sweep_file(path, args.set)
     submission = build_submission(spec, suffix=args.suffix)
     for note in submission.notes:
         err(f"note: {note}")
@@ -93,7 +95,8 @@ def cmd_sweeps_submit(args: argparse.Namespace) -> int:
     def sweep_body(body: dict[str, Any]) -> dict[str, Any]:
         body = {**body, **sweep}
         if "replay" in body:  # the sweep sets the fractions; the spec gives only the data
-            body["replay"] = {"dataset": body["replay"].get("dataset")}
+            data = ("dataset", "validation_dataset")
+            body["replay"] = {k: v for k, v in body["replay"].items() if k in data}
         return body
 
     with client_from_args(args) as client, tempfile.TemporaryDirectory(prefix="replayft-") as tmp:
@@ -219,6 +222,8 @@ def cmd_sweeps_cancel(args: argparse.Namespace) -> int:
 
 
 def add_sweep_commands(sub: argparse._SubParsersAction) -> None:
+    from replay_engine.cli import set_option  # the engine commands' --set, for the same specs
+
     server = server_options()
     sweeps = sub.add_parser(
         "sweeps", parents=[server], help="replay sweeps and their data-efficiency reports"
@@ -231,6 +236,7 @@ def add_sweep_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("spec")
     p.add_argument("--suffix", default=None, help="added to each member's fine-tuned model name")
+    set_option(p)
     p.add_argument(
         "--wait",
         action="store_true",

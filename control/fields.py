@@ -61,11 +61,6 @@ SERVER_FIELDS = {
     "peak_flops": "the worker's GPU (for the mfu metric)",
 }
 
-# the spec's `replay` fields the request does not carry under the same name
-REPLAY_NOT_IN_REQUEST = {
-    "validation_dataset": "the server holds out documents of replay.dataset for val_loss_generic",
-}
-
 
 def api_param(spec_path: str) -> str:
     """Engine field path (as a SpecError names it) -> the request field a client sets."""

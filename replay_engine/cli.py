@@ -61,7 +61,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from . import checkpoint
     from .trainer import DataProgress, prepare, train
 
-    spec = load_spec(args.spec)
+    spec = load_spec(args.spec, args.set)
     rendezvous = None
     if spec.distributed.nodes > 1:
         from .launcher import Rendezvous, join
@@ -132,7 +132,7 @@ def format_plan(summary: dict[str, Any]) -> str:
 def cmd_plan(args: argparse.Namespace) -> int:
     from .trainer import DataProgress, prepare
 
-    summary = prepare(load_spec(args.spec), DataProgress(_say)).plan.summary()
+    summary = prepare(load_spec(args.spec, args.set), DataProgress(_say)).plan.summary()
     print(json.dumps(summary, indent=2) if args.json else format_plan(summary))
     return 0
 
@@ -168,14 +168,26 @@ def cmd_efficiency(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import write_demo
 
-    spec_path = write_demo(Path(args.out), steps_scale=args.scale)
+    spec_path = write_demo(Path(args.out), steps_scale=args.scale, overrides=args.set)
     print(f"demo spec: {spec_path}", file=sys.stderr)
-    plan_args = argparse.Namespace(spec=spec_path, json=False)
+    plan_args = argparse.Namespace(spec=spec_path, json=False, set=[])
     cmd_plan(plan_args)
-    return cmd_train(argparse.Namespace(spec=spec_path, out=Path(args.out) / "run"))
+    return cmd_train(argparse.Namespace(spec=spec_path, out=Path(args.out) / "run", set=[]))
 
 
 # ---------------------------------------------------------------------------- wiring
+def set_option(parser: argparse.ArgumentParser) -> None:
+    """`--set FIELD=VALUE`, repeatable: spec settings on top of the file (spec.apply_overrides)."""
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a spec field (dotted for nested ones: replay.fraction=0.1; VALUE is YAML); "
+        "repeatable. A short trial run: --set n_epochs=0.05",
+    )
+
+
 def add_engine_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="train from a YAML spec; reruns resume from the newest checkpoint"
@@ -192,6 +204,7 @@ def add_engine_commands(sub: argparse._SubParsersAction) -> None:
         "node 0 reports progress, the others only train",
     )
     p.add_argument("--master", help="multi-machine specs: node 0's host:port, the same everywhere")
+    set_option(p)
     p.add_argument(
         "--rendezvous-timeout",
         type=float,
@@ -203,6 +216,7 @@ def add_engine_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plan", help="print the resolved schedule without training")
     p.add_argument("spec", help="job spec (YAML)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    set_option(p)
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("efficiency", help="data-efficiency multiplier from a reference curve")
@@ -221,6 +235,7 @@ def add_engine_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="two-stage replay run on data every Python install has")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
     p.add_argument("--scale", type=float, default=1.0, help="multiply the demo's data size")
+    set_option(p)  # written into the demo's spec.yaml, so a rerun of it trains the same run
     p.set_defaults(func=cmd_demo)
 
 

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import json
 import sysconfig
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
+
+from .spec import apply_overrides
 
 # Plain, self-contained modules: deterministic across installs of the same Python version.
 _TARGET_MODULES = [
@@ -54,7 +57,8 @@ def demo_documents() -> tuple[list[str], list[str]]:
     return code, english
 
 
-def write_demo(out: Path, steps_scale: float = 1.0) -> Path:
+def write_demo(out: Path, steps_scale: float = 1.0, overrides: Sequence[str] = ()) -> Path:
+    """Write the demo data and its spec (with `overrides`, FIELD=VALUE, applied) to `out`."""
     out.mkdir(parents=True, exist_ok=True)
     code, english = demo_documents()
     n_code = max(4, int(len(code) * min(1.0, steps_scale)))
@@ -79,6 +83,7 @@ def write_demo(out: Path, steps_scale: float = 1.0) -> Path:
         "eval_sequences": 16,  # a small held-out slice keeps evals cheap next to the steps
         "seed": 0,
     }
+    spec = apply_overrides(spec, overrides)
     path = out / "spec.yaml"
     header = f"# ReplayFT demo: replayft train {path} --out {out / 'run'}\n"
     path.write_text(header + yaml.safe_dump(spec, sort_keys=False))

@@ -110,6 +110,24 @@ def is_preset(name: str) -> bool:
     return name in PRESETS
 
 
+# a small real model to point newcomers to: the presets start from random weights
+PRETRAINED_EXAMPLE = "HuggingFaceTB/SmolLM2-135M"
+
+
+def preset_description(name: str) -> str:
+    """What a preset is, for people choosing a model: above all, that it is not pretrained."""
+    config = PRESETS[name]
+    with torch.device("meta"):
+        params = count_parameters(LlamaForCausalLM(LlamaConfig(**config)))
+    return (
+        f"Randomly initialised Llama ({config['num_hidden_layers']} layers x "
+        f"{config['hidden_size']}, {params / 1e6:.1f}M parameters, ReplayFT's bundled "
+        f"{VOCAB_SIZE}-token tokenizer), not pretrained: for plumbing, tests and from-scratch "
+        f"experiments. To fine-tune for real, start from a pretrained model, e.g. "
+        f"{PRETRAINED_EXAMPLE} (an admin registers its folder with `replayft models add`)."
+    )
+
+
 def bundled_tokenizer_path() -> Path:
     """The tokenizer folder shipped inside the package (no network, no shared data needed)."""
     return Path(__file__).resolve().parent / "assets" / "tokenizer"

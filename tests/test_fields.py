@@ -58,8 +58,6 @@ def test_every_spec_path_maps_to_a_request_field(path):
     head = path.split(".")[0]
     if head in fields.SERVER_FIELDS:
         return
-    if head == "replay" and path.split(".")[1:2] and path.split(".")[1] in fields.REPLAY_NOT_IN_REQUEST:
-        return
     param = fields.api_param(path)
     if path in ("method", "method.lora"):  # the adapter as a whole (it is flat in the request)
         assert param == "hyperparameters.adapter"
@@ -75,7 +73,9 @@ def test_request_bounds_are_the_specs():
     """The API's schema shows the engine's bounds (a client sees them in /openapi.json)."""
     schema = JobCreate.model_json_schema()
     hyper = schema["$defs"]["Hyperparameters"]["properties"]
-    assert {"exclusiveMinimum": 0, "maximum": 10_000, "type": "number"} in hyper["n_epochs"]["anyOf"]
+    assert {"exclusiveMinimum": 0, "maximum": 10_000, "type": "number"} in hyper["n_epochs"][
+        "anyOf"
+    ]
     replay = schema["$defs"]["Replay"]["properties"]["fraction"]["anyOf"][0]
     assert (replay["minimum"], replay["exclusiveMaximum"]) == (0, 1)
 
@@ -86,11 +86,26 @@ def test_a_specs_hyperparameters_survive_the_trip_through_a_request(tmp_path):
     data = tmp_path / "t.jsonl"
     data.write_text('{"text": "x"}\n')
     changed = dict(
-        n_epochs=2.5, batch_size=16, learning_rate=1e-4, seq_len=256, packing_attention="causal",
-        total_steps=40, optimizer_state="carry", micro_batch_size=4, eval_interval=5,
-        checkpoint_interval=10, keep_checkpoints=3, eval_sequences=8, val_fraction=0.1,
-        target_subset_fraction=0.5, weight_decay=0.01, adam_betas=[0.8, 0.9], adam_eps=1e-6,
-        grad_clip=0.5, activation_checkpointing=True, compile=True,
+        n_epochs=2.5,
+        batch_size=16,
+        learning_rate=1e-4,
+        seq_len=256,
+        packing_attention="causal",
+        total_steps=40,
+        optimizer_state="carry",
+        micro_batch_size=4,
+        eval_interval=5,
+        checkpoint_interval=10,
+        keep_checkpoints=3,
+        eval_sequences=8,
+        val_fraction=0.1,
+        target_subset_fraction=0.5,
+        weight_decay=0.01,
+        adam_betas=[0.8, 0.9],
+        adam_eps=1e-6,
+        grad_clip=0.5,
+        activation_checkpointing=True,
+        compile=True,
         lr_scheduler={"type": "wsd", "warmup_ratio": 0.2, "decay_shape": "cosine"},
         distributed={"strategy": "fsdp", "gpus_per_node": 2},
     )

@@ -7,11 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psycopg
-import pytest
+from servicekit import own_database
 
 REPO = Path(__file__).resolve().parents[1]
-PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 
 # run in a fresh interpreter: the settings and the engine are process-wide singletons
 DIFF_SCRIPT = """
@@ -47,16 +45,5 @@ def test_sqlite_schema_matches_the_models(tmp_path):
 
 
 def test_postgresql_schema_matches_the_models(tmp_path):
-    name = f"replayft_migrations_{os.getpid()}"
-    try:
-        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=10)
-    except psycopg.OperationalError as exc:  # CI starts PostgreSQL; say so if it is not there
-        pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is required: {exc}")
-    with admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-            assert schema_diff(tmp_path, url) == []
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with own_database() as url:  # the session's PostgreSQL (servicekit: configured or our own)
+        assert schema_diff(tmp_path, url) == []

@@ -88,3 +88,23 @@ def test_modes():
     assert JobSpec(model="m", replay={"dataset": "g"}, total_steps=5).mode == "pretrain"
     mid = JobSpec(model="m", training_file="t", replay={"dataset": "g", "stage2_duration": 0.3})
     assert mid.mode == "midtrain"
+
+
+def test_set_overrides_fields_nested_ones_and_says_what_is_wrong():
+    from replay_engine.spec import apply_overrides
+
+    data = {"model": "m", "replay": {"fraction": 0.25}, "n_epochs": 4}
+    got = apply_overrides(
+        data, ["n_epochs=0.1", "replay.fraction=0.5", "lr_scheduler={type: cosine}"]
+    )
+    assert got == {
+        "model": "m",
+        "replay": {"fraction": 0.5},
+        "n_epochs": 0.1,
+        "lr_scheduler": {"type": "cosine"},
+    }
+    assert data["replay"]["fraction"] == 0.25 and data["n_epochs"] == 4  # the input is untouched
+    for bad, path in (("n_epochs", "--set"), ("=1", "--set"), ("n_epochs.x=1", "n_epochs.x")):
+        with pytest.raises(SpecError) as info:
+            apply_overrides(data, [bad])
+        assert info.value.errors[0][0] == path, info.value.errors

@@ -20,6 +20,12 @@ maintenance process runs (worker.maintenance).
 
 `validate_file` and `prepare_job` are the `files` queue's work: format checks with line numbers
 plus token counts, and tokenizing a new job's data to resolve its schedule before it is queued.
+A job may name files that are still being validated (a client uploads and creates the job at
+once): `prepare_job` then leaves it in `validating_files` and returns, and `validate_file`, once
+its result is committed, records a PREPARE_JOB for every job waiting on that file. Should the
+worker die between the two, the job's own PREPARE_JOB outbox row is still due (it takes effect
+only when the job leaves `validating_files`), so the relay sends it again. A file that failed
+validation (or was deleted) fails the job with the file's error, naming the request field.
 """
 
 from __future__ import annotations
@@ -38,12 +44,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
 
 from control import lifecycle
 from control.db.models import Checkpoint, File, Job, JobMetric, JobNode, Team, now
 from control.db.session import session_scope
 from control.lifecycle import add_event
-from control.queue import RUN_NODE, enqueue
+from control.queue import PREPARE_JOB, RUN_NODE, enqueue
 from control.settings import get_settings
 
 if TYPE_CHECKING:  # the engine is imported inside the functions that use it, as elsewhere here
@@ -55,6 +62,14 @@ RETRY_LATER = "retry-later"
 
 
 # ---------------------------------------------------------------------------- helpers
+class JobFileError(Exception):
+    """A file the job names failed validation or is gone: the job fails with its error."""
+
+    def __init__(self, code: str, param: str, message: str):
+        super().__init__(f"{param}: {message}")
+        self.code, self.param = code, param
+
+
 def readable_error(exc: BaseException) -> tuple[str, str, str | None]:
     """-> (code, message, param) for a client: no traceback and no server paths."""
     from control.fields import api_param
@@ -63,6 +78,8 @@ def readable_error(exc: BaseException) -> tuple[str, str, str | None]:
     from replay_engine.spec import SpecError
     from replay_engine.trainer import TrainingDiverged
 
+    if isinstance(exc, JobFileError):
+        return exc.code, str(exc), exc.param
     if isinstance(exc, SpecError):
         path, message = exc.errors[0]
         return "invalid_spec", f"{api_param(path)}: {message}", api_param(path)
@@ -150,7 +167,7 @@ def validate_file(file_id: str) -> None:
         file = session.scalar(select(File).where(File.id == file_id))
         if file is None or file.status != "uploaded":
             return  # deleted meanwhile, or a duplicate delivery
-        path = file.path
+        path, team_id = file.path, file.team_id
     stats, details = None, None
     problems = Problems()  # every bad line is counted, the first ten are named
     try:
@@ -169,6 +186,43 @@ def validate_file(file_id: str) -> None:
             .values(status="error" if details else "processed", status_details=details, stats=stats)
         )
         session.commit()
+    # after that commit, in a transaction of its own: a job created while the file was being
+    # validated either is visible here, or its own PREPARE_JOB reads the file's new status
+    with session_scope() as session:
+        waiting = session.scalars(
+            select(Job).where(Job.team_id == team_id, Job.status == "validating_files")
+        )
+        for job in waiting:
+            if any(named == file_id for _, named in job_files(job)):
+                enqueue(session, PREPARE_JOB, job.id)
+        session.commit()
+
+
+def job_files(job: Job) -> list[tuple[str, str]]:
+    """(request field, file id) of every uploaded file the job names (not corpus names)."""
+    replay = job.replay_request or {}
+    dataset = replay.get("dataset") or []
+    named = [("training_file", job.training_file), ("validation_file", job.validation_file)]
+    named += [("replay.dataset", d) for d in ([dataset] if isinstance(dataset, str) else dataset)]
+    named.append(("replay.validation_dataset", replay.get("validation_dataset")))
+    return [(param, f) for param, f in named if f and f.startswith("file-")]
+
+
+def unvalidated_files(session: Session, job: Job) -> list[str]:
+    """The job's files still being validated; raises JobFileError for one that failed or is
+    gone."""
+    pending = []
+    for param, file_id in job_files(job):
+        file = session.scalar(select(File).where(File.id == file_id))
+        if file is None:
+            message = f"File {file_id} was deleted before the job started."
+            raise JobFileError("file_not_found", param, message)
+        if file.status == "error":
+            message = f"File {file_id} ({file.filename}) failed validation: {file.status_details}"
+            raise JobFileError("invalid_file", param, message)
+        if file.status != "processed":
+            pending.append(file_id)
+    return pending
 
 
 def prepare_job(job_id: str) -> None:
@@ -181,7 +235,19 @@ def prepare_job(job_id: str) -> None:
         job = session.scalar(select(Job).where(Job.id == job_id))
         if job is None or job.status != "validating_files":
             return
+        pending, failed = [], None
+        try:
+            pending = unvalidated_files(session, job)
+        except JobFileError as exc:
+            failed = exc
+        if pending:  # validate_file sends this task again once they are done
+            add_event(session, job_id, f"Waiting for {', '.join(pending)} to finish validation.")
+            session.commit()
+            return
         spec = JobSpec.model_validate(upgrade_spec_data(job.spec))
+    if failed is not None:
+        fail_job(job_id, failed)
+        return
 
     def emit(message: str) -> None:
         with session_scope() as session:

@@ -112,10 +112,18 @@ Replay = create_model(
             None, description="A `replay` file id or a registered corpus name (or a list of them)."
         ),
     ),
+    validation_dataset=(
+        FileId | None,
+        Field(
+            None,
+            description="A `fine-tune` file id of generic text held out for val_loss_generic (as "
+            "validation_file is for the target); default: documents held out of `dataset`.",
+        ),
+    ),
     **{
         name: _optional(ReplaySpec, name)
         for name in ReplaySpec.model_fields
-        if name not in ("dataset", *fields.REPLAY_NOT_IN_REQUEST)
+        if name not in ("dataset", "validation_dataset")
     },
 )
 

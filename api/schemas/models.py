@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class ModelPublic(BaseModel):
@@ -12,3 +12,9 @@ class ModelPublic(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str
+    pretrained: bool | None = Field(
+        None,
+        description="ReplayFT extra: false for the presets, which start from random weights; "
+        "null where the server does not know.",
+    )
+    description: str | None = Field(None, description="ReplayFT extra: what the model is.")

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.schemas.jobs import (
     DatasetName,
+    FileId,
     Hyperparameters,
     JobError,
     JobStatus,
@@ -36,6 +37,11 @@ class SweepReplay(BaseModel):
 
     dataset: DatasetName | list[DatasetName] | None = Field(
         None, description="A `replay` file id or a registered corpus name (or a list of them)."
+    )
+    validation_dataset: FileId | None = Field(
+        None,
+        description="A `fine-tune` file id of generic text held out for val_loss_generic; "
+        "default: documents held out of `dataset`.",
     )
 
 

@@ -3,8 +3,10 @@
 Create: the OpenAI-shaped request is mapped onto a `replay_engine.spec.JobSpec` (file ids become
 their on-disk paths, a fine-tuned model id becomes its checkpoint folder, "auto" means the engine's
 default) and checked with `parse_spec`, so every problem the spec alone reveals is a 400 naming the
-field. The job starts in `validating_files`; a `files`-queue task tokenizes the data and resolves
-the schedule (worker.runner.prepare_job), then queues it for training. Every task is enqueued
+field. Its files may still be under validation (uploaded a moment before, as OpenAI clients do):
+the job starts in `validating_files`, and a `files`-queue task (worker.runner.prepare_job) waits
+until every file it names is validated (or fails the job with a file's error), tokenizes the data
+and resolves the schedule, then queues it for training. Every task is enqueued
 through the queue the route is given (control.queue: the outbox) in the transaction that changes the row, so a committed
 job always has its task, even while the broker is down.
 
@@ -56,7 +58,12 @@ _ADAPTER_LORA_KEYS = ("r", "alpha", "dropout", "target_modules")  # the engine's
 
 
 # ---------------------------------------------------------------------------- request -> spec
-def _data_file(*, session: Session, team: Team, file_id: str, purpose: str, param: str) -> File:
+def _data_file(
+    *, session: Session, team: Team, file_id: str, purpose: str, param: str, pending_ok: bool
+) -> File:
+    """The team's file `file_id` for `param`; 400 naming `param` if it is missing, of another
+    purpose or failed validation. One still being validated is accepted when `pending_ok` (the
+    job waits for it in `validating_files`, as OpenAI's do), else a 400 `file_not_ready`."""
     file = session.scalar(select(File).where(File.id == file_id, File.team_id == team.id))
     if file is None:
         raise invalid(f"No file with id '{file_id}'.", param, code="file_not_found")
@@ -70,7 +77,7 @@ def _data_file(*, session: Session, team: Team, file_id: str, purpose: str, para
         raise invalid(
             f"File {file_id} failed validation: {file.status_details}", param, code="invalid_file"
         )
-    if file.status != "processed":
+    if file.status != "processed" and not pending_ok:
         raise invalid(
             f"File {file_id} is still being validated; retry when its status is 'processed'.",
             param,
@@ -79,7 +86,9 @@ def _data_file(*, session: Session, team: Team, file_id: str, purpose: str, para
     return file
 
 
-def _replay_paths(*, session: Session, team: Team, dataset: str | list[str]) -> list[str]:
+def _replay_paths(
+    *, session: Session, team: Team, dataset: str | list[str], pending_ok: bool
+) -> list[str]:
     paths: list[str] = []
     for name in [dataset] if isinstance(dataset, str) else dataset:
         if name.startswith("file-"):
@@ -90,6 +99,7 @@ def _replay_paths(*, session: Session, team: Team, dataset: str | list[str]) -> 
                     file_id=name,
                     purpose="replay",
                     param="replay.dataset",
+                    pending_ok=pending_ok,
                 ).path
             )
             continue
@@ -129,9 +139,10 @@ def engine_method(adapter: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def build_spec(
-    *, session: Session, team: Team, body: JobCreate, settings: Settings
+    *, session: Session, team: Team, body: JobCreate, settings: Settings, pending_ok: bool = False
 ) -> dict[str, Any]:
-    """Map a create request to a checked engine spec (as plain data). Raises APIError(400)."""
+    """Map a create request to a checked engine spec (as plain data). Raises APIError(400).
+    `pending_ok`: files still being validated are accepted (see `_data_file`)."""
     from replay_engine.spec import SpecError, parse_spec
     from replay_engine.trainer import check_against_model
 
@@ -142,6 +153,7 @@ def build_spec(
         file_id=body.training_file,
         purpose="fine-tune",
         param="training_file",
+        pending_ok=pending_ok,
     )
     spec: dict[str, Any] = {
         "model": model_path,
@@ -158,12 +170,26 @@ def build_spec(
                 file_id=body.validation_file,
                 purpose="fine-tune",
                 param="validation_file",
+                pending_ok=pending_ok,
             ).path
         ]
     if body.replay is not None:
         replay = body.replay.model_dump(exclude_none=True)
         if "dataset" in replay:
-            replay["dataset"] = _replay_paths(session=session, team=team, dataset=replay["dataset"])
+            replay["dataset"] = _replay_paths(
+                session=session, team=team, dataset=replay["dataset"], pending_ok=pending_ok
+            )
+        if "validation_dataset" in replay:
+            replay["validation_dataset"] = [
+                _data_file(
+                    session=session,
+                    team=team,
+                    file_id=replay["validation_dataset"],
+                    purpose="fine-tune",
+                    param="replay.validation_dataset",
+                    pending_ok=pending_ok,
+                ).path
+            ]
         spec["replay"] = replay
 
     hp = merged_hyperparameters(body)
@@ -228,7 +254,7 @@ def add_job(
     """Check a create request and add its job row, first event and PREPARE_JOB task to the
     session, without committing (a sweep adds all its members in one transaction this way).
     Raises APIError(400) naming the field."""
-    spec = build_spec(session=session, team=team, body=body, settings=settings)
+    spec = build_spec(session=session, team=team, body=body, settings=settings, pending_ok=True)
     job_id = new_id("ftjob")
     job = Job(
         id=job_id,
@@ -452,6 +478,7 @@ def _public_replay(job: Job) -> dict[str, Any] | None:
         return dict(request) if request else None
     return {
         "dataset": request.get("dataset"),
+        "validation_dataset": request.get("validation_dataset"),
         "fraction": plan["replay_fraction"],
         "target_stage2_allocation": plan["target_stage2_allocation"],
         "stage2_duration": plan["stage2_duration"],

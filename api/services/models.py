@@ -1,6 +1,7 @@
 """Models a team can train from, and how a model id turns into what the engine loads.
 
-Three sources: the engine's presets (built from config, trained from scratch), base models an
+Three sources: the engine's presets (built from config with random weights, listed with
+`pretrained: false` and a description that says so), base models an
 admin registered by path (`replayft models add`), and the team's own fine-tuned outputs, named
 `ft:<base>:<team>:<suffix>:<job id>` (and `...:ckpt-step-N` for an intermediate checkpoint), which
 resolve to checkpoint folders. Nothing else is accepted: the API never lets a client name an
@@ -9,6 +10,7 @@ arbitrary server path or make the server download from a hub.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from sqlalchemy import select
@@ -27,10 +29,21 @@ def _presets() -> list[str]:
     return list(PRESETS)
 
 
+@functools.cache
+def _preset_public(name: str) -> ModelPublic:
+    from replay_engine.models import preset_description
+
+    return ModelPublic(
+        id=name,
+        created=PRESETS_CREATED,
+        owned_by="replayft",
+        pretrained=False,
+        description=preset_description(name),
+    )
+
+
 def list_models(*, session: Session, team: Team) -> list[ModelPublic]:
-    models = [
-        ModelPublic(id=name, created=PRESETS_CREATED, owned_by="replayft") for name in _presets()
-    ]
+    models = [_preset_public(name) for name in _presets()]
     for row in session.scalars(select(Model).where(Model.kind == "base").order_by(Model.pk)):
         models.append(ModelPublic(id=row.id, created=row.created_at, owned_by=row.owned_by))
     jobs = session.scalars(

@@ -38,37 +38,38 @@ def corpus_paths(*, session: Session, name: str) -> list[str] | None:
 
 
 DEMO_FILES = {
-    # filename -> (purpose, which half of demo_documents())
-    "demo-stdlib-code.jsonl": ("fine-tune", 0),
-    "demo-python-help-topics.jsonl": ("replay", 1),
+    # file id (fixed, so that examples/quickstart.yaml can name it) -> (filename, purpose, which
+    # half of demo_documents())
+    "file-demo-stdlib-code": ("demo-stdlib-code.jsonl", "fine-tune", 0),
+    "file-demo-python-help-topics": ("demo-python-help-topics.jsonl", "replay", 1),
 }
 
 
 def register_demo(*, session: Session, team: Team, settings: Settings) -> list[File]:
-    """Write the demo documents as JSONL text files owned by `team` (once); returns new rows."""
+    """Write the demo documents as JSONL text files owned by `team` under their fixed ids (once:
+    a demo file that exists is kept); returns the new rows."""
     from replay_engine.demo import demo_documents
 
-    existing = set(
-        session.scalars(
-            select(File.filename).where(
-                File.team_id == team.id, File.filename.in_(list(DEMO_FILES))
-            )
-        )
-    )
+    existing = set(session.scalars(select(File.id).where(File.id.in_(list(DEMO_FILES)))))
     documents = demo_documents()
     created = []
     settings.files_dir.mkdir(parents=True, exist_ok=True)
-    for filename, (purpose, half) in DEMO_FILES.items():
-        if filename in existing:
+    for file_id, (filename, purpose, half) in DEMO_FILES.items():
+        if file_id in existing:
             continue
-        file = File(team_id=team.id, filename=filename, purpose=purpose, bytes=0, path="")
-        session.add(file)
-        session.flush()
-        path = settings.files_dir / f"{file.id}.jsonl"
+        path = settings.files_dir / f"{file_id}.jsonl"
         with open(path, "w") as f:
             for doc in documents[half]:
                 f.write(json.dumps({"text": doc}) + "\n")
-        file.path, file.bytes = str(path), path.stat().st_size
+        file = File(
+            id=file_id,
+            team_id=team.id,
+            filename=filename,
+            purpose=purpose,
+            bytes=path.stat().st_size,
+            path=str(path),
+        )
+        session.add(file)
         enqueue(session, VALIDATE_FILE, file.id)
         created.append(file)
     session.commit()

@@ -116,6 +116,7 @@ def _member_body(body: SweepCreate, sweep_id: str, m: dict[str, Any]) -> JobCrea
     }
     replay = {
         "dataset": body.replay.dataset if body.replay else None,
+        "validation_dataset": body.replay.validation_dataset if body.replay else None,
         "fraction": m["replay_fraction"],
         "target_stage2_allocation": m["target_stage2_allocation"],
     }

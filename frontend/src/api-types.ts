@@ -852,6 +852,16 @@ export interface components {
       created: number;
       /** Owned By */
       owned_by: string;
+      /**
+       * Pretrained
+       * @description ReplayFT extra: false for the presets, which start from random weights; null where the server does not know.
+       */
+      pretrained?: boolean | null;
+      /**
+       * Description
+       * @description ReplayFT extra: what the model is.
+       */
+      description?: string | null;
     };
     /** Progress */
     Progress: {
@@ -879,6 +889,11 @@ export interface components {
        * @description A `replay` file id or a registered corpus name (or a list of them).
        */
       dataset?: string | string[] | null;
+      /**
+       * Validation Dataset
+       * @description A `fine-tune` file id of generic text held out for val_loss_generic (as validation_file is for the target); default: documents held out of `dataset`.
+       */
+      validation_dataset?: string | null;
       /**
        * Fraction
        * @description r: share of stage-2 sequences that are generic, in [0, 1).
@@ -1134,6 +1149,11 @@ export interface components {
        * @description A `replay` file id or a registered corpus name (or a list of them).
        */
       dataset?: string | string[] | null;
+      /**
+       * Validation Dataset
+       * @description A `fine-tune` file id of generic text held out for val_loss_generic; default: documents held out of `dataset`.
+       */
+      validation_dataset?: string | null;
     };
     /**
      * SweepReport

@@ -135,11 +135,20 @@ def test_a_refused_job_names_the_field_and_creates_and_enqueues_nothing(
     assert team.list_all(JOBS) == [] and queue.enqueued == []
 
 
-def test_files_not_ready_refused_or_another_teams_are_400s(team, other_team, team_files, queue):
+def test_a_file_still_being_validated_is_waited_for_and_a_failed_one_refused(
+    team, other_team, team_files, queue
+):
     target, _ = team_files
     fresh = team.ok(team.upload(target_lines(5), "fine-tune"))  # no worker has validated it
-    err = assert_error(team.post(JOBS, json=tiny_job(fresh["id"])), 400, "training_file")
-    assert err["code"] == "file_not_ready", err
+    queue.clear()
+    # as OpenAI does: the job is created and waits in validating_files for its file
+    waiting = team.create_job(tiny_job(fresh["id"]))
+    assert waiting["status"] == "validating_files", waiting
+    assert queue.enqueued == [(PREPARE_JOB, (waiting["id"],))]
+    # a plan needs the file's tokens now
+    err = assert_error(team.post("/v1/fine_tuning/plan", json=tiny_job(fresh["id"])), 400)
+    assert err["code"] == "file_not_ready" and err["param"] == "training_file", err
+    team.ok(team.post(f"{JOBS}/{waiting['id']}/cancel"))
     from worker.runner import validate_file
 
     broken = team.ok(team.upload(b'{"prompt": 1}\n', "fine-tune"))
@@ -151,7 +160,8 @@ def test_files_not_ready_refused_or_another_teams_are_400s(team, other_team, tea
     assert_error(resp, 400, "training_file")
     assert team.name not in resp.text
     queue.clear()  # the uploads above
-    assert team.list_all(JOBS) == other_team.list_all(JOBS) == [] and queue.enqueued == []
+    assert [j["id"] for j in team.list_all(JOBS)] == [waiting["id"]]
+    assert other_team.list_all(JOBS) == [] and queue.enqueued == []
 
 
 def test_over_the_deployment_limits_is_a_400_naming_the_setting(team, team_files, queue):

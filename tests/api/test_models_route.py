@@ -17,7 +17,10 @@ def test_presets_are_listed_in_the_openai_shape(team):
         "object": "model",
         "created": by_id[TINY]["created"],
         "owned_by": "replayft",
+        "pretrained": False,  # the presets are randomly initialised, and say so
+        "description": by_id[TINY]["description"],
     }
+    assert "Randomly initialised" in by_id[TINY]["description"]
     assert team.ok(team.get(f"{MODELS}/{TINY}")) == by_id[TINY]  # the id holds a slash
 
 

@@ -12,11 +12,11 @@ import time
 
 import pytest
 from servicekit import (
-    PG_URL_BASE,
     TERMINAL,
     RedisServer,
     Service,
     create_database,
+    database_url,
     drop_database,
     end_survivors,
     service_env,
@@ -36,7 +36,7 @@ def outage_service(tmp_path, cache_dir):
     db_name = create_database()
     env = service_env(
         REPLAYFT_DATA_DIR=tmp_path / "data",
-        REPLAYFT_DATABASE_URL=f"{PG_URL_BASE}/{db_name}",
+        REPLAYFT_DATABASE_URL=database_url(db_name),
         REPLAYFT_BROKER_URL=f"{broker.url}/0",
         REPLAYFT_CACHE_DIR=cache_dir,
         REPLAYFT_HEARTBEAT_TIMEOUT="5",

@@ -4,8 +4,8 @@ Retry-After, as `/readyz` does, and serve again once the database is back."""
 import time
 
 import httpx
-from api_only import api_deployment, throwaway_postgres
-from servicekit import assert_error
+from api_only import api_deployment
+from servicekit import assert_error, throwaway_postgres
 
 
 def test_database_down_is_503_with_retry_after_and_service_resumes(tmp_path):

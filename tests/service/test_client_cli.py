@@ -23,7 +23,7 @@ import yaml
 from servicekit import TINY, Team, service_env
 
 from client.http import CLIError, api_error
-from client.submit import build_submission, join_jsonl
+from client.submit import attach_ids, build_submission, join_jsonl
 from replay_engine.spec import parse_spec
 
 JOB_LINE = re.compile(r"^(ftjob-\S+) (\S+)")
@@ -263,6 +263,18 @@ def test_submit_uploads_the_spec_data_and_waits_for_success(client_team, job_run
     total = job["progress"]["total_steps"]
     assert total and job["progress"]["step"] == total, job["progress"]
 
+    # --wait showed the losses: progress lines with the train loss, every eval as it came
+    stderr = job_run.submit.stderr
+    assert re.search(rf"step \d+/{total}, .*loss \d+\.\d{{4}} \(target ", stderr), stderr
+    evals = [r for r in client_team.metrics(job_run.job_id) if r.get("type") == "eval"]
+    assert evals, "the job ran no evaluation"
+    for record in evals:
+        line = (
+            f"eval at step {record['step']}: val_loss_target {record['val_loss_target']:.4f}, "
+            f"val_loss_generic {record['val_loss_generic']:.4f}"
+        )
+        assert stderr.count(line) == 1, f"{line!r} not printed once:\n{stderr}"
+
 
 def test_logs_follow_streams_events_and_a_line_per_step(client_team, job_run, env, workdir):
     total = client_team.job(job_run.job_id)["progress"]["total_steps"]
@@ -401,15 +413,32 @@ def test_spec_fields_map_to_the_request_and_unsupported_ones_are_errors(tmp_path
             "training_file": str(target),
             "weight_decay": 0.0,
             "grad_clip": 0.5,
-            "replay": {"dataset": "x", "validation_dataset": "y"},
+            "replay": {"dataset": "x", "validation_dataset": "held-out.txt"},
         }
     )
     with pytest.raises(CLIError) as info:
         build_submission(spec)
     message = str(info.value)
     assert info.value.exit_code == 2
-    for name in ("weight_decay", "grad_clip", "replay.validation_dataset"):
+    for name in ("weight_decay", "grad_clip"):
         assert re.search(rf"^{re.escape(name)}: not accepted by the API", message, re.M), message
+    assert "replay.validation_dataset: no such file: held-out.txt" in message, message
+
+    # a generic validation file goes up as a fine-tune file, its id into replay
+    held_out = tmp_path / "held-out.txt"
+    held_out.write_text("Generic text held out for val_loss_generic.\n")
+    replay = {"dataset": "c4-corpus", "validation_dataset": [str(held_out)]}
+    sub = build_submission(
+        parse_spec({"model": TINY, "training_file": str(target), "replay": replay})
+    )
+    fields = {d.param: d for d in sub.data}
+    assert fields["replay.validation_dataset"].purpose == "fine-tune"
+    assert fields["replay.validation_dataset"].local == [held_out]
+    fields["training_file"].ids = ["file-target"]  # as upload_data fills them in
+    fields["replay.dataset"].ids = ["c4-corpus"]
+    fields["replay.validation_dataset"].ids = ["file-held"]
+    body = attach_ids(sub)
+    assert body["replay"] == {"dataset": "c4-corpus", "validation_dataset": "file-held"}, body
 
 
 def test_spec_lora_method_becomes_the_adapter_hyperparameter(tmp_path):
