@@ -42,7 +42,14 @@ export interface ChartProps {
   xTicks?: number[];
   formatY?: (v: number) => string;
   testId?: string;
+  /** charts with the same key move their cursors together (one page's charts over one x) */
+  syncKey?: string;
+  /** ticks at whole numbers only (steps); default: when the x axis is "step" */
+  integerX?: boolean;
 }
+
+// tick spacings uPlot may choose from on a whole-number axis: 1, 2, 5, 10, 20, 50, ...
+const INTEGER_INCREMENTS = Array.from({ length: 30 }, (_, i) => [1, 2, 5][i % 3] * 10 ** Math.floor(i / 3));
 
 function markerPlugin(markers: { current: Marker[] }): uPlot.Plugin {
   return {
@@ -86,6 +93,8 @@ export function Chart(props: ChartProps) {
     props.logX,
     props.xRange,
     props.xTicks,
+    props.syncKey,
+    props.integerX,
   ]);
 
   useEffect(() => {
@@ -96,7 +105,7 @@ export function Chart(props: ChartProps) {
       width: Math.max(200, el.clientWidth),
       height,
       plugins: [markerPlugin(markerRef)],
-      cursor: { focus: { prox: 16 } },
+      cursor: { focus: { prox: 16 }, ...(props.syncKey ? { sync: { key: props.syncKey } } : {}) },
       legend: { live: true },
       scales: {
         x: { time: false, distr: props.logX ? 3 : 1, ...(props.xRange ? { range: props.xRange } : {}) },
@@ -107,6 +116,7 @@ export function Chart(props: ChartProps) {
           label: xLabel,
           stroke: "#5b6472",
           grid: { stroke: "#eef0f3" },
+          ...((props.integerX ?? xLabel === "step") && !props.xTicks ? { incrs: INTEGER_INCREMENTS } : {}),
           ...(props.xTicks
             ? {
                 splits: () => props.xTicks as number[],
@@ -163,7 +173,7 @@ export function Chart(props: ChartProps) {
 
   const points = data[0].length;
   return (
-    <figure className="chart" data-testid={props.testId} data-points={points}>
+    <figure className="chart" data-testid={props.testId} data-points={points} data-x-last={points ? data[0][points - 1] : undefined}>
       <figcaption>{title}</figcaption>
       <div ref={holder} className="chart-canvas" />
       {points === 0 && <p className="chart-empty">No data points yet.</p>}

@@ -5,8 +5,10 @@ import {
   formatEta,
   formatHardware,
   formatLoss,
+  formatLr,
   formatMethod,
   formatPercent,
+  formatSchedule,
 } from "./format";
 
 describe("formatEta", () => {
@@ -64,5 +66,28 @@ describe("formatHardware", () => {
       "2 machines × 4 GPUs · fsdp",
     );
     expect(formatHardware({ strategy: "ddp", gpus_per_node: 1, nodes: 3 })).toBe("3 machines × 1 GPU · ddp");
+  });
+});
+
+describe("formatSchedule", () => {
+  it.each([
+    [{ type: "wsd", warmup_ratio: 0.01, decay_ratio: 0.1, decay_shape: "linear", min_lr_ratio: 0 }, "WSD (warmup 1%, linear decay over the last 10%)"],
+    [{ type: "cosine", warmup_ratio: 0, min_lr_ratio: 0.1 }, "cosine (to 10% of the peak)"],
+    [{ type: "constant", warmup_ratio: 0 }, "constant"],
+    [null, "—"],
+  ])("%j -> %s", (sched, text) => {
+    expect(formatSchedule(sched)).toBe(text);
+  });
+});
+
+describe("formatLr", () => {
+  it.each([
+    [3e-4, "3e-4"],
+    [2.5e-4, "2.5e-4"],
+    [1.234e-4, "1.23e-4"],
+    [1e-3, "1e-3"],
+    [0, "0"],
+  ])("%s -> %s", (v, text) => {
+    expect(formatLr(v)).toBe(text);
   });
 });
