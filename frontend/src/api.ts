@@ -180,6 +180,32 @@ export class Client {
   file = (id: string) => this.request<FileObject>("GET", `/v1/files/${id}`);
   deleteFile = (id: string) => this.request<Schemas["DeletedResponse"]>("DELETE", `/v1/files/${id}`);
 
+  /** The first `maxBytes` of a file's content (the rest is never downloaded: the read stops
+   * there and the request is cancelled). */
+  async fileHead(id: string, maxBytes = 64 * 1024): Promise<Uint8Array> {
+    const resp = await fetch(`${this.base}/v1/files/${id}/content`, { headers: this.headers() });
+    if (!resp.ok || !resp.body) throw toApiError(resp.status, await resp.json().catch(() => null));
+    const reader = resp.body.getReader();
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    while (size < maxBytes) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      size += value.length;
+    }
+    await reader.cancel().catch(() => undefined);
+    const head = new Uint8Array(Math.min(size, maxBytes));
+    let at = 0;
+    for (const c of chunks) {
+      const part = c.subarray(0, head.length - at);
+      head.set(part, at);
+      at += part.length;
+      if (at >= head.length) break;
+    }
+    return head;
+  }
+
   /** Multipart upload through XMLHttpRequest, the browser API that reports upload progress. */
   upload(file: File, purpose: string, onProgress: (fraction: number) => void): Promise<FileObject> {
     return new Promise((resolve, reject) => {
