@@ -11,6 +11,7 @@ PNG of each main page there (docs/screenshots/ holds the committed ones).
 
 from __future__ import annotations
 
+import json
 import os
 import tarfile
 from pathlib import Path
@@ -117,7 +118,16 @@ def test_sign_in_upload_train_watch_download_compare(
     row = file_row(page, target_jsonl.name)
     assert row.locator("td").nth(3).inner_text() == target["stats"]["format"]
     assert row.locator("td").nth(4).inner_text() == str(target["stats"]["examples"])
+    # a preview of its first rows, read without downloading the whole file
+    page.get_by_role("button", name=f"Preview {target_jsonl.name}").click()
+    preview = page.get_by_test_id(f"preview-{target['id']}")
+    first = json.loads(target_jsonl.read_text().splitlines()[0])
+    first_row = preview.locator("li").first
+    first_row.get_by_text(f"prompt: {first['prompt'][:60]}").wait_for()
+    assert preview.locator("li").count() == 5
     shot(page, "02-files")
+    page.get_by_role("button", name=f"Preview {target_jsonl.name}").click()  # hide it again
+    preview.wait_for(state="detached")
     page.get_by_role("button", name=f"Delete {bad.name}").click()
     file_row(page, bad.name).wait_for(state="detached")
     assert bad.name not in [f["filename"] for f in team.list_all("/v1/files")]

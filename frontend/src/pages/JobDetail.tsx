@@ -277,6 +277,7 @@ export function JobDetailPage() {
   const canPause = (job.status === "queued" || job.status === "running") && !pausing;
   const canResume = job.status === "paused";
   const hp = job.hyperparameters as Record<string, unknown>;
+  const sweepId = job.metadata?.sweep_id; // a sweep's member (api.services.sweeps tags them)
   const dataset = job.replay?.dataset;
   const replayFiles = dataset ? (Array.isArray(dataset) ? dataset : [dataset]) : [];
   const finalCheckpoint = checkpoints.reduce<Checkpoint | null>(
@@ -290,7 +291,16 @@ export function JobDetailPage() {
 
   return (
     <section>
-      <p className="crumbs"><Link to="/jobs">Jobs</Link> / <span className="mono">{job.id}</span></p>
+      <p className="crumbs">
+        {sweepId ? (
+          <>
+            <Link to="/sweeps">Sweeps</Link> / <Link className="mono" to={`/sweeps/${sweepId}`} data-testid="job-sweep">{sweepId}</Link>
+          </>
+        ) : (
+          <Link to="/jobs">Jobs</Link>
+        )}{" "}
+        / <span className="mono">{job.id}</span>
+      </p>
       <div className="page-head">
         <h1>
           <span className="mono">{job.id}</span> <StatusBadge status={job.status} />
