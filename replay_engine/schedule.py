@@ -311,7 +311,9 @@ def lr_at(step: int, total_steps: int, peak_lr: float, sched: LRSchedulerSpec) -
     1. warmup: linear up to the peak over floor(warmup_ratio * N) steps (none for short runs)
     2. then by type: constant; linear or cosine from the peak to min_lr at step N; or WSD, which
        holds the peak and decays over the last floor(decay_ratio * N) steps with the chosen shape.
-    The curve reaches min_lr at step N, the first step that is not taken.
+    The curve reaches min_lr at step N, the first step that is not taken. A decay's first step is
+    still at the peak, so a WSD decay takes at least 2 steps (when the run has them after its
+    warmup): otherwise a short run (15 steps at decay_ratio 0.1) would never leave the peak.
     """
     N, W = total_steps, warmup_steps(total_steps, sched)
     min_lr = sched.min_lr_ratio * peak_lr
@@ -320,10 +322,13 @@ def lr_at(step: int, total_steps: int, peak_lr: float, sched: LRSchedulerSpec) -
     if sched.type == "constant":
         return peak_lr
     if sched.type == "wsd":
-        decay_start = N - math.floor(sched.decay_ratio * N)
+        decay_steps = math.floor(sched.decay_ratio * N)
+        if sched.decay_ratio > 0:
+            decay_steps = max(decay_steps, min(2, N - W))
+        decay_start = N - decay_steps
         if step < decay_start:
             return peak_lr
-        progress = (step - decay_start) / (N - decay_start)
+        progress = (step - decay_start) / max(1, N - decay_start)
         shape = sched.decay_shape
     else:
         progress = (step - W) / max(1, N - W)

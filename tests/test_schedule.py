@@ -164,6 +164,19 @@ def test_wsd(shape):
     assert lrs[90] == pytest.approx(0.2 + 1.8 * mid)
 
 
+def test_a_short_wsd_run_still_decays():
+    # 15 steps at decay_ratio 0.1: floor(1.5) = 1 decay step, which sits at the peak; the
+    # decay gets 2, so the last step trained is below the peak
+    sched = LRSchedulerSpec(type="wsd", warmup_ratio=0.0, decay_ratio=0.1)
+    lrs = [lr_at(s, 15, 1.0, sched) for s in range(15)]
+    assert lrs[:14] == [1.0] * 14 and lrs[14] == pytest.approx(0.5), lrs
+    assert lr_at(15, 15, 1.0, sched) == 0.0
+    # no decay asked for, or no steps left after the warmup: the schedule is left alone
+    flat = LRSchedulerSpec(type="wsd", warmup_ratio=0.0, decay_ratio=0.0)
+    assert [lr_at(s, 15, 1.0, flat) for s in range(16)] == [1.0] * 16
+    assert lr_at(0, 1, 1.0, sched) == 1.0
+
+
 def test_cosine_and_linear():
     cos = LRSchedulerSpec(type="cosine", warmup_ratio=0.0)
     lin = LRSchedulerSpec(type="linear", warmup_ratio=0.0)

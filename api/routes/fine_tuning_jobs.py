@@ -13,14 +13,23 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import AfterValidator
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.deps import CurrentTeam, JobDep, QueueDep, SessionDep, db_slot
+from api.deps import (
+    CurrentKey,
+    CurrentTeam,
+    JobDep,
+    QueueDep,
+    SessionDep,
+    authenticate,
+    db_slot,
+    get_job,
+)
 from api.errors import APIError, invalid
 from api.openapi import error_responses
 from api.schemas.common import (
@@ -33,6 +42,7 @@ from api.schemas.common import (
     storable_or_none,
 )
 from api.schemas.jobs import (
+    CheckpointDownloadLink,
     CheckpointPublic,
     JobCreate,
     JobEventPublic,
@@ -40,6 +50,7 @@ from api.schemas.jobs import (
     JobStatus,
     MetricsList,
 )
+from api.services import download_links
 from api.services import jobs as service
 from control import lifecycle
 from control.db.models import Job, JobEvent, JobMetric
@@ -197,14 +208,58 @@ def _tar_stream(folder: Path, arcname: str) -> Iterator[bytes]:
         raise RuntimeError(f"archiving {folder} failed: {failure[0]!r}") from failure[0]
 
 
+@router.post(
+    "/jobs/{job_id}/checkpoints/{checkpoint_id}/download_link",
+    response_model=CheckpointDownloadLink,
+    responses=error_responses(404),
+)
+def create_download_link(
+    job: JobDep, checkpoint_id: PathId, session: SessionDep, key: CurrentKey, request: Request
+) -> CheckpointDownloadLink:
+    """A short-lived URL of the checkpoint's download that needs no Authorization header (for a
+    browser's own download manager); it holds no API key (ReplayFT extra)."""
+    service.checkpoint_folder(session=session, job=job, checkpoint_id=checkpoint_id)  # or 404
+    token, expires_at = download_links.make_token(
+        key=key, job_id=job.id, checkpoint_id=checkpoint_id
+    )
+    url = request.url_for("download_checkpoint", job_id=job.id, checkpoint_id=checkpoint_id)
+    return CheckpointDownloadLink(
+        url=str(url.include_query_params(token=token)), expires_at=expires_at
+    )
+
+
+def _download_job(
+    job_id: PathId,
+    checkpoint_id: PathId,
+    request: Request,
+    session: SessionDep,
+    token: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            description="A token from `download_link`, instead of the Authorization header.",
+        ),
+    ] = None,
+) -> Job:
+    if token is None:
+        team = authenticate(session, request.headers.get("authorization"))[0]
+    else:
+        team = download_links.team_for_token(
+            session=session, token=token, job_id=job_id, checkpoint_id=checkpoint_id
+        )
+    return get_job(job_id, session, team)
+
+
 @router.get(
     "/jobs/{job_id}/checkpoints/{checkpoint_id}/download",
     response_class=StreamingResponse,
     responses={200: {"content": {"application/gzip": {}}}, **error_responses(404)},
 )
 def download_checkpoint(
-    job: JobDep, checkpoint_id: PathId, session: SessionDep
+    job: Annotated[Job, Depends(_download_job)], checkpoint_id: PathId, session: SessionDep
 ) -> StreamingResponse:
+    """The checkpoint folder as a streamed tar.gz. Authorized by the API key, or by the `token`
+    of a download link."""
     folder = service.checkpoint_folder(session=session, job=job, checkpoint_id=checkpoint_id)
     name = f"{job.id}-{folder.name}"
     return StreamingResponse(
@@ -315,16 +370,18 @@ def stream_job(
         AfterValidator(storable_or_none),
     ] = None,
 ) -> StreamingResponse:
-    """Server-Sent Events: `event` (a job event), `metrics` (an engine record) and `job` (the job
-    object whenever its status changes). Ends when the job is finished or paused. By default the
-    stream starts with the job's whole history; a client that already fetched it (the dashboard)
-    passes `since_step` and `after` to get only what is new."""
+    """Server-Sent Events: `event` (a job event), `metrics` (an engine record), `job` (the job
+    object, first and whenever its status or `pausing` changes) and `progress` (the job's
+    `progress` object whenever it moved: step, stage, tokens, ETA). Ends when the job is finished
+    or paused. By default the stream starts with the job's whole history; a client that already
+    fetched it (the dashboard) passes `since_step` and `after` to get only what is new."""
     job_id = job.id
     start_event, start_metric = _start_cursors(session, job_id, since_step, after)
 
     async def events() -> AsyncIterator[str]:
         last_event, last_metric = start_event, start_metric
-        last_status = None
+        last_state: tuple | None = None
+        last_progress = None
         while True:
             try:
                 # a short session per poll, admitted like a request: an open stream holds none
@@ -343,9 +400,13 @@ def stream_job(
             for pk, record in new_metrics:
                 last_metric = pk
                 yield _sse("metrics", record)
-            if current.status != last_status:
-                last_status = current.status
+            progress = current.progress.model_dump()
+            if (current.status, current.pausing) != last_state:
+                last_state = (current.status, current.pausing)
                 yield _sse("job", current.model_dump())
+            elif progress != last_progress:
+                yield _sse("progress", progress)
+            last_progress = progress
             finished = current.status in lifecycle.TERMINAL_STATUSES or current.status == "paused"
             if (finished and not new_events and not new_metrics) or await request.is_disconnected():
                 yield _sse("done", {"status": current.status})

@@ -202,6 +202,11 @@ class JobPublic(BaseModel):
     metadata: dict[str, str] | None
     suffix: str | None = None
     progress: Progress
+    pausing: bool = Field(
+        False,
+        description="ReplayFT extra: a pause was requested and the worker is saving a "
+        "checkpoint; the status becomes `paused` once it has.",
+    )
     replay: dict[str, Any] | None
     summary: JobSummary | None = None
 
@@ -229,3 +234,14 @@ class CheckpointPublic(BaseModel):
 class MetricsList(BaseModel):
     object: Literal["list"] = "list"
     data: list[dict[str, Any]]
+
+
+class CheckpointDownloadLink(BaseModel):
+    """ReplayFT extra: a URL that downloads one checkpoint without an Authorization header, for a
+    browser's own download; it holds no API key and stops working at `expires_at`."""
+
+    object: Literal["fine_tuning.job.checkpoint.download_link"] = (
+        "fine_tuning.job.checkpoint.download_link"
+    )
+    url: str
+    expires_at: int

@@ -514,6 +514,7 @@ def to_public(job: Job, summary: dict[str, Any] | None = None) -> JobPublic:
         metadata=job.job_metadata,
         suffix=job.suffix,
         progress=Progress(**progress),
+        pausing=job.status == "running" and job.control == "pause",
         replay=_public_replay(job),
         summary=JobSummary.model_validate(summary) if summary else None,
     )

@@ -73,8 +73,20 @@ export interface paths {
     /** List Checkpoints */
     get: operations["fine_tuning-list_checkpoints"];
   };
+  "/v1/fine_tuning/jobs/{job_id}/checkpoints/{checkpoint_id}/download_link": {
+    /**
+     * Create Download Link
+     * @description A short-lived URL of the checkpoint's download that needs no Authorization header (for a
+     * browser's own download manager); it holds no API key (ReplayFT extra).
+     */
+    post: operations["fine_tuning-create_download_link"];
+  };
   "/v1/fine_tuning/jobs/{job_id}/checkpoints/{checkpoint_id}/download": {
-    /** Download Checkpoint */
+    /**
+     * Download Checkpoint
+     * @description The checkpoint folder as a streamed tar.gz. Authorized by the API key, or by the `token`
+     * of a download link.
+     */
     get: operations["fine_tuning-download_checkpoint"];
   };
   "/v1/fine_tuning/jobs/{job_id}/metrics": {
@@ -84,10 +96,11 @@ export interface paths {
   "/v1/fine_tuning/jobs/{job_id}/stream": {
     /**
      * Stream Job
-     * @description Server-Sent Events: `event` (a job event), `metrics` (an engine record) and `job` (the job
-     * object whenever its status changes). Ends when the job is finished or paused. By default the
-     * stream starts with the job's whole history; a client that already fetched it (the dashboard)
-     * passes `since_step` and `after` to get only what is new.
+     * @description Server-Sent Events: `event` (a job event), `metrics` (an engine record), `job` (the job
+     * object, first and whenever its status or `pausing` changes) and `progress` (the job's
+     * `progress` object whenever it moved: step, stage, tokens, ETA). Ends when the job is finished
+     * or paused. By default the stream starts with the job's whole history; a client that already
+     * fetched it (the dashboard) passes `since_step` and `after` to get only what is new.
      */
     get: operations["fine_tuning-stream_job"];
   };
@@ -265,6 +278,23 @@ export interface components {
       last_used_at: number | null;
       /** Revoked At */
       revoked_at: number | null;
+    };
+    /**
+     * CheckpointDownloadLink
+     * @description ReplayFT extra: a URL that downloads one checkpoint without an Authorization header, for a
+     * browser's own download; it holds no API key and stops working at `expires_at`.
+     */
+    CheckpointDownloadLink: {
+      /**
+       * Object
+       * @default fine_tuning.job.checkpoint.download_link
+       * @constant
+       */
+      object?: "fine_tuning.job.checkpoint.download_link";
+      /** Url */
+      url: string;
+      /** Expires At */
+      expires_at: number;
     };
     /** CheckpointPublic */
     CheckpointPublic: {
@@ -624,6 +654,12 @@ export interface components {
       /** Suffix */
       suffix?: string | null;
       progress: components["schemas"]["Progress"];
+      /**
+       * Pausing
+       * @description ReplayFT extra: a pause was requested and the worker is saving a checkpoint; the status becomes `paused` once it has.
+       * @default false
+       */
+      pausing?: boolean;
       /** Replay */
       replay: {
         [key: string]: unknown;
@@ -1979,9 +2015,66 @@ export interface operations {
       };
     };
   };
-  /** Download Checkpoint */
+  /**
+   * Create Download Link
+   * @description A short-lived URL of the checkpoint's download that needs no Authorization header (for a
+   * browser's own download manager); it holds no API key (ReplayFT extra).
+   */
+  "fine_tuning-create_download_link": {
+    parameters: {
+      path: {
+        checkpoint_id: string;
+        job_id: string;
+      };
+    };
+    responses: {
+      /** @description Successful Response */
+      200: {
+        content: {
+          "application/json": components["schemas"]["CheckpointDownloadLink"];
+        };
+      };
+      /** @description Invalid request: `error.param` names the field. */
+      400: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description Missing, unknown or revoked API key. */
+      401: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description No such object for this team. */
+      404: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description The service cannot answer now (database unreachable or saturated): retry after `Retry-After` seconds. */
+      503: {
+        headers: {
+          /** @description seconds to wait */
+          "Retry-After"?: number;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+    };
+  };
+  /**
+   * Download Checkpoint
+   * @description The checkpoint folder as a streamed tar.gz. Authorized by the API key, or by the `token`
+   * of a download link.
+   */
   "fine_tuning-download_checkpoint": {
     parameters: {
+      query?: {
+        /** @description A token from `download_link`, instead of the Authorization header. */
+        token?: string | null;
+      };
       path: {
         checkpoint_id: string;
         job_id: string;
@@ -2078,10 +2171,11 @@ export interface operations {
   };
   /**
    * Stream Job
-   * @description Server-Sent Events: `event` (a job event), `metrics` (an engine record) and `job` (the job
-   * object whenever its status changes). Ends when the job is finished or paused. By default the
-   * stream starts with the job's whole history; a client that already fetched it (the dashboard)
-   * passes `since_step` and `after` to get only what is new.
+   * @description Server-Sent Events: `event` (a job event), `metrics` (an engine record), `job` (the job
+   * object, first and whenever its status or `pausing` changes) and `progress` (the job's
+   * `progress` object whenever it moved: step, stage, tokens, ETA). Ends when the job is finished
+   * or paused. By default the stream starts with the job's whole history; a client that already
+   * fetched it (the dashboard) passes `since_step` and `after` to get only what is new.
    */
   "fine_tuning-stream_job": {
     parameters: {

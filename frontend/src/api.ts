@@ -1,6 +1,7 @@
 // The typed client of ReplayFT's public HTTP API (docs: /docs on the server). The dashboard
 // talks to the server only through this module, with the user's key as a Bearer header; keys
-// never go into URLs. Every failure is an ApiError carrying the API's {message, type, param, code}.
+// never go into URLs (a checkpoint download follows a signed link instead). Every failure is an
+// ApiError carrying the API's {message, type, param, code}.
 
 import type { components } from "./api-types";
 
@@ -54,6 +55,7 @@ export interface JobReplay {
 }
 
 export type Job = Narrowed<Schemas["JobPublic"], { replay: JobReplay | null }>;
+export type Progress = Schemas["Progress"];
 
 export type JobEvent = Schemas["JobEventPublic"];
 
@@ -178,6 +180,32 @@ export class Client {
   file = (id: string) => this.request<FileObject>("GET", `/v1/files/${id}`);
   deleteFile = (id: string) => this.request<Schemas["DeletedResponse"]>("DELETE", `/v1/files/${id}`);
 
+  /** The first `maxBytes` of a file's content (the rest is never downloaded: the read stops
+   * there and the request is cancelled). */
+  async fileHead(id: string, maxBytes = 64 * 1024): Promise<Uint8Array> {
+    const resp = await fetch(`${this.base}/v1/files/${id}/content`, { headers: this.headers() });
+    if (!resp.ok || !resp.body) throw toApiError(resp.status, await resp.json().catch(() => null));
+    const reader = resp.body.getReader();
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    while (size < maxBytes) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      size += value.length;
+    }
+    await reader.cancel().catch(() => undefined);
+    const head = new Uint8Array(Math.min(size, maxBytes));
+    let at = 0;
+    for (const c of chunks) {
+      const part = c.subarray(0, head.length - at);
+      head.set(part, at);
+      at += part.length;
+      if (at >= head.length) break;
+    }
+    return head;
+  }
+
   /** Multipart upload through XMLHttpRequest, the browser API that reports upload progress. */
   upload(file: File, purpose: string, onProgress: (fraction: number) => void): Promise<FileObject> {
     return new Promise((resolve, reject) => {
@@ -222,29 +250,17 @@ export class Client {
       `/v1/fine_tuning/jobs/${id}/metrics?max_points=${maxPoints}`,
     );
 
-  /** Downloads a checkpoint's tar.gz: fetched with the key in a header, saved from a Blob (a
-   * plain link could not carry the header, and a key in the URL would reach server logs). */
-  async downloadCheckpoint(jobId: string, ckpt: Checkpoint): Promise<void> {
-    const resp = await fetch(
-      `${this.base}/v1/fine_tuning/jobs/${jobId}/checkpoints/${ckpt.id}/download`,
-      { headers: this.headers() },
+  /** A short-lived URL that downloads a checkpoint without the key (the browser's own download
+   * cannot send the header; the URL carries a signed token, never the key). */
+  checkpointLink = (jobId: string, checkpointId: string) =>
+    this.request<Schemas["CheckpointDownloadLink"]>(
+      "POST",
+      `/v1/fine_tuning/jobs/${jobId}/checkpoints/${checkpointId}/download_link`,
     );
-    if (!resp.ok) throw toApiError(resp.status, await resp.json().catch(() => null));
-    const name =
-      /filename="([^"]+)"/.exec(resp.headers.get("Content-Disposition") ?? "")?.[1] ??
-      `${jobId}-step-${ckpt.step_number}.tar.gz`;
-    const url = URL.createObjectURL(await resp.blob());
-    const a = document.createElement("a");
-    a.href = url;
-    a.download = name;
-    document.body.appendChild(a);
-    a.click();
-    a.remove();
-    setTimeout(() => URL.revokeObjectURL(url), 10_000);
-  }
 
-  /** The job's Server-Sent Events stream, read with fetch (EventSource cannot send headers).
-   * Calls `on(event, data)` per message; resolves when the server ends the stream. `from` skips
+  /** The job's Server-Sent Events stream, read with fetch (EventSource cannot send headers):
+   * `metrics`, `event`, `job` (on a change of status) and `progress` messages. Calls
+   * `on(event, data)` per message; resolves when the server ends the stream. `from` skips
    * what the caller already has: metric records up to `sinceStep`, events up to `afterEvent`. */
   async stream(
     jobId: string,

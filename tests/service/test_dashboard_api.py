@@ -1,8 +1,16 @@
 """What the dashboard needs from the API, beyond the OpenAI shape: the jobs list filtered by
-status, the plan's LR curve, a stream that starts after what the page already has, and the
-dashboard itself served at `/` without shadowing any API path."""
+status, the plan's LR curve, a stream that starts after what the page already has and carries
+progress and a pending pause as they happen, checkpoint download links a browser can follow
+without the key, and the dashboard itself served at `/` without shadowing any API path."""
 
+import base64
+import hashlib
+import hmac
+import io
 import json
+import tarfile
+import time
+from pathlib import Path
 
 import httpx
 from servicekit import JOBS, Team, assert_error
@@ -111,3 +119,90 @@ def test_stream_resumes_after_a_step_and_an_event(team: Team, team_files):
     assert_error(
         team.get(f"{JOBS}/{job['id']}/stream", params={"after": "ftevent-nope"}), 400, "after"
     )
+
+
+def test_stream_sends_progress_while_running_and_a_pause_at_once(team: Team, team_files):
+    target, replay = team_files
+    job = team.create_job(team.tiny_job(target, replay, n_epochs=40))  # ~1300 steps
+    team.wait_job(job["id"], "running")
+    progress_steps: list[int] = []
+    jobs_seen: list[dict] = []
+    paused_by_request = None
+    # skip the history: only what happens from now on
+    params = {"since_step": 2**31 - 1}
+    with team.http.stream("GET", f"{JOBS}/{job['id']}/stream", params=params, timeout=120) as resp:
+        assert resp.status_code == 200, resp.read()[:500]
+        event = None
+        for line in resp.iter_lines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+                continue
+            if not line.startswith("data:"):
+                continue
+            data = json.loads(line.split(":", 1)[1])
+            if event == "progress":
+                assert set(data) >= {"step", "total_steps", "stage", "tokens_seen", "eta_seconds"}
+                progress_steps.append(data["step"])
+            elif event == "job":
+                jobs_seen.append(data)
+            # the header moves while the status stays `running`: then pause
+            if paused_by_request is None and len(set(progress_steps)) >= 3:
+                paused_by_request = team.ok(team.post(f"{JOBS}/{job['id']}/pause"))
+                assert paused_by_request["pausing"] is True, paused_by_request
+    assert progress_steps == sorted(progress_steps), progress_steps
+    assert len(set(progress_steps)) >= 3, progress_steps
+    statuses = [(j["status"], j["pausing"]) for j in jobs_seen]
+    # first the job as it was, then the pending pause, then paused (and the stream ends)
+    assert statuses == [("running", False), ("running", True), ("paused", False)], statuses
+    assert jobs_seen[-1]["progress"]["step"] >= progress_steps[-1], jobs_seen[-1]["progress"]
+    team.post(f"{JOBS}/{job['id']}/cancel")
+
+
+def _token_for(key: str, key_id: str, job_id: str, checkpoint_id: str, expires_at: int) -> str:
+    """A download token as the server signs them (api.services.download_links), made with the
+    team's own key: to forge an expired one."""
+    message = f"{job_id}/{checkpoint_id}/{expires_at}".encode()
+    digest = hmac.new(hashlib.sha256(key.encode()).digest(), message, hashlib.sha256).digest()
+    sig = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    return f"{key_id}.{expires_at}.{sig}"
+
+
+def test_checkpoint_download_link_works_without_the_key(team: Team, other_team: Team, team_files):
+    target, replay = team_files
+    job = team.wait_job(
+        team.create_job(team.tiny_job(target, replay, n_epochs=0.2))["id"], "succeeded"
+    )
+    ckpt = team.list_all(f"{JOBS}/{job['id']}/checkpoints")[0]
+    path = f"{JOBS}/{job['id']}/checkpoints/{ckpt['id']}"
+    link = team.ok(team.post(f"{path}/download_link"))
+    assert link["object"] == "fine_tuning.job.checkpoint.download_link", link
+    assert team.key not in link["url"] and team.key[4:] not in link["url"], link
+    assert 0 < link["expires_at"] - time.time() <= 600, link
+    url = httpx.URL(link["url"])
+    assert url.path == f"{path}/download", link
+
+    # a plain client with no Authorization header, as a browser download: the tar.gz
+    resp = httpx.get(link["url"], timeout=120)
+    assert resp.status_code == 200, resp.text[:500]
+    assert "attachment" in resp.headers["content-disposition"]
+    with tarfile.open(fileobj=io.BytesIO(resp.content), mode="r:gz") as tar:
+        names = {Path(n).name for n in tar.getnames()}
+    assert {"config.json", "model.safetensors"} <= names, names
+
+    token = url.params["token"]
+    bare = str(url.copy_with(query=None))
+    # tampered, moved to another checkpoint path, expired, or none at all: refused
+    key_id, expires_at, sig = token.split(".")
+    tampered = f"{key_id}.{int(expires_at) + 3600}.{sig}"
+    assert_error(httpx.get(bare, params={"token": tampered}), 401, "token")
+    assert_error(httpx.get(bare, params={"token": "nonsense"}), 401, "token")
+    other_path = bare.replace(ckpt["id"], "ftckpt-000000000000000000000000")
+    assert_error(httpx.get(other_path, params={"token": token}), 401, "token")
+    expired = _token_for(team.key, key_id, job["id"], ckpt["id"], int(time.time()) - 5)
+    err = assert_error(httpx.get(bare, params={"token": expired}), 401, "token")
+    assert "expired" in err["message"], err
+    assert_error(httpx.get(bare), 401)
+    # the header still works; another team's key gets neither a link nor the file
+    assert team.get(f"{path}/download").status_code == 200
+    assert_error(other_team.post(f"{path}/download_link"), 404)
+    assert_error(other_team.get(f"{path}/download"), 404)

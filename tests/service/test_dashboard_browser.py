@@ -1,14 +1,17 @@
 """The dashboard end to end: headless Chromium (Debian's /usr/bin/chromium, driven by Playwright)
 against the session's real API server and Celery worker on PostgreSQL + Redis.
 
-One user story per test: sign in, upload, plan and submit a tiny job, watch it succeed, read its
-charts, download its checkpoint, compare it with a second job; train LoRA adapters chosen in the
-form; and cancel a running job from its page. With REPLAYFT_SCREENSHOTS=<dir> the tests save a PNG of each main page there
-(docs/screenshots/ holds the committed ones).
+One user story per test: sign in, upload, plan and submit a tiny job (errors in the form's words,
+the last good plan kept, a short WSD plan that decays), watch it succeed, read its charts and what
+it ran with, download its checkpoint through a keyless link, clone it, compare it with a second
+job; train LoRA adapters chosen in the form; and, on a running job's page, see the header move,
+pause (at once "Pausing…"), resume and cancel it. With REPLAYFT_SCREENSHOTS=<dir> the tests save a
+PNG of each main page there (docs/screenshots/ holds the committed ones).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tarfile
 from pathlib import Path
@@ -31,6 +34,7 @@ def page(browser, tmp_path):
         viewport={"width": 1440, "height": 900}, accept_downloads=True, base_url=None
     )
     context.set_default_timeout(UI_TIMEOUT_MS)
+    context.grant_permissions(["clipboard-read", "clipboard-write"])  # the Copy buttons
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(f"{exc}\n{exc.stack}"))
@@ -67,6 +71,10 @@ def file_row(page, filename: str):
     return page.locator("tr", has_text=filename)
 
 
+def text_of(page, test_id: str) -> str:
+    return page.get_by_test_id(test_id).inner_text()
+
+
 @pytest.fixture
 def signed_in(page, team: Team):
     """A page with `team`'s key already in the tab's session storage."""
@@ -78,6 +86,8 @@ def test_sign_in_upload_train_watch_download_compare(
     service, page, team: Team, target_jsonl, replay_jsonl, tmp_path
 ):
     url = service.url
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
     # --- sign in (a wrong key is refused, with the API's message)
     page.goto(f"{url}/files")
     page.get_by_role("heading", name="ReplayFT").wait_for()
@@ -108,30 +118,64 @@ def test_sign_in_upload_train_watch_download_compare(
     row = file_row(page, target_jsonl.name)
     assert row.locator("td").nth(3).inner_text() == target["stats"]["format"]
     assert row.locator("td").nth(4).inner_text() == str(target["stats"]["examples"])
+    # a preview of its first rows, read without downloading the whole file
+    page.get_by_role("button", name=f"Preview {target_jsonl.name}").click()
+    preview = page.get_by_test_id(f"preview-{target['id']}")
+    first = json.loads(target_jsonl.read_text().splitlines()[0])
+    first_row = preview.locator("li").first
+    first_row.get_by_text(f"prompt: {first['prompt'][:60]}").wait_for()
+    assert preview.locator("li").count() == 5
     shot(page, "02-files")
+    page.get_by_role("button", name=f"Preview {target_jsonl.name}").click()  # hide it again
+    preview.wait_for(state="detached")
     page.get_by_role("button", name=f"Delete {bad.name}").click()
     file_row(page, bad.name).wait_for(state="detached")
     assert bad.name not in [f["filename"] for f in team.list_all("/v1/files")]
 
     # --- new job: the plan picture follows the form; a bad knob shows next to its field
     page.get_by_role("link", name="New job", exact=True).first.click()
-    page.get_by_label("Target data (training file)").select_option(
-        label=f"{target_jsonl.name} ({target['id']})"
-    )
+    # files of one name are told apart by size and upload time
+    choice = page.locator(f'#f-training_file option[value="{target["id"]}"]')
+    assert choice.inner_text().startswith(f"{target_jsonl.name} · "), choice.inner_text()
+    assert "B · " in choice.inner_text(), choice.inner_text()
+    page.get_by_label("Target data (training file)").select_option(target["id"])
     page.get_by_label("Replay dataset").select_option(index=1)
-    page.get_by_label("Epochs").fill("0.6")
+    page.get_by_label("Epochs").fill("0.2")
     page.get_by_label("Batch size").fill("4")
     page.get_by_label("Sequence length").fill("64")
+    page.get_by_label("Model suffix").fill("browser-r25")
+    # a 15-step WSD plan decays: its last step trains below the peak LR
+    page.get_by_label("Total steps").fill("15")
+    total_steps = page.get_by_test_id("plan-total-steps")
+    page.wait_for_function(
+        "document.querySelector('[data-testid=plan-total-steps]')?.textContent === '15'"
+    )
+    peak, final_lr = text_of(page, "plan-peak-lr"), text_of(page, "plan-final-lr")
+    assert float(final_lr) < float(peak), (final_lr, peak)
+    assert text_of(page, "plan-run-time") == "—"  # no finished job on this model yet
+    page.get_by_label("Total steps").fill("")
+    page.get_by_label("Epochs").fill("0.6")
+    page.wait_for_function(
+        "document.querySelector('[data-testid=plan-total-steps]')?.textContent !== '15'"
+    )
+    good_plan = total_steps.inner_text()
+    # errors in the form's words; the last good plan stays, marked
     page.get_by_label("Replay fraction r").fill("1.5")
     error = page.locator('[data-field-error="fraction"]')
     error.wait_for()
-    assert "replay.fraction" in error.inner_text()
+    assert error.inner_text().startswith("Must be in [0, 1)"), error.inner_text()  # no field path
+    page.get_by_test_id("plan-stale").wait_for()
+    assert total_steps.inner_text() == good_plan
     page.get_by_label("Replay fraction r").fill("0.25")
-    page.get_by_label("Stage-2 target share a").fill("0.8")  # two stages
+    page.get_by_label("Stage-2 target share a").fill("0.8")  # two stages: d is needed
+    needed = page.locator('[data-field-error="stage2_duration"]')
+    needed.wait_for()
+    assert needed.inner_text() == (
+        "Needed when “Stage-2 target share a” is below 1, unless “Total steps” is set."
+    ), needed.inner_text()
     page.get_by_label("Stage-2 duration d").fill("0.7")
-    error.wait_for(state="detached")
-    total_steps = page.get_by_test_id("plan-total-steps")
-    total_steps.wait_for()
+    needed.wait_for(state="detached")
+    page.get_by_test_id("plan-stale").wait_for(state="detached")
     page.wait_for_function(
         "document.querySelector('[data-testid=plan-lr-chart]')?.dataset.points > 0"
     )
@@ -145,6 +189,7 @@ def test_sign_in_upload_train_watch_download_compare(
     job = team.job(job_id)
     assert job["replay"]["fraction"] == 0.25 and job["hyperparameters"]["batch_size"] == 4, job
     assert job["replay"]["target_stage2_allocation"] == 0.8, job["replay"]
+    assert job["suffix"] == "browser-r25", job
 
     # a second job through the API, for the comparison
     other = team.create_job(
@@ -159,7 +204,7 @@ def test_sign_in_upload_train_watch_download_compare(
     )
     assert points(page, "chart-val-loss") > 0 and points(page, "chart-lr") == planned
 
-    # --- charts over steps share the cursor: hovering the loss chart moves the LR chart's too
+    # --- the job's charts share the cursor: hovering the loss chart moves the LR chart's too
     def legend_step(test_id: str) -> str:
         legend = page.get_by_test_id(test_id).locator(".u-legend .u-series").first
         return legend.locator(".u-value").inner_text()
@@ -169,14 +214,11 @@ def test_sign_in_upload_train_watch_download_compare(
     hovered = legend_step("chart-train-loss")
     assert hovered.strip().isdigit(), hovered  # a whole step
     assert legend_step("chart-lr") == hovered
-    # smoothing and a log y axis, per chart
-    loss_chart = page.get_by_test_id("chart-train-loss")
-    loss_chart.get_by_label("smooth").check()
-    loss_chart.get_by_label("log y").check()
-    assert loss_chart.get_attribute("data-smoothed") == "true"
-    assert loss_chart.get_attribute("data-log-y") == "true"
+    page.get_by_label("Smoothing").select_option("0.6")
+    page.get_by_label("log-scale loss").check()
     assert points(page, "chart-train-loss") == planned  # same steps, smoothed values
-    loss_chart.get_by_label("smooth").uncheck()
+    page.get_by_label("Smoothing").select_option("0")
+    page.get_by_label("log-scale loss").uncheck()
 
     final = team.job(job_id)["summary"]["final_val_loss_target"]
     assert page.get_by_test_id("final-val-loss").inner_text() == f"{final:.4f}"
@@ -184,22 +226,67 @@ def test_sign_in_upload_train_watch_download_compare(
     page.get_by_text("The job has successfully completed.").wait_for()
     for name in ("Pause", "Resume", "Cancel"):
         assert page.get_by_role("button", name=name, exact=True).is_disabled(), name
+    # what it ran with, by file name; the model, copied; how to use it; the tab named after it
+    assert page.title() == f"browser-r25 · {job_id} (succeeded) · ReplayFT", page.title()
+    assert text_of(page, "setting-training-file").startswith(target_jsonl.name)
+    assert text_of(page, "setting-replay").startswith(replay_jsonl.name)
+    assert text_of(page, "setting-validation-file") == "held out from the training file"
+    assert text_of(page, "setting-rad") == "0.25 · 0.8 · 0.7"
+    assert (text_of(page, "setting-epochs"), text_of(page, "setting-batch-size")) == ("0.6", "4")
+    assert (text_of(page, "setting-seq-len"), text_of(page, "setting-seed")) == ("64", "0")
+    assert (
+        text_of(page, "setting-lr") == "3e-4" and text_of(page, "setting-suffix") == "browser-r25"
+    )
+    assert text_of(page, "setting-schedule").startswith("WSD ("), text_of(page, "setting-schedule")
+    model = team.job(job_id)["fine_tuned_model"]
+    assert text_of(page, "fine-tuned-model") == model
+    page.get_by_role("button", name="Copy model id").click()
+    page.get_by_role("button", name="Copy model id").get_by_text("Copied").wait_for()
+    assert page.evaluate("navigator.clipboard.readText()") == model
+    assert f'from_pretrained("{job_id}-step-{planned}")' in text_of(page, "use-it")
     shot(page, "05-job-detail")
 
-    # --- download the final checkpoint: a real tar.gz of the Hugging Face folder
+    # --- download the final checkpoint: a real tar.gz of the Hugging Face folder, saved by the
+    # browser's own download from a signed link (the key is in no URL the page ever asked for)
     with page.expect_download() as info:
         page.locator("tr[data-checkpoint-id]").first.get_by_role("button", name="Download").click()
+    assert "token=" in info.value.url and team.key not in info.value.url, info.value.url
     saved = tmp_path / info.value.suggested_filename
     info.value.save_as(saved)
-    assert saved.name.endswith(".tar.gz"), saved.name
+    assert saved.name == f"{job_id}-step-{planned}.tar.gz", saved.name
     with tarfile.open(saved, "r:gz") as tar:
         names = {Path(n).name for n in tar.getnames()}
     assert {"config.json", "model.safetensors", "meta.json"} <= names, names
+    # the checkpoint's event offers the same download
+    with page.expect_download() as again:
+        page.get_by_role("button", name=f"Download the step {planned} checkpoint").click()
+    assert again.value.suggested_filename == saved.name
+    assert not [u for u in requested if team.key in u]
 
     # --- the deep link survives a reload
     page.reload()
     page.locator(".badge", has_text="succeeded").first.wait_for()
     assert points(page, "chart-val-loss") > 0
+
+    # --- clone: the form filled in with what it ran with plans the same run
+    page.get_by_role("link", name="Clone").click()
+    page.wait_for_url(f"{url}/jobs/new?clone={job_id}")
+    page.get_by_test_id("clone-of").wait_for()
+    page.wait_for_function(
+        f"document.querySelector('[data-testid=plan-total-steps]')?.textContent === '{planned}'"
+    )
+    for label, value in [
+        ("Replay fraction r", "0.25"),
+        ("Stage-2 target share a", "0.8"),
+        ("Stage-2 duration d", "0.7"),
+        ("Epochs", "0.6"),
+        ("Batch size", "4"),
+        ("Model suffix", "browser-r25"),
+    ]:
+        assert page.get_by_label(label).input_value() == value, label
+    # the plan now has a finished run on this model to time it by
+    assert text_of(page, "plan-run-time").startswith("≈ "), text_of(page, "plan-run-time")
+    assert job_id in text_of(page, "plan-run-time-basis")
 
     # --- jobs list, filtered
     team.wait_job(other["id"], "succeeded")
@@ -221,8 +308,41 @@ def test_sign_in_upload_train_watch_download_compare(
     page.wait_for_function(
         "document.querySelector('[data-testid=compare-scatter]')?.dataset.points == 2"
     )
-    assert points(page, "compare-val-target") > 0
+    assert points(page, "compare-val-target") > 0 and points(page, "compare-train-target") > 0
+    # what differs between the two, and nothing they share
+    differs = page.get_by_test_id("compare-differences")
+    row = differs.locator('tr[data-setting="replay r"]').locator("td")
+    assert row.all_inner_texts() == ["replay r", "0.25", "0.5"], row.all_inner_texts()
+    assert differs.locator('tr[data-setting="model"]').count() == 0
+    # on tokens seen, the curves end where each run's last evaluation was (4 x 64 tokens a step)
+    page.get_by_role("button", name="tokens seen").click()
+    page.wait_for_url("**x=tokens**")
+    last_eval = max(
+        r["step"]
+        for jid in (job_id, other["id"])
+        for r in team.metrics(jid)
+        if r.get("val_loss_target") is not None
+    )
+    page.wait_for_function(
+        "document.querySelector('[data-testid=compare-val-target]').dataset.xLast == "
+        f"{last_eval * 4 * 64}"
+    )
     shot(page, "06-compare")
+
+    # --- a job that is not there: a way back
+    page.goto(f"{url}/jobs/ftjob-does-not-exist")
+    page.get_by_role("alert").wait_for()
+    page.get_by_role("link", name="Back to all jobs").click()
+    page.get_by_role("heading", name="Fine-tuning jobs").wait_for()
+
+    # --- at 800 px the jobs table keeps every column within reach
+    page.set_viewport_size({"width": 800, "height": 900})
+    created = page.get_by_role("columnheader", name="Created")
+    created.scroll_into_view_if_needed()
+    box = created.bounding_box()
+    assert box and box["x"] >= 0 and box["x"] + box["width"] <= 800, box
+    assert page.evaluate("document.documentElement.scrollWidth") <= 800
+    page.set_viewport_size({"width": 1440, "height": 900})
 
     # --- sign out clears the key
     page.get_by_role("button", name="Sign out").click()
@@ -245,7 +365,7 @@ def test_lora_job_from_the_form(service, signed_in, team: Team, team_files):
     rank = page.locator(".field", has=page.locator("#f-adapter_r"))
     error = rank.locator('[data-field-error="adapter_r"]')
     error.wait_for()
-    assert "hyperparameters.adapter.r" in error.inner_text()
+    assert error.inner_text().startswith("Must be") and "hyperparameters" not in error.inner_text()
     assert page.get_by_label("Rank r").get_attribute("aria-describedby") == "f-adapter_r-error"
     with page.expect_response(
         lambda r: r.url.endswith(JOBS) and r.request.method == "POST"
@@ -278,13 +398,40 @@ def test_lora_job_from_the_form(service, signed_in, team: Team, team_files):
     assert page.get_by_test_id("job-method").inner_text() == "LoRA r 4 · merged"
 
 
-def test_cancel_a_running_job_from_its_page(service, signed_in, team: Team, team_files):
+def test_pause_resume_and_cancel_a_running_job_from_its_page(
+    service, signed_in, team: Team, team_files
+):
     page = signed_in
     target, replay = team_files
-    job = team.create_job(team.tiny_job(target, replay, n_epochs=20))
+    body = team.tiny_job(target, replay, n_epochs=20)
+    hp = body["method"]["supervised"]["hyperparameters"]
+    hp.update(checkpoint_interval=10, keep_checkpoints=1)  # older checkpoints are pruned
+    job = team.create_job(body)
     page.goto(f"{service.url}/jobs/{job['id']}")
     page.locator(".badge", has_text="running").first.wait_for(timeout=JOB_TIMEOUT_S * 1000)
+    assert page.title() == f"{job['id']} (running) · ReplayFT", page.title()
     assert page.get_by_role("button", name="Resume", exact=True).is_disabled()
+    # the header follows the run while the status stays `running`
+    first = text_of(page, "job-step")
+    page.wait_for_function(
+        f"document.querySelector('[data-testid=job-step]').textContent !== {first!r}"
+    )
+    # a pruned checkpoint's event no longer offers it; the newest one's does
+    page.locator("[data-removed-step]").first.wait_for(timeout=JOB_TIMEOUT_S * 1000)
+    removed = int(page.locator("[data-removed-step]").first.get_attribute("data-removed-step"))
+    kept = [c["step_number"] for c in team.list_all(f"{JOBS}/{job['id']}/checkpoints")]
+    assert removed not in kept and kept and max(kept) > removed, (removed, kept)
+    page.get_by_role("button", name=f"Download the step {max(kept)} checkpoint").wait_for()
+
+    # pause: "Pausing…" at once, the button disabled until the worker has checkpointed
+    page.get_by_role("button", name="Pause", exact=True).click()
+    pausing = page.get_by_role("button", name="Pausing…", exact=True)
+    pausing.wait_for()
+    assert pausing.is_disabled()
+    page.locator(".badge", has_text="paused").first.wait_for()
+    assert team.job(job["id"])["status"] == "paused"
+    page.get_by_role("button", name="Resume", exact=True).click()
+    page.locator(".badge", has_text="running").first.wait_for(timeout=JOB_TIMEOUT_S * 1000)
     page.get_by_role("button", name="Cancel", exact=True).click()
     page.locator(".badge", has_text="cancelled").first.wait_for()
     assert team.job(job["id"])["status"] == "cancelled"

@@ -2,17 +2,11 @@
 // the plot is built once per series layout and new data only goes through setData(), so live
 // updates do not rebuild it. Vertical markers (the loss spike, the stage transition) are drawn by
 // a small plugin on top of the series.
-//
-// Charts over steps get integer ticks, and charts that share an x axis (the same xLabel) share
-// the cursor: hovering step 120 on one shows step 120 on all of them. Line charts offer
-// smoothing (a debiased moving average, as TensorBoard draws it) and a log y axis.
 
-import { useEffect, useMemo, useRef, useState } from "react";
+import { useEffect, useRef } from "react";
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
-import { type Aligned, INTEGER_INCREMENTS, smoothAligned } from "../lib/series";
-
-const SMOOTHING = 0.8;
+import type { Aligned } from "../lib/series";
 
 export interface SeriesStyle {
   label: string;
@@ -47,14 +41,15 @@ export interface ChartProps {
   /** where the x axis has ticks (default: uPlot's choice) */
   xTicks?: number[];
   formatY?: (v: number) => string;
-  /** format of the y axis ticks, when shorter than formatY (the learning rate's) */
-  formatYTick?: (v: number) => string;
-  /** x is a whole number (steps); default: when xLabel is "step" */
-  integerX?: boolean;
-  /** no smoothing and log-scale controls (scatter plots, charts of a fixed shape) */
-  plain?: boolean;
   testId?: string;
+  /** charts with the same key move their cursors together (one page's charts over one x) */
+  syncKey?: string;
+  /** ticks at whole numbers only (steps); default: when the x axis is "step" */
+  integerX?: boolean;
 }
+
+// tick spacings uPlot may choose from on a whole-number axis: 1, 2, 5, 10, 20, 50, ...
+const INTEGER_INCREMENTS = Array.from({ length: 30 }, (_, i) => [1, 2, 5][i % 3] * 10 ** Math.floor(i / 3));
 
 function markerPlugin(markers: { current: Marker[] }): uPlot.Plugin {
   return {
@@ -89,43 +84,39 @@ export function Chart(props: ChartProps) {
   const plot = useRef<uPlot | null>(null);
   const markerRef = useRef<Marker[]>(markers);
   markerRef.current = markers;
-  const [smooth, setSmooth] = useState(false);
-  const [logScale, setLogScale] = useState(false);
-  const logY = props.logY || logScale;
-  const integerX = props.integerX ?? xLabel === "step";
-  const shown = useMemo(() => (smooth ? smoothAligned(data, SMOOTHING) : data), [data, smooth]);
   const layout = JSON.stringify([
     series,
     xLabel,
     yLabel,
     height,
-    logY,
+    props.logY,
     props.logX,
     props.xRange,
     props.xTicks,
+    props.syncKey,
+    props.integerX,
   ]);
 
   useEffect(() => {
     const el = holder.current;
     if (!el) return;
     const fmt = props.formatY;
-    const tick = props.formatYTick ?? fmt;
     const opts: uPlot.Options = {
       width: Math.max(200, el.clientWidth),
       height,
       plugins: [markerPlugin(markerRef)],
-      cursor: { focus: { prox: 16 }, sync: { key: `x:${xLabel}` } },
+      cursor: { focus: { prox: 16 }, ...(props.syncKey ? { sync: { key: props.syncKey } } : {}) },
       legend: { live: true },
       scales: {
         x: { time: false, distr: props.logX ? 3 : 1, ...(props.xRange ? { range: props.xRange } : {}) },
-        y: { distr: logY ? 3 : 1 },
+        y: { distr: props.logY ? 3 : 1 },
       },
       axes: [
         {
           label: xLabel,
           stroke: "#5b6472",
           grid: { stroke: "#eef0f3" },
-          ...(integerX && !props.xTicks ? { incrs: INTEGER_INCREMENTS } : {}),
+          ...((props.integerX ?? xLabel === "step") && !props.xTicks ? { incrs: INTEGER_INCREMENTS } : {}),
           ...(props.xTicks
             ? {
                 splits: () => props.xTicks as number[],
@@ -141,7 +132,7 @@ export function Chart(props: ChartProps) {
           stroke: "#5b6472",
           grid: { stroke: "#eef0f3" },
           size: 64,
-          values: tick ? (_u, vals) => vals.map((v) => (v === null ? "" : tick(v))) : undefined,
+          values: fmt ? (_u, vals) => vals.map((v) => (v === null ? "" : fmt(v))) : undefined,
         },
       ],
       series: [
@@ -159,7 +150,7 @@ export function Chart(props: ChartProps) {
         })),
       ],
     };
-    const u = new uPlot(opts, shown as uPlot.AlignedData, el);
+    const u = new uPlot(opts, data as uPlot.AlignedData, el);
     plot.current = u;
     const resize = new ResizeObserver(() => u.setSize({ width: Math.max(200, el.clientWidth), height }));
     resize.observe(el);
@@ -172,8 +163,8 @@ export function Chart(props: ChartProps) {
   }, [layout]);
 
   useEffect(() => {
-    plot.current?.setData(shown as uPlot.AlignedData);
-  }, [shown]);
+    plot.current?.setData(data as uPlot.AlignedData);
+  }, [data]);
 
   useEffect(() => {
     // uPlot cannot redraw a plot that has never had data (its axes are not measured yet)
@@ -182,30 +173,8 @@ export function Chart(props: ChartProps) {
 
   const points = data[0].length;
   return (
-    <figure
-      className="chart"
-      data-testid={props.testId}
-      data-points={points}
-      data-smoothed={smooth}
-      data-log-y={logY}
-    >
-      <figcaption>
-        {title}
-        {!props.plain && (
-          <span className="chart-controls">
-            <label>
-              <input type="checkbox" checked={smooth} onChange={(e) => setSmooth(e.target.checked)} />
-              smooth
-            </label>
-            {!props.logY && (
-              <label>
-                <input type="checkbox" checked={logScale} onChange={(e) => setLogScale(e.target.checked)} />
-                log y
-              </label>
-            )}
-          </span>
-        )}
-      </figcaption>
+    <figure className="chart" data-testid={props.testId} data-points={points} data-x-last={points ? data[0][points - 1] : undefined}>
+      <figcaption>{title}</figcaption>
       <div ref={holder} className="chart-canvas" />
       {points === 0 && <p className="chart-empty">No data points yet.</p>}
     </figure>

@@ -1,6 +1,6 @@
 // Small shared pieces: status badge, progress bar, and the loading / error / empty states.
 
-import type { ReactNode } from "react";
+import { useState, type ReactNode } from "react";
 import { statusLabel } from "../lib/format";
 
 export function StatusBadge({ status }: { status: string }) {
@@ -46,4 +46,33 @@ export function ErrorNote({ message, onRetry }: { message: string; onRetry?: () 
 
 export function Empty({ children }: { children: ReactNode }) {
   return <div className="state state-empty">{children}</div>;
+}
+
+/** Copies `text` to the clipboard and says so for a moment. The Clipboard API needs a secure
+ * context (https or localhost); elsewhere a hidden textarea and execCommand do it. */
+export function CopyButton({ text, label }: { text: string; label: string }) {
+  const [copied, setCopied] = useState<boolean | null>(null);
+  async function copy() {
+    let ok = false;
+    try {
+      await navigator.clipboard.writeText(text);
+      ok = true;
+    } catch {
+      const area = document.createElement("textarea");
+      area.value = text;
+      area.style.position = "fixed";
+      area.style.opacity = "0";
+      document.body.appendChild(area);
+      area.select();
+      ok = document.execCommand("copy");
+      area.remove();
+    }
+    setCopied(ok);
+    setTimeout(() => setCopied(null), 2000);
+  }
+  return (
+    <button type="button" className="small" onClick={copy} aria-label={label}>
+      {copied === null ? "Copy" : copied ? "Copied" : "Copy failed"}
+    </button>
+  );
 }

@@ -14,6 +14,10 @@ describe("API errors in a form", () => {
     expect(formErrors(new ApiError(500, "Internal server error."), inputFor)).toEqual({ fields: {}, general: "Internal server error." });
     expect(formErrors(new TypeError("failed to fetch"), inputFor)).toEqual({ fields: {}, general: "failed to fetch" });
     expect(toApiError(502, "<html>bad gateway</html>").message).toBe("HTTP 502");
+    // the form's own words for both kinds
+    const upper = (m: string) => m.toUpperCase();
+    expect(formErrors(err, inputFor, upper).fields).toEqual({ fraction: "REPLAY.FRACTION: MUST BE < 1" });
+    expect(formErrors(other, inputFor, upper).general).toBe("METADATA: TOO LONG");
   });
 
   it("reads the bad lines a file validation error lists", () => {

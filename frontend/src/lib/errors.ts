@@ -10,15 +10,17 @@ export interface FormErrors<Input extends string = string> {
   general: string | null;
 }
 
+/** `error` placed by `inputFor`; `rephrase` turns an API message into the form's words. */
 export function formErrors<Input extends string>(
   error: unknown,
   inputFor: (param: string | null) => Input | null,
+  rephrase: (message: string) => string = (m) => m,
 ): FormErrors<Input> {
   if (error instanceof ApiError) {
     const input = inputFor(error.param);
-    if (!input) return { fields: {}, general: error.message };
+    if (!input) return { fields: {}, general: rephrase(error.message) };
     const fields: Partial<Record<Input, string>> = {};
-    fields[input] = error.message;
+    fields[input] = rephrase(error.message);
     return { fields, general: null };
   }
   return { fields: {}, general: error instanceof Error ? error.message : String(error) };

@@ -1,13 +1,14 @@
 import { describe, expect, it } from "vitest";
 import {
   formatBytes,
-  formatLrTick,
   formatCount,
   formatEta,
   formatHardware,
   formatLoss,
+  formatLr,
   formatMethod,
   formatPercent,
+  formatSchedule,
 } from "./format";
 
 describe("formatEta", () => {
@@ -68,12 +69,25 @@ describe("formatHardware", () => {
   });
 });
 
+describe("formatSchedule", () => {
+  it.each([
+    [{ type: "wsd", warmup_ratio: 0.01, decay_ratio: 0.1, decay_shape: "linear", min_lr_ratio: 0 }, "WSD (warmup 1%, linear decay over the last 10%)"],
+    [{ type: "cosine", warmup_ratio: 0, min_lr_ratio: 0.1 }, "cosine (to 10% of the peak)"],
+    [{ type: "constant", warmup_ratio: 0 }, "constant"],
+    [null, "—"],
+  ])("%j -> %s", (sched, text) => {
+    expect(formatSchedule(sched)).toBe(text);
+  });
+});
 
-describe("formatLrTick", () => {
-  it("writes learning rates short", () => {
-    expect(formatLrTick(3e-4)).toBe("3e-4");
-    expect(formatLrTick(1.5e-4)).toBe("1.5e-4");
-    expect(formatLrTick(0.000123456)).toBe("1.23e-4");
-    expect(formatLrTick(0)).toBe("0");
+describe("formatLr", () => {
+  it.each([
+    [3e-4, "3e-4"],
+    [2.5e-4, "2.5e-4"],
+    [1.234e-4, "1.23e-4"],
+    [1e-3, "1e-3"],
+    [0, "0"],
+  ])("%s -> %s", (v, text) => {
+    expect(formatLr(v)).toBe(text);
   });
 });

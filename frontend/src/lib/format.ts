@@ -34,8 +34,9 @@ export function formatLoss(v: number | null | undefined): string {
   return v === null || v === undefined ? "—" : v.toFixed(4);
 }
 
+/** A learning rate with no trailing zeros, so axis ticks read: 3e-4, 2.5e-4, 1.23e-4. */
 export function formatLr(v: number): string {
-  return v === 0 ? "0" : v.toExponential(2);
+  return v === 0 ? "0" : v.toExponential(2).replace(/\.?0+e/, "e");
 }
 
 export function formatPercent(v: number | null | undefined): string {
@@ -82,9 +83,22 @@ export function formatHardware(distributed: unknown): string {
   return [where, strategy].filter(Boolean).join(" · ");
 }
 
-/** A learning-rate axis tick, short enough to read: 3e-4, 1.5e-4, 0. */
-export function formatLrTick(v: number): string {
-  if (v === 0) return "0";
-  const [mantissa, exponent] = v.toExponential(2).split("e");
-  return `${+mantissa}e${exponent}`;
+/** A job's `hyperparameters.lr_scheduler` as one line: "WSD (warmup 1%, linear decay over the
+ * last 10%)", "cosine (warmup 1%)", "constant". */
+export function formatSchedule(scheduler: unknown): string {
+  if (!scheduler || typeof scheduler !== "object") return "—";
+  const s = scheduler as {
+    type?: string;
+    warmup_ratio?: number | null;
+    decay_ratio?: number | null;
+    decay_shape?: string | null;
+    min_lr_ratio?: number | null;
+  };
+  const parts: string[] = [];
+  if (s.warmup_ratio) parts.push(`warmup ${formatPercent(s.warmup_ratio)}`);
+  if (s.type === "wsd" && s.decay_ratio)
+    parts.push(`${s.decay_shape ?? "linear"} decay over the last ${formatPercent(s.decay_ratio)}`);
+  if (s.min_lr_ratio) parts.push(`to ${formatPercent(s.min_lr_ratio)} of the peak`);
+  const name = s.type === "wsd" ? "WSD" : String(s.type ?? "—");
+  return parts.length ? `${name} (${parts.join(", ")})` : name;
 }

@@ -1,5 +1,16 @@
 import { describe, expect, it } from "vitest";
-import { API_FIELDS, INITIAL_FORM, inputForParam, toRequest, withAdapterType, type JobForm } from "./jobform";
+import type { Job } from "../api";
+import {
+  API_FIELDS,
+  INITIAL_FORM,
+  LABELS,
+  formFromJob,
+  formMessage,
+  inputForParam,
+  toRequest,
+  withAdapterType,
+  type JobForm,
+} from "./jobform";
 
 const form = (changes: Partial<JobForm>): JobForm => ({
   ...INITIAL_FORM,
@@ -139,11 +150,13 @@ describe("API error param -> the input it belongs to", () => {
       replay_dataset: "file-r",
       stage2_duration: "0.2",
       n_epochs: "2",
+      total_steps: "50",
       learning_rate: "1e-4",
       lr_scheduler: "cosine",
       batch_size: "8",
       seq_len: "256",
       suffix: "s",
+      seed: "3",
       adapter_type: "lora",
       adapter_r: "8",
       adapter_alpha: "16",
@@ -163,5 +176,84 @@ describe("API error param -> the input it belongs to", () => {
       expect(inputForParam(field)).toBe(input);
     }
     expect(Object.keys(API_FIELDS).sort()).toEqual(Object.keys(INITIAL_FORM).sort());
+  });
+});
+
+describe("API messages in the form's words", () => {
+  it("drops the field path, names fields by their labels and reads comparisons as words", () => {
+    expect(formMessage("replay.stage2_duration: needed with target_stage2_allocation < 1 unless total_steps is set")).toBe(
+      "Needed when “Stage-2 target share a” is below 1, unless “Total steps” is set.",
+    );
+    expect(formMessage("replay.fraction: Input should be less than 1")).toBe("Must be less than 1.");
+    expect(formMessage("hyperparameters.adapter.r: Input should be greater than or equal to 1")).toBe(
+      "Must be greater than or equal to 1.",
+    );
+    expect(formMessage("replay.target_stage2_allocation: must be > 0 (stage 2 needs target data)")).toBe(
+      "Must be above 0 (stage 2 needs target data)",
+    );
+    // a name the form has no input for stays as the API wrote it
+    expect(formMessage("hyperparameters.lr_scheduler.decay_ratio: warmup_ratio + decay_ratio must be <= 1")).toBe(
+      "Warmup_ratio + decay_ratio must be at most 1.",
+    );
+    expect(formMessage("File file-1 is still being validated.")).toBe("File file-1 is still being validated.");
+  });
+
+  it("has a label for every input", () => {
+    expect(Object.keys(LABELS).sort()).toEqual(Object.keys(INITIAL_FORM).sort());
+  });
+});
+
+describe("clone: a job back into the form", () => {
+  // the job object as GET /v1/fine_tuning/jobs/{id} shows a LoRA replay job (resolved values)
+  const job = {
+    id: "ftjob-1",
+    model: "replayft/llama-tiny",
+    training_file: "file-t",
+    validation_file: null,
+    suffix: "mine",
+    seed: 7,
+    hyperparameters: {
+      n_epochs: 0.6,
+      batch_size: 4,
+      seq_len: 64,
+      learning_rate: 0.0003,
+      total_steps: 21,
+      lr_scheduler: { type: "cosine", warmup_ratio: 0.01 },
+      adapter: { type: "lora", r: 4, alpha: 8, dropout: 0.1, target_modules: ["q_proj", "v_proj"], export: "merged" },
+      distributed: null,
+    },
+    replay: { dataset: "file-r", fraction: 0.25, target_stage2_allocation: 0.8, stage2_duration: 0.7 },
+  } as unknown as Job;
+
+  it("fills every input the job set, and posts the same knobs again", () => {
+    const form = formFromJob(job);
+    expect(form).toMatchObject({
+      training_file: "file-t",
+      replay_dataset: "file-r",
+      fraction: "0.25",
+      target_stage2_allocation: "0.8",
+      stage2_duration: "0.7",
+      n_epochs: "0.6",
+      total_steps: "", // follows from the epochs again
+      lr_scheduler: "cosine",
+      suffix: "mine",
+      seed: "7",
+      adapter_type: "lora",
+      adapter_target_modules: "q_proj, v_proj",
+      gpus_per_node: "",
+    });
+    const body = toRequest(form);
+    expect(body.replay).toEqual({ dataset: "file-r", fraction: 0.25, target_stage2_allocation: 0.8, stage2_duration: 0.7 });
+    expect(body.seed).toBe(7);
+    expect(body.method.supervised.hyperparameters).toMatchObject({ n_epochs: 0.6, batch_size: 4, seq_len: 64 });
+    expect(body.method.supervised.hyperparameters.adapter).toMatchObject({ type: "lora", r: 4, target_modules: ["q_proj", "v_proj"] });
+  });
+
+  it("gives d only where a < 1 needs it, and no replay without a dataset", () => {
+    const oneStage = formFromJob({ ...job, replay: { dataset: "file-r", fraction: 0.5, target_stage2_allocation: 1, stage2_duration: 0.9 } } as Job);
+    expect(oneStage.stage2_duration).toBe("");
+    const none = formFromJob({ ...job, replay: null } as Job);
+    expect(none.replay_dataset).toBe("");
+    expect(toRequest(none).replay).toBeUndefined();
   });
 });

@@ -3,7 +3,7 @@
 // the engine's default applies, and an untouched form posts what it always did (full fine-tuning
 // on one process). Each input's API field (`API_FIELDS`) is what its errors are shown by.
 
-import type { Hyperparameters, JobRequest } from "../api";
+import type { Hyperparameters, Job, JobRequest } from "../api";
 
 type Adapter = NonNullable<Hyperparameters["adapter"]>;
 type Distributed = NonNullable<Hyperparameters["distributed"]>;
@@ -22,11 +22,14 @@ export interface JobForm {
   target_stage2_allocation: string;
   stage2_duration: string;
   n_epochs: string;
+  /** empty: the steps follow from the epochs */
+  total_steps: string;
   learning_rate: string;
   lr_scheduler: NonNullable<NonNullable<Hyperparameters["lr_scheduler"]>["type"]>;
   batch_size: string;
   seq_len: string;
   suffix: string;
+  seed: string;
   /** full fine-tuning, or an adapter (`hyperparameters.adapter.type`) */
   adapter_type: "full" | Adapter["type"];
   adapter_r: string;
@@ -49,11 +52,13 @@ export const INITIAL_FORM: JobForm = {
   target_stage2_allocation: "1",
   stage2_duration: "",
   n_epochs: "",
+  total_steps: "",
   learning_rate: "",
   lr_scheduler: "wsd",
   batch_size: "",
   seq_len: "",
   suffix: "",
+  seed: "",
   adapter_type: "full",
   adapter_r: "",
   adapter_alpha: "",
@@ -85,6 +90,7 @@ export function targetModules(text: string): string[] | "all-linear" | undefined
 export function toRequest(form: JobForm): FormRequest {
   const hp: Hyperparameters = defined({
     n_epochs: num(form.n_epochs),
+    total_steps: num(form.total_steps),
     learning_rate: num(form.learning_rate),
     batch_size: num(form.batch_size),
     seq_len: num(form.seq_len),
@@ -115,6 +121,7 @@ export function toRequest(form: JobForm): FormRequest {
   };
   if (form.validation_file) body.validation_file = form.validation_file;
   if (form.suffix.trim()) body.suffix = form.suffix.trim();
+  if (form.seed.trim()) body.seed = Number(form.seed);
   if (form.replay_dataset) {
     body.replay = defined({
       dataset: form.replay_dataset,
@@ -147,11 +154,13 @@ export const API_FIELDS: Record<keyof JobForm, FieldPath<JobRequest>> = {
   target_stage2_allocation: "replay.target_stage2_allocation",
   stage2_duration: "replay.stage2_duration",
   n_epochs: "hyperparameters.n_epochs",
+  total_steps: "hyperparameters.total_steps",
   learning_rate: "hyperparameters.learning_rate",
   lr_scheduler: "hyperparameters.lr_scheduler",
   batch_size: "hyperparameters.batch_size",
   seq_len: "hyperparameters.seq_len",
   suffix: "suffix",
+  seed: "seed",
   adapter_type: "hyperparameters.adapter",
   adapter_r: "hyperparameters.adapter.r",
   adapter_alpha: "hyperparameters.adapter.alpha",
@@ -188,4 +197,114 @@ export function withAdapterType(form: JobForm, type: JobForm["adapter_type"]): J
   if (type === "qlora") return { ...form, adapter_type: type, adapter_export: "adapter" };
   if (form.adapter_type === "qlora") return { ...form, adapter_type: type, adapter_export: "merged" };
   return { ...form, adapter_type: type };
+}
+
+/** Each input's label, also the name an error message gives the field. */
+export const LABELS: Record<keyof JobForm, string> = {
+  model: "Base model",
+  training_file: "Target data (training file)",
+  validation_file: "Validation file (optional)",
+  replay_dataset: "Replay dataset",
+  fraction: "Replay fraction r",
+  target_stage2_allocation: "Stage-2 target share a",
+  stage2_duration: "Stage-2 duration d",
+  n_epochs: "Epochs",
+  total_steps: "Total steps",
+  learning_rate: "Peak learning rate",
+  lr_scheduler: "Schedule",
+  batch_size: "Batch size",
+  seq_len: "Sequence length",
+  suffix: "Model suffix",
+  seed: "Seed",
+  adapter_type: "Method",
+  adapter_r: "Rank r",
+  adapter_alpha: "Alpha",
+  adapter_dropout: "Dropout",
+  adapter_target_modules: "Target modules",
+  adapter_export: "Checkpoints",
+  gpus_per_node: "GPUs per machine",
+  nodes: "Machines",
+  strategy: "Strategy",
+};
+
+/** The label of a field name as an API message writes it: a request path
+ * ("replay.stage2_duration", "hyperparameters.total_steps") or a spec field's own name
+ * ("target_stage2_allocation", "total_steps"). */
+export function labelOfField(name: string): string | null {
+  const path = name.replace(/^method\.supervised\.hyperparameters\./, "hyperparameters.");
+  for (const field of [path, `hyperparameters.${path}`, `replay.${path}`, `hyperparameters.adapter.${path}`]) {
+    const input = INPUT_OF.get(field);
+    if (input) return LABELS[input];
+  }
+  return null;
+}
+
+/** An API error message as the form shows it: the field path it starts with goes (the message
+ * sits under that field already), field names become the form's labels, and the engine's
+ * comparison signs become words: "replay.stage2_duration: needed with target_stage2_allocation
+ * < 1 unless total_steps is set" -> "Needed when “Stage-2 target share a” is below 1, unless
+ * “Total steps” is set." */
+export function formMessage(message: string): string {
+  let text = message.replace(/^[A-Za-z_][\w.]*: /, "");
+  text = text
+    .replace(/^Input should be /, "Must be ")
+    .replace(/^needed with (.+?) unless (.+)$/, "needed when $1, unless $2")
+    .replace(/ <= /g, " at most ")
+    .replace(/ >= /g, " at least ")
+    .replace(/ < /g, " below ")
+    .replace(/ > /g, " above ");
+  text = text.replace(/\b[a-z][a-z0-9]*(?:[._][a-z0-9]+)+\b/g, (name) => {
+    const label = labelOfField(name);
+    return label ? `“${label}”` : name;
+  });
+  text = text.replace(/“([^”]+)” below/, "“$1” is below");
+  text = text.charAt(0).toUpperCase() + text.slice(1);
+  return /[.!?)]$/.test(text) ? text : `${text}.`;
+}
+
+const str = (v: unknown) => (v === null || v === undefined ? "" : String(v));
+
+/** The form filled in with what `job` ran with (the dashboard's Clone). The job shows resolved
+ * values, so every knob comes back as a number, except total steps: it follows from the epochs
+ * again, and editing the epochs of the clone then changes it. Replay takes r and a, and d only
+ * where a < 1 needs it (three given must agree to the last digit). */
+export function formFromJob(job: Job): JobForm {
+  const hp = job.hyperparameters as Record<string, unknown>;
+  const sched = (hp.lr_scheduler ?? {}) as { type?: JobForm["lr_scheduler"] };
+  const adapter = hp.adapter as
+    | { type: "lora" | "qlora"; r?: number; alpha?: number; dropout?: number; target_modules?: string[] | string; export?: JobForm["adapter_export"] }
+    | null
+    | undefined;
+  const distributed = hp.distributed as { strategy?: JobForm["strategy"]; gpus_per_node?: number; nodes?: number } | null;
+  const replay = job.replay;
+  const dataset = Array.isArray(replay?.dataset) ? replay?.dataset[0] : replay?.dataset;
+  const a = replay?.target_stage2_allocation;
+  return {
+    ...INITIAL_FORM,
+    model: job.model,
+    training_file: job.training_file,
+    validation_file: job.validation_file ?? "",
+    replay_dataset: dataset ?? "",
+    fraction: dataset ? str(replay?.fraction ?? INITIAL_FORM.fraction) : INITIAL_FORM.fraction,
+    target_stage2_allocation: dataset ? str(a ?? 1) : INITIAL_FORM.target_stage2_allocation,
+    stage2_duration: dataset && a !== undefined && a < 1 ? str(replay?.stage2_duration) : "",
+    n_epochs: str(hp.n_epochs),
+    learning_rate: str(hp.learning_rate),
+    lr_scheduler: sched.type ?? INITIAL_FORM.lr_scheduler,
+    batch_size: str(hp.batch_size),
+    seq_len: str(hp.seq_len),
+    suffix: job.suffix ?? "",
+    seed: str(job.seed),
+    adapter_type: adapter?.type ?? "full",
+    adapter_r: str(adapter?.r),
+    adapter_alpha: str(adapter?.alpha),
+    adapter_dropout: str(adapter?.dropout),
+    adapter_target_modules: Array.isArray(adapter?.target_modules)
+      ? adapter.target_modules.join(", ")
+      : str(adapter?.target_modules),
+    adapter_export: adapter?.export ?? INITIAL_FORM.adapter_export,
+    gpus_per_node: distributed ? str(distributed.gpus_per_node) : "",
+    nodes: distributed ? str(distributed.nodes) : "",
+    strategy: distributed?.strategy ?? INITIAL_FORM.strategy,
+  };
 }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { Plan } from "../api";
-import { lrCurve, mixtureBars, transitionStep } from "./plan";
+import { estimatedSeconds, lrCurve, mixtureBars, tokensPerSecond, transitionStep } from "./plan";
 
 // the shape POST /v1/fine_tuning/plan answers (replay_engine.schedule.Plan.summary + lr_curve)
 const plan = {
@@ -45,5 +45,25 @@ describe("plan pictures", () => {
   it("marks stage 2 at the first step it trains (1-based), none for one stage", () => {
     expect(transitionStep(plan)).toBe(41);
     expect(transitionStep({ transition_step: null })).toBeNull();
+  });
+});
+
+describe("estimated run time", () => {
+  it("takes the median train throughput of a reference run", () => {
+    const records = [
+      { type: "train", tokens_per_second: 100 },
+      { type: "eval", tokens_per_second: 9999 },
+      { type: "train", tokens_per_second: 300 },
+      { type: "train", tokens_per_second: 200 },
+      { type: "train" },
+    ];
+    expect(tokensPerSecond(records)).toBe(200);
+    expect(tokensPerSecond([{ type: "eval" }])).toBeNull();
+  });
+
+  it("is the plan's tokens over that throughput", () => {
+    // 100 steps x 4 x 64 tokens = 25,600 tokens at 256 tokens/s
+    expect(estimatedSeconds(plan, 256)).toBe(100);
+    expect(estimatedSeconds(plan, null)).toBeNull();
   });
 });

@@ -43,3 +43,19 @@ export function transitionStep(plan: { transition_step: number | null }): number
     ? null
     : plan.transition_step + 1;
 }
+
+/** Median training throughput (tokens per second) of a run's train records; null without any. */
+export function tokensPerSecond(records: { type?: string; tokens_per_second?: unknown }[]): number | null {
+  const rates = records
+    .filter((r) => r.type === "train" && typeof r.tokens_per_second === "number" && r.tokens_per_second > 0)
+    .map((r) => r.tokens_per_second as number)
+    .sort((a, b) => a - b);
+  return rates.length ? rates[Math.floor(rates.length / 2)] : null;
+}
+
+/** Seconds of training the plan takes at `rate` tokens per second (every step trains batch_size
+ * x seq_len tokens); null without a rate. Evaluations and checkpoints come on top. */
+export function estimatedSeconds(plan: Pick<Plan, "total_steps" | "batch_size" | "seq_len">, rate: number | null): number | null {
+  if (!rate || rate <= 0) return null;
+  return (plan.total_steps * plan.batch_size * plan.seq_len) / rate;
+}

@@ -1,15 +1,15 @@
 import { describe, expect, it } from "vitest";
 import type { MetricRecord } from "../api";
 import {
-  INTEGER_INCREMENTS,
-  alignJobs,
+  alignRunsOn,
   alignSeries,
   detectSpike,
+  differingSettings,
   lastValue,
   lossVsFraction,
   mergeRecords,
-  smoothAligned,
-  smoothColumn,
+  smoothed,
+  stepToX,
 } from "./series";
 
 const train = (step: number, target: number | null, generic: number | null = null): MetricRecord => ({
@@ -99,14 +99,62 @@ describe("detectSpike", () => {
   });
 });
 
-describe("alignJobs / lossVsFraction / lastValue", () => {
+describe("alignRunsOn / stepToX / lossVsFraction / lastValue", () => {
   it("overlays jobs on the union of their steps", () => {
-    const a = { records: [evalAt(10, 3), evalAt(20, 2.5)] };
-    const b = { records: [evalAt(15, 3.2), evalAt(20, 2.7)] };
-    expect(alignJobs([a, b], "val_loss_target")).toEqual([
+    const byStep = (s: number) => s;
+    const a = { records: [evalAt(10, 3), evalAt(20, 2.5)], x: byStep };
+    const b = { records: [evalAt(15, 3.2), evalAt(20, 2.7)], x: byStep };
+    expect(alignRunsOn([a, b], "val_loss_target")).toEqual([
       [10, 15, 20],
       [3, null, 2.5],
       [null, 3.2, 2.7],
+    ]);
+  });
+
+  it("puts each run's steps on tokens, target epochs or training time", () => {
+    const hp = { batch_size: 4, seq_len: 64, n_epochs: 2 };
+    // stage 1: steps 0-10 with 1,000 target tokens; stage 2: steps 10-30 with 3,000
+    const stages = [
+      { start_step: 0, end_step: 10, steps: 10, target_tokens: 1000 },
+      { start_step: 10, end_step: 30, steps: 20, target_tokens: 3000 },
+    ];
+    const records = [
+      { type: "train", step: 1, step_time: 0.5 },
+      { type: "train", step: 2, step_time: 0.5 },
+      { type: "train", step: 10, step_time: 1 }, // thinned: 8 steps at 1 s since step 2
+      { type: "eval", step: 10, val_loss_target: 2 },
+    ] as MetricRecord[];
+    const run = { hyperparameters: hp, stages, records };
+    expect(stepToX(run, "step")(7)).toBe(7);
+    expect(stepToX(run, "tokens")(10)).toBe(2560);
+    const epochs = stepToX(run, "epochs");
+    expect([epochs(0), epochs(10), epochs(20), epochs(30)]).toEqual([0, 0.5, 1.25, 2]);
+    const time = stepToX(run, "time");
+    expect([time(0), time(2), time(10), time(12)]).toEqual([null, 1, 9, 9]);
+    expect(stepToX({ hyperparameters: {}, records: [] }, "tokens")(5)).toBeNull();
+    // two runs on one axis: each at its own x
+    const other = { hyperparameters: { ...hp, batch_size: 8 }, stages, records };
+    expect(
+      alignRunsOn(
+        [run, other].map((r) => ({ records: r.records, x: stepToX(r, "tokens") })),
+        "val_loss_target",
+      ),
+    ).toEqual([
+      [2560, 5120],
+      [2, null],
+      [null, 2],
+    ]);
+  });
+
+  it("lists only the settings in which runs differ", () => {
+    expect(
+      differingSettings([
+        { settings: { r: 0, seed: 1, model: "m", adapter: null } },
+        { settings: { r: 0.25, seed: 1, model: "m", adapter: { r: 4 } } },
+      ]),
+    ).toEqual([
+      ["r", ["0", "0.25"]],
+      ["adapter", ["—", '{"r":4}']],
     ]);
   });
 
@@ -130,22 +178,13 @@ describe("alignJobs / lossVsFraction / lastValue", () => {
   });
 });
 
-
-describe("smoothing", () => {
-  it("is a debiased moving average that keeps gaps", () => {
-    // weight 0.5: 1 -> 1; then (0.5*0.5 + 0.5*3) / (1 - 0.25) = 2.333...
-    const out = smoothColumn([1, null, 3], 0.5);
-    expect(out[0]).toBeCloseTo(1);
-    expect(out[1]).toBeNull();
-    expect(out[2]).toBeCloseTo(7 / 3);
-  });
-  it("leaves the steps and an unsmoothed chart alone", () => {
-    const data: [number[], (number | null)[]] = [[1, 2], [4, 2]];
-    expect(smoothAligned(data, 0)).toBe(data);
-    expect(smoothAligned(data, 0.6)[0]).toEqual([1, 2]);
-  });
-  it("gives integer increments only", () => {
-    expect(INTEGER_INCREMENTS.every(Number.isInteger)).toBe(true);
-    expect(INTEGER_INCREMENTS.slice(0, 4)).toEqual([1, 2, 5, 10]);
+describe("smoothed", () => {
+  it("averages each column, starts at the data and keeps the gaps", () => {
+    const [x, a] = smoothed([[1, 2, 3, 4], [4, null, 2, 2]], 0.5);
+    expect(x).toEqual([1, 2, 3, 4]);
+    expect(a[0]).toBeCloseTo(4);
+    expect(a[1]).toBeNull();
+    expect(a[2]).toBeCloseTo((0.5 * 0.5 * 4 + 0.5 * 2) / 0.75); // 2.667
+    expect(smoothed([[1], [3]], 0)).toEqual([[1], [3]]);
   });
 });

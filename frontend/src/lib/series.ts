@@ -45,24 +45,6 @@ export function alignSeries(records: MetricRecord[], names: string[]): Aligned {
   return [steps, ...columns];
 }
 
-/** Several jobs' values of one metric on a shared x column (the union of their steps). */
-export function alignJobs(runs: { records: MetricRecord[] }[], name: string): Aligned {
-  const steps = new Set<number>();
-  for (const run of runs)
-    for (const r of run.records) if (typeof r[name] === "number") steps.add(r.step);
-  const x = [...steps].sort((a, b) => a - b);
-  const at = new Map(x.map((s, i) => [s, i]));
-  const columns = runs.map((run) => {
-    const col: Column = new Array(x.length).fill(null);
-    for (const r of run.records) {
-      const v = r[name];
-      if (typeof v === "number") col[at.get(r.step)!] = v;
-    }
-    return col;
-  });
-  return [x, ...columns];
-}
-
 /** The initial loss spike on train_loss_target, measured as the engine's SpikeTracker does:
  * from the first step with a target loss, the highest value until the loss is back at or below
  * its start. Used while a job runs; a finished job's summary carries the engine's own. */
@@ -116,28 +98,128 @@ export function lossVsFraction(
 
 export const PALETTE = ["#1c7ed6", "#e8590c", "#2f9e44", "#ae3ec9", "#e03131", "#0c8599", "#f08c00", "#5c7cfa"];
 
-/** Exponential moving average of a column, debiased at the start as TensorBoard does (so the
- * first values are not pulled towards 0); nulls (steps without a value) stay null and do not
- * move the average. weight 0 = no smoothing. */
-export function smoothColumn(column: Column, weight: number): Column {
-  let average = 0;
-  let seen = 0;
-  return column.map((v) => {
-    if (v === null || !Number.isFinite(v)) return null;
-    average = average * weight + (1 - weight) * v;
-    seen += 1;
-    return average / (1 - weight ** seen);
+/** What the compare page puts on its x axis. Steps mislead across replay fractions (a replay run
+ * takes more steps for the same target data), so the others are offered too. */
+export type XAxis = "step" | "tokens" | "epochs" | "time";
+
+export const X_AXES: Record<XAxis, string> = {
+  step: "step",
+  tokens: "tokens seen",
+  epochs: "target epochs",
+  time: "training time (s)",
+};
+
+/** A run's x for each step, on `axis`:
+ * - tokens: step x batch_size x seq_len (every step trains that many);
+ * - epochs: target epochs seen, from the plan's stages (each stage's target tokens spread evenly
+ *   over its steps, which exact mixing keeps to within a sequence), n_epochs at the end;
+ * - time: summed `step_time` of the train records (a thinned series counts each record's step
+ *   time for the steps since the one before). */
+export function stepToX(
+  run: {
+    hyperparameters: { batch_size?: unknown; seq_len?: unknown; n_epochs?: unknown };
+    stages?: { start_step: number; end_step: number; steps: number; target_tokens: number }[];
+    records: MetricRecord[];
+  },
+  axis: XAxis,
+): (step: number) => number | null {
+  if (axis === "step") return (s) => s;
+  const num = (v: unknown) => (typeof v === "number" && Number.isFinite(v) ? v : null);
+  if (axis === "tokens") {
+    const B = num(run.hyperparameters.batch_size);
+    const L = num(run.hyperparameters.seq_len);
+    return (s) => (B && L ? s * B * L : null);
+  }
+  if (axis === "epochs") {
+    const E = num(run.hyperparameters.n_epochs);
+    const stages = run.stages ?? [];
+    const total = stages.reduce((t, st) => t + st.target_tokens, 0);
+    if (!E || !total) return () => null;
+    return (s) => {
+      let seen = 0;
+      for (const st of stages) {
+        const done = Math.min(Math.max(s - st.start_step, 0), st.steps);
+        seen += st.steps ? (st.target_tokens * done) / st.steps : 0;
+      }
+      return (E * seen) / total;
+    };
+  }
+  // time: cumulative training time at each train record's step
+  const train = run.records.filter((r) => r.type === "train" && isValue(r.step_time)).sort((a, b) => a.step - b.step);
+  const steps: number[] = [];
+  const times: number[] = [];
+  let elapsed = 0;
+  let previous = 0;
+  for (const r of train) {
+    elapsed += (r.step_time as number) * (r.step - previous);
+    previous = r.step;
+    steps.push(r.step);
+    times.push(elapsed);
+  }
+  return (s) => {
+    // the time at the last train record at or before s (an eval row shares its step's time)
+    let lo = 0;
+    let hi = steps.length - 1;
+    let found = -1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (steps[mid] <= s) [found, lo] = [mid, mid + 1];
+      else hi = mid - 1;
+    }
+    return found < 0 ? null : times[found];
+  };
+}
+
+/** Several runs' values of one metric on a shared x column, each run's steps mapped by its own
+ * `x` (runs reach the same tokens or epochs at different steps). */
+export function alignRunsOn(
+  runs: { records: MetricRecord[]; x: (step: number) => number | null }[],
+  name: string,
+): Aligned {
+  const points = runs.map((run) =>
+    run.records.flatMap((r) => {
+      const v = r[name];
+      const x = isValue(v) ? run.x(r.step) : null;
+      return x === null ? [] : [[x, v as number] as const];
+    }),
+  );
+  const xs = [...new Set(points.flat().map((p) => p[0]))].sort((a, b) => a - b);
+  const at = new Map(xs.map((x, i) => [x, i]));
+  const columns = points.map((pts) => {
+    const col: Column = new Array(xs.length).fill(null);
+    for (const [x, v] of pts) col[at.get(x)!] = v;
+    return col;
   });
+  return [xs, ...columns];
 }
 
-/** Every y column of `data` smoothed (the x column as it is). */
-export function smoothAligned(data: Aligned, weight: number): Aligned {
+/** The settings in which the runs differ: [label, value per run], for the compare table. */
+export function differingSettings(
+  runs: { settings: Record<string, unknown> }[],
+): [string, string[]][] {
+  const show = (v: unknown) => (v === null || v === undefined ? "—" : typeof v === "object" ? JSON.stringify(v) : String(v));
+  const keys = [...new Set(runs.flatMap((r) => Object.keys(r.settings)))];
+  return keys
+    .map((k) => [k, runs.map((r) => show(r.settings[k]))] as [string, string[]])
+    .filter(([, values]) => new Set(values).size > 1);
+}
+
+/** Each y column smoothed by an exponential moving average (`weight` of the running value, 0:
+ * none), debiased like TensorBoard's so the curve starts at the data; nulls stay nulls. */
+export function smoothed(data: Aligned, weight: number): Aligned {
   if (weight <= 0) return data;
-  const [x, ...ys] = data;
-  return [x, ...ys.map((y) => smoothColumn(y, weight))];
+  const [x, ...columns] = data;
+  return [
+    x,
+    ...columns.map((col) => {
+      let avg = 0;
+      let n = 0;
+      return col.map((v) => {
+        if (v === null) return null;
+        avg = avg * weight + (1 - weight) * v;
+        n += 1;
+        return avg / (1 - weight ** n);
+      });
+    }),
+  ];
 }
-
-/** Axis increments for an integer axis (steps): uPlot picks ticks only from these. */
-export const INTEGER_INCREMENTS = [1, 2, 5].flatMap((m) =>
-  Array.from({ length: 10 }, (_, p) => m * 10 ** p),
-).sort((a, b) => a - b);

@@ -1,13 +1,15 @@
 // Files: drag-and-drop (or pick) upload with a progress bar, the validation result of each file
-// (format, examples, tokens, or the error with its line number), and delete.
+// (format, examples, tokens, or the error with its line number), a preview of its first rows, and
+// delete.
 
-import { useRef, useState, type DragEvent } from "react";
+import { Fragment, useRef, useState, type DragEvent } from "react";
 import type { FileObject } from "../api";
 import { useClient, useOnError } from "../auth";
 import { Empty, ErrorNote, Loading, ProgressBar } from "../components/ui";
 import { usePolled } from "../hooks";
 import { badLines } from "../lib/errors";
 import { formatBytes, formatCount, formatTime } from "../lib/format";
+import { previewRows, type PreviewRow } from "../lib/preview";
 
 interface Upload {
   id: number;
@@ -23,6 +25,8 @@ export function FilesPage() {
   const [uploads, setUploads] = useState<Upload[]>([]);
   const [dragging, setDragging] = useState(false);
   const [actionError, setActionError] = useState<string | null>(null);
+  // file id -> its first rows (null: binary, nothing to show); absent while not opened
+  const [previews, setPreviews] = useState<Record<string, PreviewRow[] | null | "loading">>({});
   const picker = useRef<HTMLInputElement>(null);
   const nextUpload = useRef(0);
   // poll while a file is still being validated
@@ -52,6 +56,21 @@ export function FilesPage() {
     e.preventDefault();
     setDragging(false);
     if (e.dataTransfer.files.length) send(e.dataTransfer.files);
+  }
+
+  async function togglePreview(file: FileObject) {
+    if (file.id in previews) {
+      setPreviews(({ [file.id]: _, ...rest }) => rest);
+      return;
+    }
+    setPreviews((p) => ({ ...p, [file.id]: "loading" }));
+    try {
+      const rows = previewRows(await client.fileHead(file.id));
+      setPreviews((p) => ({ ...p, [file.id]: rows }));
+    } catch (e) {
+      setActionError(onError(e));
+      setPreviews(({ [file.id]: _, ...rest }) => rest);
+    }
   }
 
   async function remove(file: FileObject) {
@@ -137,29 +156,42 @@ export function FilesPage() {
           </thead>
           <tbody>
             {files.data.data.map((f) => (
-              <tr key={f.id} data-file-id={f.id}>
-                <td>
-                  <div>{f.filename}</div>
-                  <div className="muted small mono">{f.id}</div>
-                </td>
-                <td>{f.purpose}</td>
-                <td>
-                  <span className={`badge badge-file-${f.status}`}>
-                    {f.status === "uploaded" ? "validating…" : f.status}
-                  </span>
-                  {f.status === "error" && <FileError details={f.status_details} />}
-                </td>
-                <td>{f.stats?.format ?? "—"}</td>
-                <td className="num">{formatCount(f.stats?.examples)}</td>
-                <td className="num">{formatCount(f.stats?.tokens)}</td>
-                <td className="num">{formatBytes(f.bytes)}</td>
-                <td>{formatTime(f.created_at)}</td>
-                <td>
-                  <button type="button" className="danger small" onClick={() => remove(f)} aria-label={`Delete ${f.filename}`}>
-                    Delete
-                  </button>
-                </td>
-              </tr>
+              <Fragment key={f.id}>
+                <tr data-file-id={f.id}>
+                  <td>
+                    <div>{f.filename}</div>
+                    <div className="muted small mono">{f.id}</div>
+                  </td>
+                  <td>{f.purpose}</td>
+                  <td>
+                    <span className={`badge badge-file-${f.status}`}>
+                      {f.status === "uploaded" ? "validating…" : f.status}
+                    </span>
+                    {f.status === "error" && <FileError details={f.status_details} />}
+                  </td>
+                  <td>{f.stats?.format ?? "—"}</td>
+                  <td className="num">{formatCount(f.stats?.examples)}</td>
+                  <td className="num">{formatCount(f.stats?.tokens)}</td>
+                  <td className="num">{formatBytes(f.bytes)}</td>
+                  <td>{formatTime(f.created_at)}</td>
+                  <td className="nowrap">
+                    <button type="button" className="small" onClick={() => togglePreview(f)}
+                      aria-expanded={f.id in previews} aria-label={`Preview ${f.filename}`}>
+                      {f.id in previews ? "Hide" : "Preview"}
+                    </button>{" "}
+                    <button type="button" className="danger small" onClick={() => remove(f)} aria-label={`Delete ${f.filename}`}>
+                      Delete
+                    </button>
+                  </td>
+                </tr>
+                {f.id in previews && (
+                  <tr className="preview-row">
+                    <td colSpan={9}>
+                      <FilePreview rows={previews[f.id]} file={f} />
+                    </td>
+                  </tr>
+                )}
+              </Fragment>
             ))}
           </tbody>
         </table>
@@ -184,6 +216,33 @@ function FileError({ details }: { details?: string | null }) {
         ))}
       </ul>
       {bad.more > 0 && <div>and {formatCount(bad.more)} more</div>}
+    </div>
+  );
+}
+
+/** The first rows of a file, each JSON line by its fields. */
+function FilePreview({ rows, file }: { rows: PreviewRow[] | null | "loading"; file: FileObject }) {
+  if (rows === "loading") return <span className="muted small">Reading the first rows…</span>;
+  if (rows === null) return <span className="muted small">A binary file (Parquet): no text to preview.</span>;
+  return (
+    <div data-testid={`preview-${file.id}`}>
+      <p className="muted small">
+        First {rows.length} rows of {formatCount(file.stats?.examples)} · {file.stats?.format ?? "unknown format"} ·{" "}
+        {formatCount(file.stats?.tokens)} tokens · {formatBytes(file.bytes)}
+      </p>
+      <ol className="preview">
+        {rows.map((r) => (
+          <li key={r.line} value={r.line}>
+            {r.fields
+              ? r.fields.map(([k, v]) => (
+                  <div key={k}>
+                    <span className="muted">{k}:</span> {v}
+                  </div>
+                ))
+              : r.text}
+          </li>
+        ))}
+      </ol>
     </div>
   );
 }

@@ -1,26 +1,38 @@
-// One job (deep link /jobs/<id>): live loss and LR charts with the initial loss spike and the
-// stage transition marked, the events log, checkpoints with their metrics and a download button,
+// One job (deep link /jobs/<id>): live progress, loss and LR charts with the initial loss spike
+// and the stage transition marked, what the job ran with (files, knobs, the resulting model and
+// how to use it, Clone), the events log, checkpoints with their metrics and a download button,
 // and cancel / pause / resume. Live data comes from the job's SSE stream (read with fetch, so the
-// key travels in a header); the stream replays the job's history, so reconnecting loses nothing.
+// key travels in a header): metric records, events, the job on a change of status and its
+// progress as it moves; the stream replays the job's history, so reconnecting loses nothing.
 
 import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { Link, useParams } from "react-router-dom";
-import { FINISHED, type Checkpoint, type Job, type JobEvent, type MetricRecord } from "../api";
+import {
+  ApiError,
+  FINISHED,
+  type Checkpoint,
+  type Client,
+  type Job,
+  type JobEvent,
+  type MetricRecord,
+  type Progress,
+} from "../api";
 import { useClient, useOnError } from "../auth";
 import { Chart, type Marker } from "../components/Chart";
-import { Empty, ErrorNote, Loading, ProgressBar, StatusBadge } from "../components/ui";
+import { CopyButton, Empty, ErrorNote, Loading, ProgressBar, StatusBadge } from "../components/ui";
 import {
   formatCount,
   formatEta,
   formatHardware,
   formatLoss,
   formatLr,
-  formatLrTick,
   formatMethod,
+  formatSchedule,
   formatTime,
 } from "../lib/format";
 import { transitionStep } from "../lib/plan";
-import { alignSeries, detectSpike, mergeRecords } from "../lib/series";
+import { useItSnippet } from "../lib/snippet";
+import { alignSeries, detectSpike, mergeRecords, smoothed } from "../lib/series";
 
 const COLORS = {
   target: "#1c7ed6",
@@ -34,6 +46,45 @@ const COLORS = {
 const isLive = (job: Job | null) =>
   !!job && !FINISHED.includes(job.status) && job.status !== "paused";
 
+/** The names of the job's files (id -> filename; null: deleted since), fetched once per job. */
+function useFileNames(client: Client, job: Job | null): Record<string, string | null> {
+  const [names, setNames] = useState<Record<string, string | null>>({});
+  const dataset = job?.replay?.dataset;
+  const ids = [
+    job?.training_file,
+    job?.validation_file,
+    ...(Array.isArray(dataset) ? dataset : [dataset]),
+  ].filter((id): id is string => !!id && id.startsWith("file-"));
+  const key = ids.join(",");
+  useEffect(() => {
+    let alive = true;
+    Promise.all(
+      ids.map((id) =>
+        client.file(id).then(
+          (f) => [id, f.filename] as const,
+          (err) => [id, err instanceof ApiError && err.status === 404 ? null : id] as const,
+        ),
+      ),
+    ).then((pairs) => alive && setNames(Object.fromEntries(pairs)));
+    return () => {
+      alive = false;
+    };
+    // `ids` is rebuilt every render; `key` says when it changed
+  }, [client, key]);
+  return names;
+}
+
+/** "gsm8k.jsonl (file-…)"; a deleted file by its id; a corpus by its name. */
+function FileName({ id, names }: { id: string; names: Record<string, string | null> }) {
+  if (!id.startsWith("file-")) return <span>corpus <span className="mono">{id}</span></span>;
+  const name = names[id];
+  return (
+    <span>
+      {name ?? (name === null ? <em>deleted file</em> : "…")} <span className="mono muted small">{id}</span>
+    </span>
+  );
+}
+
 export function JobDetailPage() {
   const { jobId = "" } = useParams();
   const client = useClient();
@@ -46,6 +97,16 @@ export function JobDetailPage() {
   const [actionError, setActionError] = useState<string | null>(null);
   const [busy, setBusy] = useState<string | null>(null);
   const [connected, setConnected] = useState(false);
+  const [smoothing, setSmoothing] = useState(0);
+  const [logLoss, setLogLoss] = useState(false);
+  const fileNames = useFileNames(client, job);
+
+  // the tab names the job, and its state
+  const title = job ? `${job.suffix ? `${job.suffix} · ` : ""}${job.id} (${job.status.replace(/_/g, " ")})` : jobId;
+  useEffect(() => {
+    document.title = `${title} · ReplayFT`;
+  }, [title]);
+  useEffect(() => () => void (document.title = "ReplayFT"), []);
 
   const loadAll = useCallback(async () => {
     try {
@@ -98,6 +159,7 @@ export function JobDetailPage() {
     const on = (event: string, data: unknown) => {
       if (event === "metrics") pending.current.push(data as MetricRecord);
       else if (event === "job") setJob(data as Job);
+      else if (event === "progress") setJob((j) => (j ? { ...j, progress: data as Progress } : j));
       else if (event === "event") {
         const ev = data as JobEvent;
         setEvents((old) => (old.some((e) => e.id === ev.id) ? old : [ev, ...old]));
@@ -146,8 +208,12 @@ export function JobDetailPage() {
   }, [live, loadAll]);
 
   const lossData = useMemo(
-    () => alignSeries(records.filter((r) => r.type === "train"), ["train_loss_target", "train_loss_generic"]),
-    [records],
+    () =>
+      smoothed(
+        alignSeries(records.filter((r) => r.type === "train"), ["train_loss_target", "train_loss_generic"]),
+        smoothing,
+      ),
+    [records, smoothing],
   );
   const valData = useMemo(
     () => alignSeries(records.filter((r) => r.type === "eval"), ["val_loss_target", "val_loss_generic"]),
@@ -175,10 +241,17 @@ export function JobDetailPage() {
     }
   }
 
+  // the browser's own download: streamed to disk with its progress, whatever the size
   async function download(ckpt: Checkpoint) {
     setBusy(`download-${ckpt.id}`);
     try {
-      await client.downloadCheckpoint(jobId, ckpt);
+      const link = await client.checkpointLink(jobId, ckpt.id);
+      const a = document.createElement("a");
+      a.href = link.url;
+      a.download = ""; // the server's file name
+      document.body.appendChild(a);
+      a.click();
+      a.remove();
       setActionError(null);
     } catch (err) {
       setActionError(onError(err));
@@ -187,24 +260,59 @@ export function JobDetailPage() {
     }
   }
 
-  if (error && !job) return <ErrorNote message={error} onRetry={loadAll} />;
+  if (error && !job)
+    return (
+      <section>
+        <p className="crumbs"><Link to="/jobs">Jobs</Link> / <span className="mono">{jobId}</span></p>
+        <ErrorNote message={error} onRetry={loadAll} />
+        <p><Link to="/jobs">Back to all jobs</Link></p>
+      </section>
+    );
   if (!job) return <Loading what={`job ${jobId}`} />;
 
   const { step = 0, total_steps, stage, eta_seconds, tokens_seen } = job.progress;
   const canCancel = !FINISHED.includes(job.status);
-  const canPause = job.status === "queued" || job.status === "running";
+  // a running job's pause waits for its next checkpoint: say so at once, and do not offer it twice
+  const pausing = job.pausing || busy === "pause";
+  const canPause = (job.status === "queued" || job.status === "running") && !pausing;
   const canResume = job.status === "paused";
+  const hp = job.hyperparameters as Record<string, unknown>;
+  const sweepId = job.metadata?.sweep_id; // a sweep's member (api.services.sweeps tags them)
+  const dataset = job.replay?.dataset;
+  const replayFiles = dataset ? (Array.isArray(dataset) ? dataset : [dataset]) : [];
+  const finalCheckpoint = checkpoints.reduce<Checkpoint | null>(
+    (best, c) => (best === null || c.step_number > best.step_number ? c : best),
+    null,
+  );
+  const adapterOnly = (hp.adapter as { export?: string } | null)?.export === "adapter";
+  const snippet = finalCheckpoint
+    ? useItSnippet({ jobId: job.id, step: finalCheckpoint.step_number, adapterOnly })
+    : null;
 
   return (
     <section>
-      <p className="crumbs"><Link to="/jobs">Jobs</Link> / <span className="mono">{job.id}</span></p>
+      <p className="crumbs">
+        {sweepId ? (
+          <>
+            <Link to="/sweeps">Sweeps</Link> / <Link className="mono" to={`/sweeps/${sweepId}`} data-testid="job-sweep">{sweepId}</Link>
+          </>
+        ) : (
+          <Link to="/jobs">Jobs</Link>
+        )}{" "}
+        / <span className="mono">{job.id}</span>
+      </p>
       <div className="page-head">
         <h1>
           <span className="mono">{job.id}</span> <StatusBadge status={job.status} />
+          {job.pausing && <span className="badge badge-paused" data-testid="pausing">pausing…</span>}
+          {job.suffix && <span className="muted small">{job.suffix}</span>}
         </h1>
         <div className="actions" role="group" aria-label="Job controls">
+          <Link className="button" to={`/jobs/new?clone=${job.id}`}>
+            Clone
+          </Link>
           <button type="button" onClick={() => act("pause")} disabled={!canPause || busy !== null}>
-            {busy === "pause" ? "Pausing…" : "Pause"}
+            {pausing ? "Pausing…" : "Pause"}
           </button>
           <button type="button" onClick={() => act("resume")} disabled={!canResume || busy !== null}>
             {busy === "resume" ? "Resuming…" : "Resume"}
@@ -230,14 +338,9 @@ export function JobDetailPage() {
           <div><dt>Final val loss (target)</dt><dd data-testid="final-val-loss">{formatLoss(job.summary?.final_val_loss_target)}</dd></div>
           {live && <div><dt>Live</dt><dd>{connected ? "streaming" : "connecting…"}</dd></div>}
         </dl>
-        <p className="small">
-          <span className="muted">Base model</span> <span className="mono">{job.model}</span>
-          {job.fine_tuned_model && (
-            <>
-              {" "}· <span className="muted">fine-tuned</span> <span className="mono">{job.fine_tuned_model}</span>
-            </>
-          )}
-        </p>
+        {job.pausing && (
+          <p className="muted small">Pausing: the worker saves a checkpoint at its next step, then the job is paused.</p>
+        )}
         {spike && (
           <p className="muted small" data-testid="spike">
             {spike.height > 0 ? (
@@ -252,10 +355,90 @@ export function JobDetailPage() {
           </p>
         )}
       </div>
+      <div className="two-col">
+        <div className="card" data-testid="job-settings">
+          <h2>Run with</h2>
+          <dl className="facts settings">
+            <div><dt>Training file</dt><dd data-testid="setting-training-file"><FileName id={job.training_file} names={fileNames} /></dd></div>
+            <div>
+              <dt>Validation</dt>
+              <dd data-testid="setting-validation-file">
+                {job.validation_file ? <FileName id={job.validation_file} names={fileNames} /> : "held out from the training file"}
+              </dd>
+            </div>
+            <div>
+              <dt>Replay data</dt>
+              <dd data-testid="setting-replay">
+                {replayFiles.length === 0 ? "none" : replayFiles.map((id) => <div key={id}><FileName id={id} names={fileNames} /></div>)}
+              </dd>
+            </div>
+            {job.replay && (
+              <div>
+                <dt>r · a · d</dt>
+                <dd data-testid="setting-rad">
+                  {[job.replay.fraction, job.replay.target_stage2_allocation, job.replay.stage2_duration]
+                    .map((v) => (typeof v === "number" ? +v.toFixed(4) : "—"))
+                    .join(" · ")}
+                </dd>
+              </div>
+            )}
+            <div><dt>Epochs</dt><dd data-testid="setting-epochs">{String(hp.n_epochs ?? "—")}</dd></div>
+            <div><dt>Peak LR</dt><dd data-testid="setting-lr">{typeof hp.learning_rate === "number" ? formatLr(hp.learning_rate) : "—"}</dd></div>
+            <div><dt>Schedule</dt><dd data-testid="setting-schedule">{formatSchedule(hp.lr_scheduler)}</dd></div>
+            <div><dt>Batch size</dt><dd data-testid="setting-batch-size">{String(hp.batch_size ?? "—")}</dd></div>
+            <div><dt>Sequence length</dt><dd data-testid="setting-seq-len">{String(hp.seq_len ?? "—")}</dd></div>
+            <div><dt>Seed</dt><dd data-testid="setting-seed">{job.seed}</dd></div>
+            <div><dt>Suffix</dt><dd data-testid="setting-suffix">{job.suffix ?? "—"}</dd></div>
+          </dl>
+        </div>
+        <div className="card" data-testid="job-model">
+          <h2>Model</h2>
+          <p className="small">
+            <span className="muted">Base</span> <span className="mono">{job.model}</span>
+          </p>
+          {job.fine_tuned_model ? (
+            <>
+              <p className="model-id">
+                <span className="muted small">Fine-tuned</span>{" "}
+                <code data-testid="fine-tuned-model">{job.fine_tuned_model}</code>{" "}
+                <CopyButton text={job.fine_tuned_model} label="Copy model id" />
+              </p>
+              <p className="small">
+                Train further from it:{" "}
+                <Link to={`/jobs/new?model=${encodeURIComponent(job.fine_tuned_model)}`}>new job on this model</Link>
+                {snippet && ", or use it from the final checkpoint:"}
+              </p>
+              {snippet && (
+                <div className="snippet">
+                  <pre data-testid="use-it">{snippet}</pre>
+                  <CopyButton text={snippet} label="Copy the code" />
+                </div>
+              )}
+            </>
+          ) : (
+            <p className="muted small">The fine-tuned model appears here when the job succeeds.</p>
+          )}
+        </div>
+      </div>
+      <div className="filters chart-options" role="group" aria-label="Chart options">
+        <label>
+          Smoothing{" "}
+          <select value={smoothing} onChange={(e) => setSmoothing(Number(e.target.value))} aria-label="Smoothing">
+            <option value={0}>none</option>
+            <option value={0.6}>light</option>
+            <option value={0.9}>strong</option>
+          </select>
+        </label>
+        <label>
+          <input type="checkbox" checked={logLoss} onChange={(e) => setLogLoss(e.target.checked)} /> log-scale loss
+        </label>
+      </div>
       <div className="charts">
         <Chart
           title="Training loss"
           testId="chart-train-loss"
+          logY={logLoss}
+          syncKey={`job-${jobId}`}
           data={lossData}
           yLabel="loss"
           markers={markers}
@@ -267,6 +450,8 @@ export function JobDetailPage() {
         <Chart
           title="Validation loss"
           testId="chart-val-loss"
+          logY={logLoss}
+          syncKey={`job-${jobId}`}
           data={valData}
           yLabel="loss"
           markers={markers}
@@ -278,10 +463,10 @@ export function JobDetailPage() {
         <Chart
           title="Learning rate"
           testId="chart-lr"
+          syncKey={`job-${jobId}`}
           data={lrData}
           yLabel="lr"
           formatY={formatLr}
-          formatYTick={formatLrTick}
           markers={transition ? [markers[0]] : []}
           series={[{ label: "lr", color: COLORS.lr }]}
           height={180}
@@ -327,11 +512,32 @@ export function JobDetailPage() {
             <Empty>No events yet.</Empty>
           ) : (
             <ol className="events" aria-label="Events" data-testid="events">
-              {events.map((e) => (
-                <li key={e.id} className={`event event-${e.level}`}>
-                  <time>{formatTime(e.created_at)}</time> <span>{e.message}</span>
-                </li>
-              ))}
+              {events.map((e) => {
+                // a checkpoint's event offers it while it exists: older ones are pruned
+                const saved = /^Checkpoint saved/.test(e.message) ? (e.data?.step as number | undefined) : undefined;
+                const ckpt = saved === undefined ? undefined : checkpoints.find((c) => c.step_number === saved);
+                return (
+                  <li key={e.id} className={`event event-${e.level}`}>
+                    <time>{formatTime(e.created_at)}</time> <span>{e.message}</span>
+                    {saved !== undefined &&
+                      (ckpt ? (
+                        <>
+                          {" "}
+                          <button type="button" className="link-button small" disabled={busy !== null}
+                            onClick={() => download(ckpt)} aria-label={`Download the step ${saved} checkpoint`}>
+                            download
+                          </button>
+                        </>
+                      ) : (
+                        // pruning removes older ones only: a newer step is not listed yet
+                        finalCheckpoint &&
+                        saved < finalCheckpoint.step_number && (
+                          <span className="muted small" data-removed-step={saved}> (removed)</span>
+                        )
+                      ))}
+                  </li>
+                );
+              })}
             </ol>
           )}
         </div>

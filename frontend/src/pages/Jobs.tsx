@@ -74,52 +74,54 @@ export function JobsPage() {
         </Empty>
       )}
       {jobs.data && jobs.data.data.length > 0 && (
-        <table className="table" aria-label="Jobs">
-          <thead>
-            <tr>
-              <th><span className="sr-only">Select</span></th>
-              <th>Job</th>
-              <th>Status</th>
-              <th className="num">Stage</th>
-              <th>Progress</th>
-              <th className="num">ETA</th>
-              <th className="num">Replay r</th>
-              <th className="num">Final val loss (target)</th>
-              <th>Created</th>
-            </tr>
-          </thead>
-          <tbody>
-            {jobs.data.data.map((job) => {
-              const { step = 0, total_steps, stage, eta_seconds } = job.progress;
-              return (
-                <tr key={job.id} data-job-id={job.id} data-status={job.status}>
-                  <td>
-                    <input
-                      type="checkbox"
-                      aria-label={`Select ${job.id}`}
-                      checked={selected.includes(job.id)}
-                      onChange={() => toggleJob(job.id)}
-                    />
-                  </td>
-                  <td>
-                    <Link to={`/jobs/${job.id}`} className="mono">{job.id}</Link>
-                    <div className="muted small">{job.model}{job.suffix ? ` · ${job.suffix}` : ""}</div>
-                  </td>
-                  <td><StatusBadge status={job.status} /></td>
-                  <td className="num">{stage ?? "—"}</td>
-                  <td className="progress-cell">
-                    <ProgressBar value={total_steps ? step / total_steps : 0} label={`Progress of ${job.id}`} />
-                    <span className="muted small">{step} / {total_steps ?? "?"}</span>
-                  </td>
-                  <td className="num">{job.status === "running" ? formatEta(eta_seconds) : "—"}</td>
-                  <td className="num">{job.replay?.fraction ?? (job.replay ? "—" : "0")}</td>
-                  <td className="num">{formatLoss(job.summary?.final_val_loss_target)}</td>
-                  <td>{formatTime(job.created_at)}</td>
-                </tr>
-              );
-            })}
-          </tbody>
-        </table>
+        <div className="table-wrap">
+          <table className="table" aria-label="Jobs">
+            <thead>
+              <tr>
+                <th><span className="sr-only">Select</span></th>
+                <th>Job</th>
+                <th>Status</th>
+                <th className="num">Stage</th>
+                <th>Progress</th>
+                <th className="num">ETA</th>
+                <th className="num">Replay r</th>
+                <th className="num">Final val loss (target)</th>
+                <th>Created</th>
+              </tr>
+            </thead>
+            <tbody>
+              {jobs.data.data.map((job) => {
+                const { step = 0, total_steps, stage, eta_seconds } = job.progress;
+                return (
+                  <tr key={job.id} data-job-id={job.id} data-status={job.status}>
+                    <td>
+                      <input
+                        type="checkbox"
+                        aria-label={`Select ${job.id}`}
+                        checked={selected.includes(job.id)}
+                        onChange={() => toggleJob(job.id)}
+                      />
+                    </td>
+                    <td>
+                      <Link to={`/jobs/${job.id}`} className="mono">{job.id}</Link>
+                      <div className="muted small">{job.model}{job.suffix ? ` · ${job.suffix}` : ""}</div>
+                    </td>
+                    <td><StatusBadge status={job.status} /></td>
+                    <td className="num">{stage ?? "—"}</td>
+                    <td className="progress-cell">
+                      <ProgressBar value={total_steps ? step / total_steps : 0} label={`Progress of ${job.id}`} />
+                      <span className="muted small">{step} / {total_steps ?? "?"}</span>
+                    </td>
+                    <td className="num">{job.status === "running" ? formatEta(eta_seconds) : "—"}</td>
+                    <td className="num">{job.replay?.fraction ?? (job.replay ? "—" : "0")}</td>
+                    <td className="num">{formatLoss(job.summary?.final_val_loss_target)}</td>
+                    <td className="nowrap">{formatTime(job.created_at)}</td>
+                  </tr>
+                );
+              })}
+            </tbody>
+          </table>
+        </div>
       )}
     </section>
   );

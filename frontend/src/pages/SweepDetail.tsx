@@ -154,7 +154,6 @@ export function SweepDetailPage() {
           <Chart
             title="Final target validation loss against replay fraction"
             testId="sweep-loss-vs-fraction"
-            plain
             data={byFraction.data}
             xLabel="replay fraction r"
             yLabel="final val loss (target)"
@@ -172,7 +171,6 @@ export function SweepDetailPage() {
           <Chart
             title="Reference curve: loss against target data x (configurations at x_eq)"
             testId="sweep-reference-curve"
-            plain
             data={reference}
             xLabel="target data x (1 = all of it)"
             yLabel="final val loss (target)"
