@@ -824,3 +824,36 @@ def dashboard_browser() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+def multipart(filename: bytes, purpose: bytes = b"fine-tune") -> tuple[bytes, str]:
+    """A multipart body written byte for byte (no client escapes the file name)."""
+    boundary = b"replayft-test-boundary"
+    body = b"".join(
+        [
+            b"--" + boundary + b"\r\n",
+            b'Content-Disposition: form-data; name="purpose"\r\n\r\n' + purpose + b"\r\n",
+            b"--" + boundary + b"\r\n",
+            b'Content-Disposition: form-data; name="file"; filename="' + filename + b'"\r\n',
+            b"Content-Type: application/jsonl\r\n\r\n",
+            b'{"text": "hello"}\n\r\n',
+            b"--" + boundary + b"--\r\n",
+        ]
+    )
+    return body, f"multipart/form-data; boundary={boundary.decode()}"
+
+
+def sweep_body(target: str, replay: str, **extra) -> dict:
+    """A valid small sweep: two configurations, three reference subsets (four jobs)."""
+    hp = {"n_epochs": 1, "batch_size": 4, "seq_len": 64, "eval_sequences": 4}
+    body = {
+        "model": Team.tiny_job(target)["model"],
+        "training_file": target,
+        "replay": {"dataset": replay},
+        "seed": 7,
+        "method": {"type": "supervised", "supervised": {"hyperparameters": hp}},
+        "replay_fractions": [0, 0.25],
+        "reference_subsets": [0.25, 0.5, 1],
+    }
+    body.update(extra)
+    return body

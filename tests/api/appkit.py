@@ -139,22 +139,6 @@ def tiny_job(target: str, replay: str | None = None, **extra: Any) -> dict[str, 
     return Team.tiny_job(target, replay, **extra)
 
 
-def sweep_body(target: str, replay: str, **extra: Any) -> dict[str, Any]:
-    """A valid small sweep: two configurations, three reference subsets (four jobs)."""
-    hp = {"n_epochs": 1, "batch_size": 4, "seq_len": 64, "eval_sequences": 4}
-    body = {
-        "model": Team.tiny_job(target)["model"],
-        "training_file": target,
-        "replay": {"dataset": replay},
-        "seed": 7,
-        "method": {"type": "supervised", "supervised": {"hyperparameters": hp}},
-        "replay_fractions": [0, 0.25],
-        "reference_subsets": [0.25, 0.5, 1],
-    }
-    body.update(extra)
-    return body
-
-
 # ---------------------------------------------------------------------------- rows
 def set_job(job_id: str, **values: Any) -> None:
     """Change a job's row directly: the state a worker would have put it in."""

@@ -13,7 +13,7 @@ from appkit import (
     target_lines,
     tiny_job,
 )
-from servicekit import assert_error
+from servicekit import assert_error, multipart
 
 
 def test_upload_answers_a_file_object_and_enqueues_its_validation(deployment, team, queue):
@@ -95,23 +95,6 @@ def test_a_file_in_use_by_an_active_job_cannot_be_deleted(team, team_files):
     assert_error(team.delete(f"{FILES}/{target}"), 409, "file_id")
     team.ok(team.post(f"{JOBS}/{job['id']}/cancel"))
     team.ok(team.delete(f"{FILES}/{target}"))
-
-
-def multipart(filename: bytes, purpose: bytes = b"fine-tune") -> tuple[bytes, str]:
-    """A multipart body written byte for byte, so no client escapes or refuses the name."""
-    boundary = b"fast-boundary"
-    body = b"".join(
-        [
-            b"--" + boundary + b"\r\n",
-            b'Content-Disposition: form-data; name="purpose"\r\n\r\n' + purpose + b"\r\n",
-            b"--" + boundary + b"\r\n",
-            b'Content-Disposition: form-data; name="file"; filename="' + filename + b'"\r\n',
-            b"Content-Type: application/jsonl\r\n\r\n",
-            b'{"text": "hello"}\n\r\n',
-            b"--" + boundary + b"--\r\n",
-        ]
-    )
-    return body, f"multipart/form-data; boundary={boundary.decode()}"
 
 
 REFUSED_UPLOADS = {

@@ -17,11 +17,10 @@ from appkit import (
     outbox_rows,
     replay_lines,
     set_job,
-    sweep_body,
     target_lines,
     tiny_job,
 )
-from servicekit import TINY, assert_error
+from servicekit import TINY, assert_error, sweep_body
 
 from control.db.models import Checkpoint, JobEvent, JobMetric
 

@@ -3,8 +3,8 @@ refusals that create and enqueue nothing, idempotency, listing, cancel and the r
 members' worker-side outcomes are set on their rows directly."""
 
 import pytest
-from appkit import JOBS, PREPARE_JOB, SWEEPS, add_rows, set_job, sweep_body, tiny_job
-from servicekit import TINY, assert_error
+from appkit import JOBS, PREPARE_JOB, SWEEPS, add_rows, set_job, tiny_job
+from servicekit import TINY, assert_error, sweep_body
 
 from control.db.models import JobMetric
 

@@ -26,6 +26,7 @@ from servicekit import (
     Team,
     assert_error,
     files_under,
+    multipart,
     service_env,
 )
 
@@ -306,23 +307,6 @@ def test_nul_in_idempotency_key_is_a_400(deployment: Deployment):
 
 
 # ---------------------------------------------------------------------------- item 4: uploads
-def multipart(filename: bytes, purpose: bytes = b"fine-tune") -> tuple[bytes, str]:
-    """A multipart body written byte for byte (no client escapes the file name)."""
-    boundary = b"hostile-boundary"
-    body = b"".join(
-        [
-            b"--" + boundary + b"\r\n",
-            b'Content-Disposition: form-data; name="purpose"\r\n\r\n' + purpose + b"\r\n",
-            b"--" + boundary + b"\r\n",
-            b'Content-Disposition: form-data; name="file"; filename="' + filename + b'"\r\n',
-            b"Content-Type: application/jsonl\r\n\r\n",
-            b'{"text": "hello"}\n\r\n',
-            b"--" + boundary + b"--\r\n",
-        ]
-    )
-    return body, f"multipart/form-data; boundary={boundary.decode()}"
-
-
 UPLOADS = {
     "nul in file name": multipart(b"a\x00b.jsonl"),
     "501-character file name": multipart(b"a" * 497 + b".txt"),

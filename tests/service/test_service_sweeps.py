@@ -11,27 +11,22 @@ from pathlib import Path
 
 import pytest
 import yaml
-from servicekit import JOBS, TERMINAL, TINY, Team, assert_error, cli, dashboard_browser, service_env
+from servicekit import (
+    JOBS,
+    TERMINAL,
+    TINY,
+    Team,
+    assert_error,
+    cli,
+    dashboard_browser,
+    service_env,
+    sweep_body,
+)
 
 log = logging.getLogger(__name__)
 
 SWEEPS = "/v1/sweeps"
 SWEEP_TIMEOUT_S = 900  # five tiny jobs on a busy 2-core machine
-
-
-def sweep_body(target: str, replay: str, **extra) -> dict:
-    hp = {"n_epochs": 1, "batch_size": 4, "seq_len": 64, "eval_sequences": 4}
-    body = {
-        "model": TINY,
-        "training_file": target,
-        "replay": {"dataset": replay},
-        "seed": 7,
-        "method": {"type": "supervised", "supervised": {"hyperparameters": hp}},
-        "replay_fractions": [0, 0.25],
-        "reference_subsets": [0.25, 0.5, 1],
-    }
-    body.update(extra)
-    return body
 
 
 def test_bad_sweep_requests_name_the_field_and_create_nothing(team: Team, team_files):
