@@ -53,6 +53,11 @@ class Distributed(_Strict):
     nodes: int | None = Field(
         None, description="Machines; each is a training worker, the first one reports."
     )
+    rendezvous_timeout: float | None = Field(
+        None,
+        description="Seconds a multi-machine job waits for all its machines before failing "
+        "(default: the deployment's REPLAYFT_RENDEZVOUS_TIMEOUT).",
+    )
 
 
 class Adapter(_Strict):
