@@ -18,6 +18,7 @@ def test_example_parses_and_names_its_command(path, shared_data):
         assert Path(data_file).is_file(), data_file
 
 
+@pytest.mark.slow
 def test_midtraining_example_plans(shared_data, cache_dir, monkeypatch):
     monkeypatch.setenv("REPLAYFT_CACHE_DIR", str(cache_dir))
     plan = prepare(
