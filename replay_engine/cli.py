@@ -73,7 +73,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-        rendezvous = Rendezvous(args.node_rank, args.master, args.rendezvous_timeout)
+        timeout = args.rendezvous_timeout or spec.distributed.rendezvous_timeout or 600.0
+        rendezvous = Rendezvous(args.node_rank, args.master, timeout)
         if args.node_rank > 0:  # node 0 prepares the data and reports; we only train
             return join(spec, args.out, rendezvous)
     data = prepare(spec, DataProgress(_say))
@@ -208,8 +209,9 @@ def add_engine_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--rendezvous-timeout",
         type=float,
-        default=600.0,
-        help="seconds to wait for every machine to arrive",
+        default=None,
+        help="seconds to wait for every machine to arrive (default: the spec's "
+        "distributed.rendezvous_timeout, else 600)",
     )
     p.set_defaults(func=cmd_train)
 

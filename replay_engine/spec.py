@@ -100,6 +100,7 @@ MAX_BATCH_SIZE = 2**16
 MAX_SEQ_LEN = 2**20
 MAX_EVAL_SEQUENCES = 2**16
 MAX_EPOCHS = 10_000
+MAX_RENDEZVOUS_SECONDS = 7 * 24 * 3600  # a week: longer is a queue, not a wait
 Seed = bounded(int, ge=0, lt=INT32_END)
 Steps = bounded(int, ge=1, lt=INT32_END)  # a step count or interval
 BatchSize = bounded(int, ge=1, le=MAX_BATCH_SIZE)
@@ -169,6 +170,12 @@ class DistributedSpec(_Strict):
         1, description="Processes per machine, one per GPU (torchrun's nproc-per-node)."
     )
     nodes: BatchSize = Field(1, description="Machines; more than 1 needs a torchrun per machine.")
+    rendezvous_timeout: bounded(float, gt=0, le=MAX_RENDEZVOUS_SECONDS) | None = Field(
+        None,
+        description="Seconds a multi-machine run waits for all its machines before failing; "
+        "unset: the service's REPLAYFT_RENDEZVOUS_TIMEOUT, or replayft train's "
+        "--rendezvous-timeout (600).",
+    )
 
     @property
     def world_size(self) -> int:

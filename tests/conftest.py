@@ -23,6 +23,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # fail fast instead of waiting on 
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
+# Two tiers: `pytest -m "not slow"` runs in a few minutes on 2 cores; the whole suite adds every
+# `slow` test (a model trained for more than a moment, torchrun, a deployment of processes).
+# A test that uses a deployment fixture is slow without saying so: starting one alone takes tens
+# of seconds. Tests that start a deployment of their own carry the mark themselves.
+DEPLOYMENT_FIXTURES = {"service", "sqlite_service", "deployment"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if DEPLOYMENT_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:

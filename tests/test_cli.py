@@ -35,6 +35,7 @@ def spec_file(tmp_path, shared_data, gsm8k_file, cache_dir):
     return spec
 
 
+@pytest.mark.slow
 def test_plan_json_and_table(spec_file):
     result = replayft("plan", str(spec_file), "--json")
     assert result.returncode == 0, result.stderr
@@ -47,6 +48,7 @@ def test_plan_json_and_table(spec_file):
     assert table.returncode == 0 and "stage" in table.stdout and "midtrain" in table.stdout
 
 
+@pytest.mark.slow
 def test_train_writes_metrics_and_checkpoints(spec_file, tmp_path):
     out = tmp_path / "run"
     result = replayft("train", str(spec_file), "--out", str(out))
@@ -102,6 +104,7 @@ def test_efficiency_reproduces_the_paper():
     assert bad.returncode == 2 and "8" in bad.stderr
 
 
+@pytest.mark.slow
 def test_demo_runs_without_shared_data(tmp_path, cache_dir):
     # the README's main job: data from the Python install only, so it runs anywhere
     result = replayft(
@@ -114,6 +117,7 @@ def test_demo_runs_without_shared_data(tmp_path, cache_dir):
     assert (run / "metrics.jsonl").read_text().count('"type": "summary"') == 1
 
 
+@pytest.mark.slow
 def test_train_on_two_machines(tmp_path, shared_data, gsm8k_file, cache_dir):
     """`replayft train` once per machine (here: twice on one host), meeting at node 0."""
     import socket

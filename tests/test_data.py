@@ -619,6 +619,7 @@ def test_tokenizer_fingerprint(tok, chat_tok):
 # Real data
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (DATA / "gsm8k" / "train.jsonl").exists(), reason="shared data missing")
 def test_gsm8k_prompt_completion(tmp_path, tok):
     lines = (DATA / "gsm8k" / "train.jsonl").read_text(encoding="utf-8").splitlines()

@@ -25,6 +25,8 @@ from replay_engine.launcher import (
 from replay_engine.spec import SpecError, parse_spec
 from replay_engine.trainer import train
 
+pytestmark = pytest.mark.slow  # every test here trains or launches torchrun
+
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory, shared_data, gsm8k_file):

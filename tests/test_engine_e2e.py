@@ -20,6 +20,8 @@ from replay_engine.trainer import prepare, train
 
 SEQ_LEN, BATCH = 128, 8
 
+pytestmark = pytest.mark.slow  # every test here trains a model (or reads a trained one)
+
 
 def read_metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -60,7 +62,9 @@ def pretrained(tmp_path_factory, generic_files, cache_dir):
 @pytest.fixture(scope="module")
 def finetune_spec(pretrained, generic_files, tmp_path_factory, gsm8k_file, cache_dir):
     data_dir = tmp_path_factory.mktemp("gsm8k")
-    target = gsm8k_file(data_dir / "train.jsonl", n=150)
+    # 60 problems: 32 steps, a checkpoint every 10, so a stop at 13 and a kill after step 10
+    # both leave 19+ steps to resume (this run is trained three times: keep it short)
+    target = gsm8k_file(data_dir / "train.jsonl", n=60)
     _, result, _ = pretrained
     return {
         "model": str(result.final_checkpoint),

@@ -37,6 +37,7 @@ def test_quickstarts_use_the_demo_files(path):
         assert value in DEMO_FILES, f"{value}: not a file `replayft serve --demo` registers"
 
 
+@pytest.mark.slow
 def test_midtraining_example_plans(shared_data, cache_dir, monkeypatch):
     monkeypatch.setenv("REPLAYFT_CACHE_DIR", str(cache_dir))
     plan = prepare(

@@ -52,6 +52,7 @@ def chat_file(shared_data, out, n):
     return out
 
 
+@pytest.mark.slow
 def test_streamed_stats_equal_reading_the_whole_file(shared_data, gsm8k_file, tmp_path):
     files = {
         "text": shared_data / "c4_sample" / "c4_demo.jsonl",
@@ -128,6 +129,7 @@ def write_text_jsonl(path, megabytes: int, seed: int = 0) -> int:
     return repeats * len(records)
 
 
+@pytest.mark.slow
 def test_validation_memory_stays_flat_as_the_file_grows(tmp_path):
     warmup, small, large = tmp_path / "w.jsonl", tmp_path / "small.jsonl", tmp_path / "large.jsonl"
     write_text_jsonl(warmup, 1)
@@ -161,6 +163,7 @@ PACK = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_packing_long_documents_costs_no_more_than_short_ones(tmp_path):
     """The same ~30 MB of text as 60K short documents and as 600 long ones (~50 KB each):
     tokenizer calls capped by characters cost the same either way. Capped by count alone, the

@@ -80,6 +80,7 @@ def tiny_runner(tmp_path, gsm8k_file, cache_dir):
     return run
 
 
+@pytest.mark.slow
 def test_mfu_metric_and_activation_checkpointing(tmp_path, gsm8k_file, cache_dir):
     run = tiny_runner(tmp_path, gsm8k_file, cache_dir)
     _, plain = run("plain")
@@ -93,6 +94,7 @@ def test_mfu_metric_and_activation_checkpointing(tmp_path, gsm8k_file, cache_dir
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_compiled_blocks_train_the_same_run(tmp_path, gsm8k_file, cache_dir):
     """`compile: true` (torch.compile of each transformer block, inductor on the CPU here) changes
     kernels, not the math, and leaves parameter names (so checkpoints) as they were."""

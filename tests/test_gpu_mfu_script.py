@@ -12,6 +12,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_gpu_mfu_script_runs_end_to_end_on_cpu(tmp_path, shared_data):
     out = tmp_path / "mfu.json"
     cmd = [sys.executable, str(REPO / "bench" / "gpu_mfu.py"), "--device", "cpu"]

@@ -64,6 +64,7 @@ def merged_run(spec_data, tmp_path_factory):
     return out, result
 
 
+@pytest.mark.slow
 def test_only_adapters_train_and_the_loss_falls(spec_data, merged_run):
     spec = parse_spec({**spec_data, "method": LORA})
     model = lora.build_model(spec, load_base(spec, torch.device("cpu")), None)
@@ -79,6 +80,7 @@ def test_only_adapters_train_and_the_loss_falls(spec_data, merged_run):
     assert losses[-1] < losses[0] - 0.3
 
 
+@pytest.mark.slow
 def test_merged_export_is_a_plain_model_with_the_adapter_folded_in(spec_data, merged_run):
     _, result = merged_run
     folder = result.final_checkpoint
@@ -94,6 +96,7 @@ def test_merged_export_is_a_plain_model_with_the_adapter_folded_in(spec_data, me
     assert (expected - untrained).abs().max() > 1e-2  # the adapter did change the model
 
 
+@pytest.mark.slow
 def test_adapter_export_loads_with_peft_and_resume_matches(spec_data, adapter_run, tmp_path):
     spec = parse_spec({**spec_data, "method": ADAPTER_ONLY})
     full_out, full = adapter_run
@@ -112,6 +115,7 @@ def test_adapter_export_loads_with_peft_and_resume_matches(spec_data, adapter_ru
     assert train_losses(tmp_path / "resumed") == pytest.approx(train_losses(full_out), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_adapter_checkpoint_loads_as_its_base_with_the_adapter_merged(adapter_run, tmp_path):
     folder = adapter_run[1].final_checkpoint
     merged = load_model(str(folder))
@@ -144,6 +148,7 @@ def test_adapter_checkpoint_loads_as_its_base_with_the_adapter_merged(adapter_ru
     torch.testing.assert_close(logits(load_model(str(bare))), expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_adapter_checkpoint_is_the_base_of_a_next_run_and_chains(spec_data, adapter_run, tmp_path):
     first = adapter_run[1].final_checkpoint
     spec = parse_spec({**spec_data, "model": str(first), "method": ADAPTER_ONLY, "n_epochs": 0.25})
@@ -178,6 +183,7 @@ def test_adapter_checkpoint_is_the_base_of_a_next_run_and_chains(spec_data, adap
     assert (reference_logits - logits(load_model(str(first)))).abs().max() > 1e-3
 
 
+@pytest.mark.slow
 def test_adapter_without_replayft_metadata_is_an_error_naming_model(
     spec_data, adapter_run, merged_run, tmp_path
 ):
@@ -198,6 +204,7 @@ def test_adapter_without_replayft_metadata_is_an_error_naming_model(
         train(parse_spec({**spec_data, "model": str(foreign)}), tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_carry_from_a_lora_checkpoint_is_refused(spec_data, adapter_run, tmp_path):
     folder = adapter_run[1].final_checkpoint
     spec = parse_spec({**spec_data, "model": str(folder), "optimizer_state": "carry"})

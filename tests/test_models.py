@@ -146,6 +146,7 @@ def offline_run() -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_bundled_tokenizer_reads_no_shared_data(offline_run):
     assert offline_run["round_trip"] == "hello world"
     opened = offline_run["opened"]
@@ -294,6 +295,7 @@ def test_gguf_split():
         split_gguf("dir/x.gguf", "x.gguf")
 
 
+@pytest.mark.slow
 def test_gguf_tokenizer(gguf_tokenizer):
     tok = gguf_tokenizer
     assert tok.is_fast and tok.eos_token is not None and tok.pad_token is not None
@@ -302,6 +304,7 @@ def test_gguf_tokenizer(gguf_tokenizer):
     assert tok.decode(tok(text)["input_ids"]) == text
 
 
+@pytest.mark.slow
 def test_gguf_model_generates(gguf_model, gguf_tokenizer):
     model, tok = gguf_model, gguf_tokenizer
     assert all(p.dtype == torch.float32 for p in model.parameters())
@@ -323,6 +326,7 @@ def test_gguf_model_generates(gguf_model, gguf_tokenizer):
     assert math.isfinite(loss) and loss < 6
 
 
+@pytest.mark.slow
 def test_gguf_model_is_a_plain_trainable_model(gguf_model):
     """De-quantised GGUF weights are ordinary fp32 tensors: no quantizer marker is left, so
     Trainer (the benchmark peer) accepts the model and save_pretrained works."""
@@ -333,6 +337,7 @@ def test_gguf_model_is_a_plain_trainable_model(gguf_model):
     validate_quantization_for_training(gguf_model)  # raises for a model marked quantized
 
 
+@pytest.mark.slow
 def test_gguf_folder_plus_file_name_loads_the_same(gguf_path, gguf_model):
     model = load_model(str(gguf_path.parent), gguf_file=gguf_path.name)
     name = "model.layers.0.self_attn.q_proj.weight"
@@ -377,6 +382,7 @@ def test_bad_local_paths(tmp_path):
         load_model(TINY, gguf_file="x.gguf")
 
 
+@pytest.mark.slow
 def test_unreachable_hub_says_to_use_a_local_path(offline_run):
     errors = offline_run["hub_errors"]
     assert len(errors) == 2  # load_model and load_tokenizer

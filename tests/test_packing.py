@@ -183,6 +183,7 @@ def _run(run_data, cache_dir, out, packing_attention):
     ]
 
 
+@pytest.mark.slow
 def test_training_is_deterministic_and_the_settings_differ(run_data, cache_dir, tmp_path):
     document = _run(run_data, cache_dir, tmp_path / "document-1", "document")
     assert _run(run_data, cache_dir, tmp_path / "document-2", "document") == document

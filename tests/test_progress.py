@@ -35,6 +35,7 @@ def test_prepare_dataset_reports_the_share_tokenized(tmp_path):
     assert hit == [1.0]
 
 
+@pytest.mark.slow
 def test_prepare_sharded_reports_shards_ready(tmp_path):
     paths = write_shards(tmp_path / "data", n_shards=3, docs_per_shard=50)
     kwargs = dict(tokenizer=load_tokenizer(TINY), seq_len=64, cache_dir=tmp_path / "c")

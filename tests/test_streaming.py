@@ -68,6 +68,7 @@ def measure(mode, cache, paths):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_memory_stays_flat_as_the_corpus_grows(tmp_path):
     small = write_shards(tmp_path / "small", n_shards=2, docs_per_shard=2000)  # ~4 MB
     large = write_shards(tmp_path / "large", n_shards=6, docs_per_shard=2000, seed=1)  # ~12 MB
@@ -86,6 +87,7 @@ def test_memory_stays_flat_as_the_corpus_grows(tmp_path):
     assert sharded_large["workers_kib"] < sharded_small["workers_kib"] * 1.5
 
 
+@pytest.mark.slow
 def test_sharded_corpus_is_deterministic_and_in_file_order(tmp_path):
     paths = write_shards(tmp_path / "data", n_shards=3, docs_per_shard=200)
     tok = load_tokenizer("replayft/llama-tiny")
@@ -121,6 +123,7 @@ def test_concat_rows_indexing():
         rows[np.array([5])]
 
 
+@pytest.mark.slow
 def test_trainer_replays_a_sharded_corpus_deterministically(
     tmp_path, monkeypatch, gsm8k_file, cache_dir
 ):

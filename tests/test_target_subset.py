@@ -85,6 +85,7 @@ def test_spec_checks_the_fraction():
         assert info.value.param == "target_subset_fraction"
 
 
+@pytest.mark.slow
 def test_reference_runs_train_on_fewer_steps_and_share_the_validation(
     tmp_path, shared_data, gsm8k_file, cache_dir
 ):

@@ -64,6 +64,7 @@ def test_no_weight_decay_on_norms_embeddings_and_biases():
     assert len(decayed) + len(kept) == len(list(model.parameters()))
 
 
+@pytest.mark.slow
 def test_same_seed_same_losses_and_accumulation_is_exact(small_data, cache_dir, tmp_path):
     base = small_spec(small_data, cache_dir, total_steps=6)
     train(base, tmp_path / "a")
@@ -77,6 +78,7 @@ def test_same_seed_same_losses_and_accumulation_is_exact(small_data, cache_dir, 
     assert losses(tmp_path / "d") != losses(tmp_path / "a")
 
 
+@pytest.mark.slow
 def test_divergence_stops_with_a_clear_error(small_data, cache_dir, tmp_path):
     spec = small_spec(
         small_data,
@@ -103,6 +105,7 @@ def test_bad_data_line_is_reported(tmp_path, small_data, cache_dir):
     assert info.value.line == 2
 
 
+@pytest.mark.slow
 def test_half_written_checkpoints_are_never_resumed(small_data, cache_dir, tmp_path):
     spec = small_spec(
         small_data, cache_dir, total_steps=4, checkpoint_interval=2, keep_checkpoints=5
@@ -119,6 +122,7 @@ def test_half_written_checkpoints_are_never_resumed(small_data, cache_dir, tmp_p
     assert not (root / ".tmp-step-6-999").exists()
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_different_spec(small_data, cache_dir, tmp_path):
     train(small_spec(small_data, cache_dir, total_steps=3), tmp_path)
     with pytest.raises(Exception) as info:
@@ -126,6 +130,7 @@ def test_resume_refuses_a_different_spec(small_data, cache_dir, tmp_path):
     assert info.value.param == "spec"
 
 
+@pytest.mark.slow
 def test_hooks_see_metrics_checkpoints_and_can_stop(small_data, cache_dir, tmp_path):
     class Recorder:
         def __init__(self):
@@ -149,6 +154,7 @@ def test_hooks_see_metrics_checkpoints_and_can_stop(small_data, cache_dir, tmp_p
     assert [r["step"] for r in hooks.records if r["type"] == "train"] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_optimizer_state_carry(small_data, cache_dir, tmp_path):
     first = train(small_spec(small_data, cache_dir, total_steps=3), tmp_path / "first")
     ckpt = str(first.final_checkpoint)
@@ -185,6 +191,7 @@ def test_save_checkpoint_replaces_existing_step(tmp_path):
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-5"]
 
 
+@pytest.mark.slow
 def test_resume_accepts_a_checkpoint_from_before_new_spec_fields(small_data, cache_dir, tmp_path):
     spec = small_spec(small_data, cache_dir, checkpoint_interval=1, total_steps=3)
     train(spec, tmp_path)

@@ -642,7 +642,12 @@ def lead_machines(job_id: str, owner: str, spec) -> Any:
         for node_rank in range(1, nodes):
             enqueue(session, RUN_NODE, job_id, owner, node_rank, master)
         session.commit()
-    return Rendezvous(0, master, settings.rendezvous_timeout)
+    return Rendezvous(0, master, rendezvous_timeout(spec))
+
+
+def rendezvous_timeout(spec) -> float:
+    """How long this job's machines wait for each other: its own value, else the deployment's."""
+    return spec.distributed.rendezvous_timeout or get_settings().rendezvous_timeout
 
 
 def nodes_missing(job_id: str, leader: str, spec, rendezvous) -> Exception:
@@ -729,7 +734,7 @@ def run_node(job_id: str, leader: str, node_rank: int, master: str) -> None:
         over = holder != leader
         return over
 
-    timeout = get_settings().rendezvous_timeout
+    timeout = rendezvous_timeout(spec)
     rc = 1
     try:
         rc = join(spec, artifact_dir, Rendezvous(node_rank, master, timeout), should_leave=run_over)

@@ -461,7 +461,10 @@ def _public_distributed(distributed: dict[str, Any]) -> dict[str, Any] | None:
     """The engine's `distributed` as requested; None for a one-process job."""
     if distributed.get("gpus_per_node", 1) * distributed.get("nodes", 1) <= 1:
         return None
-    return {k: distributed[k] for k in ("strategy", "gpus_per_node", "nodes")}
+    public = {k: distributed[k] for k in ("strategy", "gpus_per_node", "nodes")}
+    if distributed.get("rendezvous_timeout") is not None:  # shown only when the job set it
+        public["rendezvous_timeout"] = distributed["rendezvous_timeout"]
+    return public
 
 
 def _public_adapter(method: dict[str, Any]) -> dict[str, Any] | None:

@@ -353,6 +353,11 @@ export interface components {
        * @description Machines; more than 1 needs a torchrun per machine.
        */
       nodes?: number | null;
+      /**
+       * Rendezvous Timeout
+       * @description Seconds a multi-machine run waits for all its machines before failing; unset: the service's REPLAYFT_RENDEZVOUS_TIMEOUT, or replayft train's --rendezvous-timeout (600).
+       */
+      rendezvous_timeout?: number | null;
     };
     /** ErrorDetail */
     ErrorDetail: {

@@ -84,6 +84,7 @@ VALIDATE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_a_huge_single_line_upload_errors_quickly_with_flat_memory(tmp_path):
     small = tmp_path / "small.jsonl"
     small.write_text(json.dumps({"text": "hello there"}) + "\n")
@@ -118,6 +119,7 @@ def test_a_huge_single_line_upload_errors_quickly_with_flat_memory(tmp_path):
     assert result["growth_kib"] < 16 * 1024, result
 
 
+@pytest.mark.slow
 def test_a_big_file_is_checked_whole_but_tokenized_only_up_to_the_budget(
     shared_data, tmp_path, monkeypatch
 ):

@@ -65,6 +65,7 @@ def reserved_run_jobs(broker: RedisServer) -> int:
     return sum(json.loads(e)[0]["headers"]["task"] == RUN_JOB for e in entries)
 
 
+@pytest.mark.slow
 def test_jobs_and_uploads_survive_a_broker_restarted_empty(outage_service, target_jsonl, tmp_path):
     svc, broker = outage_service
     team = svc.team("broker-outage")

@@ -4,10 +4,12 @@ Retry-After, as `/readyz` does, and serve again once the database is back."""
 import time
 
 import httpx
+import pytest
 from api_only import api_deployment
 from servicekit import assert_error, throwaway_postgres
 
 
+@pytest.mark.slow
 def test_database_down_is_503_with_retry_after_and_service_resumes(tmp_path):
     with throwaway_postgres() as pg, api_deployment(tmp_path, database_url=pg.url) as svc:
         team = svc.team("outage")

@@ -9,11 +9,13 @@ import json
 import random
 import time
 
+import pytest
 from servicekit import RUN_TOKEN, Proc, Team, end_survivors, free_port, service_env, wait_ready
 
 UPLOADS = 100
 
 
+@pytest.mark.slow
 def test_serve_validates_every_upload_while_it_trains(tmp_path, cache_dir, target_jsonl):
     data_dir = tmp_path / "data"
     port = free_port()

@@ -384,6 +384,7 @@ ENGINE_CASES = [
     ({"replay": {"dataset": "g", "fraction": 1.0}}, "replay.fraction"),
     ({"replay": {"dataset": "g", "stage2_duration": float("nan")}}, "replay.stage2_duration"),
     ({"distributed": {"nodes": 2**40}}, "distributed.nodes"),
+    ({"distributed": {"nodes": 2, "rendezvous_timeout": 0}}, "distributed.rendezvous_timeout"),
     ({"method": {"type": "lora", "lora": {"r": 2**40}}}, "method.lora.r"),
 ]
 

@@ -7,6 +7,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 from api_only import api_deployment
 
 BOUNDARY = "replayft-test-boundary"
@@ -34,6 +35,7 @@ def slow_upload(url: str, key: str, release: threading.Event) -> httpx.Response:
     return httpx.post(f"{url}/v1/files", content=body(), headers=headers, timeout=180)
 
 
+@pytest.mark.slow
 def test_a_tiny_pool_sheds_load_with_503_never_500(tmp_path):
     settings = {
         "REPLAYFT_DB_POOL_SIZE": "1",

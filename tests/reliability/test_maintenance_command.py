@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 SETUP = """
@@ -38,6 +40,7 @@ with session_scope() as session:
 """
 
 
+@pytest.mark.slow
 def test_maintenance_requeues_a_lost_job_and_relays_its_task(tmp_path):
     env = {
         **os.environ,

@@ -17,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 SCENARIO = r"""
@@ -78,6 +80,7 @@ print(json.dumps({"after_tasks": after_tasks, "final": states()}))
 """
 
 
+@pytest.mark.slow
 def test_nine_prepare_jobs_survive_a_locked_sqlite_database(tmp_path, target_jsonl, cache_dir):
     env = {k: v for k, v in os.environ.items() if not k.startswith("REPLAYFT_")}
     env.update(

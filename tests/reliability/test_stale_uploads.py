@@ -6,11 +6,13 @@ import threading
 import time
 
 import httpx
+import pytest
 from api_only import api_deployment
 
 STALE_S = 2
 
 
+@pytest.mark.slow
 def test_a_partial_upload_of_a_killed_api_is_gone_after_restart(tmp_path):
     with api_deployment(tmp_path, REPLAYFT_UPLOAD_STALE_SECONDS=str(STALE_S)) as svc:
         team = svc.team("killed-upload")

@@ -32,6 +32,7 @@ def test_a_folder_removed_mid_download_fails_the_stream(tmp_path):
             pass
 
 
+@pytest.mark.slow
 def test_an_abandoned_download_ends_its_producer(tmp_path):
     folder = checkpoint_folder(tmp_path)
     before = threading.active_count()

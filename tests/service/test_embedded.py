@@ -4,6 +4,7 @@ directory, the API and one worker, a first admin key written to a private file."
 import stat
 import time
 
+import pytest
 from servicekit import (
     RUN_TOKEN,
     Proc,
@@ -16,6 +17,7 @@ from servicekit import (
 )
 
 
+@pytest.mark.slow
 def test_serve_runs_a_job_with_no_external_services(tmp_path, cache_dir, target_jsonl):
     data_dir = tmp_path / "data"
     port = free_port()

@@ -5,25 +5,35 @@ the data folder the way real ones share a network filesystem."""
 import os
 import signal
 
-from servicekit import JOBS, RENDEZVOUS_TIMEOUT_S, Team, assert_same_training, with_distributed
+from servicekit import JOBS, Team, assert_same_training, with_distributed
+
+# the job's own wait for its machines, far below the session deployment's
+# REPLAYFT_RENDEZVOUS_TIMEOUT (servicekit.RENDEZVOUS_TIMEOUT_S): the test waits it out in full
+SHORT_RENDEZVOUS_S = 8
 
 
-def two_machine_body(body: dict) -> dict:
-    return with_distributed(body, strategy="ddp", gpus_per_node=1, nodes=2)
+def two_machine_body(body: dict, **distributed) -> dict:
+    return with_distributed(body, strategy="ddp", gpus_per_node=1, nodes=2, **distributed)
 
 
 def test_a_job_without_enough_workers_fails_naming_nodes(service, team: Team, team_files):
     """Two machines asked for while the session has one training worker: that worker leads,
-    nobody takes the join task, the rendezvous times out and the job fails with an error that
-    names the field. The join task left in the queue is dropped once the job has failed."""
+    nobody takes the join task, the rendezvous times out (after the job's own
+    `rendezvous_timeout`, not the deployment's) and the job fails with an error that names the
+    field. The join task left in the queue is dropped once the job has failed."""
     assert len(service.training_workers()) == 1
-    body = two_machine_body(team.tiny_job(*team_files, n_epochs=0.2))
-    job = team.wait_job(team.create_job(body)["id"], "failed", timeout=RENDEZVOUS_TIMEOUT_S + 240)
+    body = two_machine_body(
+        team.tiny_job(*team_files, n_epochs=0.2), rendezvous_timeout=SHORT_RENDEZVOUS_S
+    )
+    job = team.create_job(body)
+    distributed = job["method"]["supervised"]["hyperparameters"]["distributed"]
+    assert distributed["rendezvous_timeout"] == SHORT_RENDEZVOUS_S, job
+    job = team.wait_job(job["id"], "failed", timeout=SHORT_RENDEZVOUS_S + 240)
     error = job["error"]
     assert error["code"] == "nodes_unavailable", job
     assert error["param"] == "hyperparameters.distributed.nodes", job
     assert (
-        f"only 1 of the 2 machines this job needs joined within {RENDEZVOUS_TIMEOUT_S}s"
+        f"only 1 of the 2 machines this job needs joined within {SHORT_RENDEZVOUS_S}s"
         in (error["message"])
     ), job
     # the stale join task reaches the (now idle) worker, which must not train anything for it
