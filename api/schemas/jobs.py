@@ -55,11 +55,6 @@ def _partial(spec_model: type[BaseModel]) -> type[BaseModel]:
         __doc__=spec_model.__doc__,
         **{name: _optional(spec_model, name) for name in spec_model.model_fields},
     )
-    rendezvous_timeout: float | None = Field(
-        None,
-        description="Seconds a multi-machine job waits for all its machines before failing "
-        "(default: the deployment's REPLAYFT_RENDEZVOUS_TIMEOUT).",
-    )
 
 
 _lora = {name: _optional(LoraSpec, name) for name in LoraSpec.model_fields}
