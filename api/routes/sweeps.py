@@ -39,6 +39,13 @@ def create_sweep(
     return service.to_public(session, sweep)
 
 
+@router.post("/plan", responses=error_responses(400))
+def plan_sweep(body: SweepCreate, session: SessionDep, team: CurrentTeam) -> dict[str, Any]:
+    """ReplayFT extra: the members a sweep request would launch and their estimated steps,
+    checked as the create would check them; nothing is created."""
+    return service.plan_sweep(session=session, team=team, body=body, settings=get_settings())
+
+
 @router.get("", response_model=ListResponse[SweepPublic], responses=error_responses(400))
 def list_sweeps(
     session: SessionDep,

@@ -37,7 +37,7 @@ from api.services.sweep_report import (
     sweep_status,
 )
 from control import lifecycle
-from control.db.models import Job, JobMetric, Sweep, SweepMember, Team, new_id
+from control.db.models import File, Job, JobMetric, Sweep, SweepMember, Team, new_id
 from control.queue import TaskQueue
 from control.settings import Settings
 
@@ -154,11 +154,19 @@ def create_sweep(
     )
 
 
-def _add_sweep(
-    *, session: Session, team: Team, body: SweepCreate, settings: Settings, queue: TaskQueue
-) -> Sweep:
-    """Check a sweep request and add the sweep, its member jobs and their tasks to the session
-    (uncommitted: they go together or not at all). Raises APIError(400) naming the field."""
+def _member_error(exc: APIError, member_body: JobCreate) -> APIError:
+    """A member's refusal, naming the sweep's field and the member."""
+    param = _SWEEP_PARAMS.get(exc.param or "", exc.param)
+    message = exc.message
+    if exc.param and message.startswith(f"{exc.param}:"):
+        message = message[len(exc.param) + 1 :].strip()
+    where = member_body.metadata["sweep_member"]
+    if param and not message.startswith(param):
+        message = f"{param}: {message}"
+    return APIError(exc.status_code, f"{message} (member {where})", param=param, code=exc.code)
+
+
+def _planned(body: SweepCreate) -> list[dict[str, Any]]:
     _check_request(body)
     planned = plan_members(body)
     if len(planned) > MAX_MEMBERS:
@@ -167,6 +175,46 @@ def _add_sweep(
             f"{MAX_MEMBERS}.",
             "replay_fractions",
         )
+    return planned
+
+
+def plan_sweep(*, session: Session, team: Team, body: SweepCreate, settings: Settings) -> dict:
+    """What a sweep request would launch, without launching it: each member checked as its job
+    would be, with its step count as estimated at submission (from the training file's token
+    count; exact once the member's data is tokenized), and the total."""
+    from control.limits import estimated_steps
+    from replay_engine.spec import JobSpec
+
+    training = session.scalar(
+        select(File).where(File.id == body.training_file, File.team_id == team.id)
+    )
+    tokens = ((training.stats if training else None) or {}).get("tokens")
+    members = []
+    for m in _planned(body):
+        member_body = _member_body(body, "sweep-plan", m)
+        try:
+            spec = job_service.build_spec(
+                session=session, team=team, body=member_body, settings=settings
+            )
+        except APIError as exc:
+            raise _member_error(exc, member_body) from None
+        steps = estimated_steps(JobSpec.model_validate(spec), tokens)
+        members.append({**m, "roles": _roles(m), "estimated_steps": steps})
+    known = [m["estimated_steps"] for m in members if m["estimated_steps"] is not None]
+    return {
+        "object": "sweep.plan",
+        "members": members,
+        "member_count": len(members),
+        "total_estimated_steps": sum(known) if len(known) == len(members) else None,
+    }
+
+
+def _add_sweep(
+    *, session: Session, team: Team, body: SweepCreate, settings: Settings, queue: TaskQueue
+) -> Sweep:
+    """Check a sweep request and add the sweep, its member jobs and their tasks to the session
+    (uncommitted: they go together or not at all). Raises APIError(400) naming the field."""
+    planned = _planned(body)
     sweep_id = new_id("sweep")
     sweep = Sweep(
         id=sweep_id,
@@ -189,19 +237,7 @@ def _add_sweep(
                 session=session, team=team, body=member_body, settings=settings, queue=queue
             )
         except APIError as exc:
-            param = _SWEEP_PARAMS.get(exc.param or "", exc.param)
-            message = exc.message
-            if exc.param and message.startswith(f"{exc.param}:"):
-                message = message[len(exc.param) + 1 :].strip()
-            where = member_body.metadata["sweep_member"]
-            if param and not message.startswith(param):
-                message = f"{param}: {message}"
-            raise APIError(
-                exc.status_code,
-                f"{message} (member {where})",
-                param=param,
-                code=exc.code,
-            ) from None
+            raise _member_error(exc, member_body) from None
         session.add(SweepMember(sweep_id=sweep_id, job_id=job.id, **m))
     return sweep
 

@@ -45,6 +45,7 @@ export function App() {
           <Route path="/files" element={<FilesPage />} />
           <Route path="/compare" element={<ComparePage />} />
           <Route path="/sweeps" element={<SweepsPage />} />
+          <Route path="/sweeps/new" element={<NewJobPage sweep />} />
           <Route path="/sweeps/:sweepId" element={<SweepDetailPage />} />
           <Route path="*" element={<p className="state">No page here. <NavLink to="/jobs">Go to jobs</NavLink></p>} />
         </Routes>

@@ -118,6 +118,14 @@ export interface paths {
     /** Create Sweep */
     post: operations["sweeps-create_sweep"];
   };
+  "/v1/sweeps/plan": {
+    /**
+     * Plan Sweep
+     * @description ReplayFT extra: the members a sweep request would launch and their estimated steps,
+     * checked as the create would check them; nothing is created.
+     */
+    post: operations["sweeps-plan_sweep"];
+  };
   "/v1/sweeps/{sweep_id}": {
     /** Retrieve Sweep */
     get: operations["sweeps-retrieve_sweep"];
@@ -2375,6 +2383,50 @@ export interface operations {
       };
       /** @description Conflicts with the object's current state, or a reused Idempotency-Key. */
       409: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description The service cannot answer now (database unreachable or saturated): retry after `Retry-After` seconds. */
+      503: {
+        headers: {
+          /** @description seconds to wait */
+          "Retry-After"?: number;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+    };
+  };
+  /**
+   * Plan Sweep
+   * @description ReplayFT extra: the members a sweep request would launch and their estimated steps,
+   * checked as the create would check them; nothing is created.
+   */
+  "sweeps-plan_sweep": {
+    requestBody: {
+      content: {
+        "application/json": components["schemas"]["SweepCreate"];
+      };
+    };
+    responses: {
+      /** @description Successful Response */
+      200: {
+        content: {
+          "application/json": {
+            [key: string]: unknown;
+          };
+        };
+      };
+      /** @description Invalid request: `error.param` names the field. */
+      400: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description Missing, unknown or revoked API key. */
+      401: {
         content: {
           "application/json": components["schemas"]["ErrorResponse"];
         };

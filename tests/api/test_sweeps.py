@@ -190,3 +190,23 @@ def test_sweep_routes_need_a_valid_key(client):
     for headers in ({}, {"Authorization": "Bearer rft-unknown"}):
         for method, path in [("GET", SWEEPS), ("POST", SWEEPS), ("GET", f"{SWEEPS}/sweep-x")]:
             assert_error(client.request(method, path, headers=headers), 401)
+
+
+def test_plan_shows_the_members_and_their_steps_and_creates_nothing(team, team_files, queue):
+    target, replay = team_files
+    body = sweep_body(target, replay)
+    plan = team.ok(team.post(f"{SWEEPS}/plan", json=body))
+    assert plan["object"] == "sweep.plan" and plan["member_count"] == 4, plan
+    members = {(m["replay_fraction"], m["target_subset_fraction"]): m for m in plan["members"]}
+    assert members[(0.0, 1.0)]["roles"] == ["configuration", "reference"]
+    steps = {key: m["estimated_steps"] for key, m in members.items()}
+    assert all(isinstance(s, int) and s > 0 for s in steps.values()), steps
+    # replay adds generic sequences to stage 2, a quarter of the data a quarter of the steps
+    assert steps[(0.25, 1.0)] > steps[(0.0, 1.0)] > steps[(0.0, 0.5)] > steps[(0.0, 0.25)]
+    assert plan["total_estimated_steps"] == sum(steps.values())
+    # a member's refusal names the sweep's field and the member; nothing is created either way
+    bad = {**body, "replay_fractions": [0, 0.25, 0.5]}
+    bad["method"]["supervised"]["hyperparameters"]["total_steps"] = 2_000_000_000
+    err = assert_error(team.post(f"{SWEEPS}/plan", json=bad), 400)
+    assert "(member r=" in err["message"], err
+    assert team.list_all(SWEEPS) == [] and team.list_all(JOBS) == [] and queue.enqueued == []

@@ -266,3 +266,48 @@ def test_sweep_report_page_shows_the_plots(service, finished_sweep):
             Path(folder).mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(Path(folder) / "sweep-report.png"), full_page=True)
     assert not errors, f"uncaught errors in the page: {errors}"
+
+
+def test_a_sweep_from_the_dashboard_form(service, team: Team, team_files):
+    """The new-sweep form: the new-job form plus the fraction and subset lists; before
+    submitting it shows how many jobs the sweep launches and their steps; creating it opens the
+    sweep's page. (The sweep is cancelled at once: its training is tested above.)"""
+    target, replay = team_files
+    errors: list[str] = []
+    with dashboard_browser() as browser:
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        page.set_default_timeout(60_000)
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.add_init_script(f"sessionStorage.setItem('replayft.apiKey', {team.key!r})")
+        page.goto(f"{service.url}/sweeps")
+        page.get_by_role("link", name="New sweep").click()
+        page.get_by_role("heading", name="New replay sweep").wait_for()
+        page.locator("#f-training_file").select_option(target)
+        page.locator("#f-replay_dataset").select_option(replay)
+        page.locator("#f-replay_fractions").fill("0, 0.25")
+        page.locator("#f-reference_subsets").fill("0.25 0.5 1")
+        plan = page.get_by_test_id("sweep-plan")
+        plan.get_by_text("4 jobs").wait_for()  # r=0 (also the full reference), r=0.25, 2 subsets
+        expected = team.ok(
+            team.post(
+                f"{SWEEPS}/plan",
+                json={
+                    "model": TINY,
+                    "training_file": target,
+                    "replay": {"dataset": replay},
+                    "replay_fractions": [0, 0.25],
+                    "reference_subsets": [0.25, 0.5, 1],
+                },
+            )
+        )
+        assert f"about {expected['total_estimated_steps']} steps" in plan.inner_text(), (
+            plan.inner_text(),
+            expected,
+        )
+        page.get_by_role("button", name="Create sweep").click()
+        page.get_by_role("heading", name="Sweep report").wait_for()
+        sweep_id = page.url.rstrip("/").split("/")[-1]
+    sweep = team.ok(team.get(f"{SWEEPS}/{sweep_id}"))
+    assert sweep["replay_fractions"] == [0, 0.25] and sweep["counts"]["total"] == 4, sweep
+    team.ok(team.post(f"{SWEEPS}/{sweep_id}/cancel"))
+    assert not errors, f"uncaught errors in the page: {errors}"

@@ -3,6 +3,9 @@
 // API field errors are shown next to their field, in the form's words; while the input is
 // invalid the last good plan stays, marked as such. `?clone=<job id>` fills the form with what
 // that job ran with; `?model=<id>` picks the base model (a fine-tuned one, to train further).
+// At /sweeps/new the same form makes a replay sweep: lists of replay fractions and reference
+// subsets instead of one r, and before submitting the members it would launch and their steps
+// (POST /v1/sweeps/plan).
 
 import { useEffect, useMemo, useState, type FormEvent, type ReactNode } from "react";
 import { Link, useNavigate, useSearchParams } from "react-router-dom";
@@ -24,6 +27,7 @@ import {
   type JobForm,
 } from "../lib/jobform";
 import { estimatedSeconds, lrCurve, mixtureBars, tokensPerSecond, transitionStep } from "../lib/plan";
+import { parseList, sweepRequest, sweepsApi, type SweepPlan } from "../sweeps/api";
 
 type FormField = keyof JobForm;
 
@@ -59,7 +63,7 @@ function Field(props: {
   );
 }
 
-export function NewJobPage() {
+export function NewJobPage({ sweep = false }: { sweep?: boolean } = {}) {
   const client = useClient();
   const onError = useOnError();
   const navigate = useNavigate();
@@ -83,6 +87,14 @@ export function NewJobPage() {
   const targets = choices.data?.files.filter((f) => f.purpose === "fine-tune") ?? [];
   const replays = choices.data?.files.filter((f) => f.purpose === "replay") ?? [];
   const body = useMemo(() => toRequest(form), [form]);
+  const [fractionsText, setFractionsText] = useState("0, 0.25, 0.5");
+  const [subsetsText, setSubsetsText] = useState("0.25, 0.5, 1");
+  const [sweepPlan, setSweepPlan] = useState<SweepPlan | null>(null);
+  const sweepBody = useMemo(() => {
+    const fractions = parseList(fractionsText);
+    const subsets = parseList(subsetsText);
+    return fractions && subsets ? sweepRequest(body as Record<string, unknown>, fractions, subsets) : null;
+  }, [body, fractionsText, subsetsText]);
   const speed = useReferenceSpeed(client, form.model);
 
   useEffect(() => {
@@ -108,6 +120,10 @@ export function NewJobPage() {
     const timer = setTimeout(async () => {
       setPlanning(true);
       try {
+        if (sweep) {
+          if (!sweepBody) throw new Error("Replay fractions and reference subsets: numbers separated by commas.");
+          setSweepPlan(await sweepsApi(client).plan(sweepBody, abort.signal));
+        }
         setPlan(await client.plan(body, abort.signal));
         setPlanStale(false);
         setErrors(NO_ERRORS);
@@ -124,7 +140,7 @@ export function NewJobPage() {
       clearTimeout(timer);
       abort.abort();
     };
-  }, [client, body, form.training_file, onError]);
+  }, [client, body, form.training_file, onError, sweep, sweepBody]);
 
   const set = (name: keyof JobForm) => (e: { target: { value: string } }) =>
     setForm((f) => ({ ...f, [name]: e.target.value }));
@@ -136,6 +152,12 @@ export function NewJobPage() {
     e.preventDefault();
     setSubmitting(true);
     try {
+      if (sweep) {
+        if (!sweepBody) throw new Error("Replay fractions and reference subsets: numbers separated by commas.");
+        const created = await sweepsApi(client).create(sweepBody);
+        navigate(`/sweeps/${created.id}`);
+        return;
+      }
       const job = await client.createJob(body);
       navigate(`/jobs/${job.id}`);
     } catch (e) {
@@ -151,7 +173,7 @@ export function NewJobPage() {
 
   return (
     <section>
-      <h1>New fine-tuning job</h1>
+      <h1>{sweep ? "New replay sweep" : "New fine-tuning job"}</h1>
       {cloneOf && !cloneError && (
         <p className="muted" data-testid="clone-of">
           Filled in from <Link to={`/jobs/${cloneOf}`} className="mono">{cloneOf}</Link>: change what you like, then create.
@@ -159,7 +181,7 @@ export function NewJobPage() {
       )}
       {cloneError && <ErrorNote message={cloneError} />}
       <div className="newjob">
-        <form className="card form" onSubmit={submit} aria-label="New job" noValidate>
+        <form className="card form" onSubmit={submit} aria-label={sweep ? "New sweep" : "New job"} noValidate>
           <Field id="model" error={err("model")}>
             <select id="f-model" value={form.model} onChange={set("model")} {...described("model")}>
               {(choices.data?.models ?? []).map((m) => (
@@ -225,6 +247,25 @@ export function NewJobPage() {
               </Field>
             </div>
           </fieldset>
+          {sweep && (
+            <fieldset>
+              <legend>Sweep</legend>
+              <div className="row">
+                <div className="field">
+                  <label htmlFor="f-replay_fractions">Replay fractions r</label>
+                  <input id="f-replay_fractions" type="text" value={fractionsText}
+                    onChange={(e) => setFractionsText(e.target.value)} />
+                  <p className="hint">Each r is one configuration on all the target data.</p>
+                </div>
+                <div className="field">
+                  <label htmlFor="f-reference_subsets">Reference subsets</label>
+                  <input id="f-reference_subsets" type="text" value={subsetsText}
+                    onChange={(e) => setSubsetsText(e.target.value)} />
+                  <p className="hint">Shares of the target data for the no-replay reference runs (1 is always included).</p>
+                </div>
+              </div>
+            </fieldset>
+          )}
           <fieldset>
             <legend>Training method</legend>
             <Field id="adapter_type" error={err("adapter_type")} hint={METHOD_HINTS[form.adapter_type]}>
@@ -328,7 +369,7 @@ export function NewJobPage() {
           </fieldset>
           {errors.general && <ErrorNote message={errors.general} />}
           <button type="submit" className="primary" disabled={submitting || !form.training_file}>
-            {submitting ? "Creating…" : "Create job"}
+            {submitting ? "Creating…" : sweep ? "Create sweep" : "Create job"}
           </button>
         </form>
         <div className={`card plan${plan && planStale ? " stale" : ""}`} aria-live="polite" data-testid="plan">
@@ -337,6 +378,15 @@ export function NewJobPage() {
           {plan && planStale && (
             <p className="warning" data-testid="plan-stale">
               The form has a problem (see the field marked in red): this is the last valid plan.
+            </p>
+          )}
+          {sweep && sweepPlan && (
+            <p data-testid="sweep-plan">
+              <strong>{sweepPlan.member_count} jobs</strong>
+              {sweepPlan.total_estimated_steps !== null &&
+                `, about ${sweepPlan.total_estimated_steps} steps in all`}
+              {" "}({sweepPlan.members.map((m) => `${m.roles.join("+")} r=${m.replay_fraction} subset=${m.target_subset_fraction}: ${m.estimated_steps ?? "?"}`).join("; ")}).
+              The plan below is one configuration's.
             </p>
           )}
           {plan && (

@@ -22,10 +22,13 @@ export function SweepsPage() {
     <section>
       <div className="page-head">
         <h1>Replay sweeps</h1>
+        <div className="actions">
+          <Link className="button primary" to="/sweeps/new">New sweep</Link>
+        </div>
       </div>
       <p className="muted">
         A sweep trains one job per replay fraction plus no-replay reference runs on nested subsets of
-        the target data, and reports what each fraction is worth in target data. Submit one with{" "}
+        the target data, and reports what each fraction is worth in target data. Make one here, or with{" "}
         <code>replayft sweeps submit SWEEP.yaml</code> or <code>POST /v1/sweeps</code>.
       </p>
       {sweeps.loading && !sweeps.data && <Loading what="sweeps" />}

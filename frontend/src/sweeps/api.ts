@@ -77,7 +77,41 @@ export type SweepReport = Narrowed<Schemas["SweepReport"], {
   explain: Record<string, string>;
 }>;
 
+/** What POST /v1/sweeps/plan answers: the members a request would launch, with their steps. */
+export interface SweepPlan {
+  members: {
+    replay_fraction: number;
+    target_subset_fraction: number;
+    target_stage2_allocation: number | null;
+    roles: string[];
+    estimated_steps: number | null;
+  }[];
+  member_count: number;
+  total_estimated_steps: number | null;
+}
+
+/** A list typed as "0, 0.25, 0.5" -> numbers; null when an item is not a number. */
+export function parseList(text: string): number[] | null {
+  const items = text.split(/[\s,]+/).filter(Boolean);
+  const values = items.map(Number);
+  return values.every((v) => Number.isFinite(v)) ? values : null;
+}
+
+/** A sweep request from a job request: the replay values become lists. */
+export function sweepRequest(
+  job: Record<string, unknown>,
+  fractions: number[],
+  subsets: number[],
+): Record<string, unknown> {
+  const { replay, suffix: _suffix, ...rest } = job as { replay?: Record<string, unknown>; suffix?: unknown };
+  const { fraction: _f, target_stage2_allocation: _a, stage2_duration: _d, ...sweepReplay } = replay ?? {};
+  return { ...rest, replay: sweepReplay, replay_fractions: fractions, reference_subsets: subsets };
+}
+
 export const sweepsApi = (client: Client) => ({
+  plan: (body: unknown, signal?: AbortSignal) =>
+    client.request<SweepPlan>("POST", "/v1/sweeps/plan", body, signal),
+  create: (body: unknown) => client.request<Sweep>("POST", "/v1/sweeps", body),
   list: () => client.request<List<Sweep>>("GET", "/v1/sweeps?limit=100"),
   get: (id: string) => client.request<Sweep>("GET", `/v1/sweeps/${id}`),
   report: (id: string) => client.request<SweepReport>("GET", `/v1/sweeps/${id}/report`),

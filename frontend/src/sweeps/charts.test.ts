@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { Configuration, Fit, SweepReport } from "./api";
+import { parseList, sweepRequest, type Configuration, type Fit, type SweepReport } from "./api";
 import { configLabel, fittedLoss, logSpace, lossByFraction, powerOfTwoTicks, referenceChart } from "./charts";
 
 const power: Fit = { A: 0.33, B: 1.4, C: 5.05, alpha: 5.25, beta: 1.43, method: "power", degenerate: false, formula: "" };
@@ -101,5 +101,28 @@ describe("helpers", () => {
     expect(configLabel({ replay_fraction: 0.25, target_stage2_allocation: null })).toBe("r=0.25");
     expect(configLabel({ replay_fraction: 0.5, target_stage2_allocation: 1 })).toBe("r=0.5 a=1");
     expect(powerOfTwoTicks(0.05, 2.4)).toEqual([0.0625, 0.125, 0.25, 0.5, 1, 2]);
+  });
+});
+
+
+describe("the sweep form's request", () => {
+  it("reads lists typed with commas or spaces", () => {
+    expect(parseList("0, 0.25 0.5")).toEqual([0, 0.25, 0.5]);
+    expect(parseList("0, x")).toBeNull();
+  });
+  it("turns a job request into a sweep request", () => {
+    const job = {
+      model: "m",
+      training_file: "file-t",
+      suffix: "s",
+      replay: { dataset: "file-r", fraction: 0.25, stage2_duration: 1 },
+    };
+    expect(sweepRequest(job, [0, 0.5], [0.25, 1])).toEqual({
+      model: "m",
+      training_file: "file-t",
+      replay: { dataset: "file-r" },
+      replay_fractions: [0, 0.5],
+      reference_subsets: [0.25, 1],
+    });
   });
 });
