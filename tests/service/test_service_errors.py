@@ -89,17 +89,17 @@ def test_job_create_errors_name_the_field(team: Team, team_files):
     assert team.list_all(JOBS) == [], "a rejected create must not leave a job"
 
 
-def test_a_file_still_being_validated_is_refused(team: Team, target_jsonl):
+def test_a_plan_needs_its_file_validated(team: Team, target_jsonl):
+    """A job may name a file still being validated (it waits: test_pending_files.py); a plan
+    needs the file's tokens now, so it is refused until the file is processed."""
     fresh = team.ok(team.upload(target_jsonl, "fine-tune", filename="fresh.jsonl"))
     before = team.ok(team.get(f"/v1/files/{fresh['id']}"))["status"]
-    resp = team.post(JOBS, json=team.tiny_job(fresh["id"], n_epochs=0.1))
+    resp = team.post("/v1/fine_tuning/plan", json=team.tiny_job(fresh["id"], n_epochs=0.1))
     after = team.ok(team.get(f"/v1/files/{fresh['id']}"))["status"]
     if before == "processed" or (resp.status_code == 200 and after == "processed"):
-        # validation won the race (it takes seconds today); nothing to check, but tidy up
-        if resp.status_code == 200:
-            team.job_ids.append(resp.json()["id"])
-        return
-    assert_error(resp, 400, "training_file")
+        return  # validation won the race (it takes seconds); nothing to check
+    err = assert_error(resp, 400, "training_file")
+    assert err["code"] == "file_not_ready", err
     assert team.list_all(JOBS) == []
 
 
