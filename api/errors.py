@@ -120,7 +120,18 @@ def install_error_handlers(app: FastAPI) -> None:
             loc = loc[: loc.index("[key]") - 1]
         # drop pydantic's union-branch labels ("function-after[...]", "list[...]", "int", ...)
         loc = [
-            p for p in loc if "[" not in p and p not in ("float", "int", "str", "constrained-str")
+            p
+            for p in loc
+            if "[" not in p
+            and p
+            not in (
+                "float",
+                "int",
+                "str",
+                "constrained-str",
+                "constrained-float",
+                "constrained-int",
+            )
         ]
         param = ".".join(loc) or None
         message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))

@@ -84,8 +84,8 @@ Hyperparameters = create_model(
     __doc__="OpenAI's three knobs (\"auto\" = the engine's default) and ReplayFT's extras, "
     "named, typed and bounded as in the engine's spec.",
     learning_rate_multiplier=(
-        float | Literal["auto"] | None,
-        Field(None, gt=0, description="Multiplies the default peak learning rate (3e-4)."),
+        Annotated[float, Field(gt=0)] | Literal["auto"] | None,
+        Field(None, description="Multiplies the default peak learning rate (3e-4)."),
     ),
     **{name: _optional(JobSpec, name) for name in fields.HYPERPARAMETERS},
     adapter=(Adapter | None, None),

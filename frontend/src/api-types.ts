@@ -451,7 +451,7 @@ export interface components {
        * Learning Rate Multiplier
        * @description Multiplies the default peak learning rate (3e-4).
        */
-      learning_rate_multiplier?: (number | "auto") | null;
+      learning_rate_multiplier?: number | "auto" | null;
       /**
        * N Epochs
        * @description Passes over the target training data.
@@ -1008,7 +1008,7 @@ export interface components {
        * Learning Rate Multiplier
        * @description Multiplies the default peak learning rate (3e-4).
        */
-      learning_rate_multiplier?: (number | "auto") | null;
+      learning_rate_multiplier?: number | "auto" | null;
       /**
        * N Epochs
        * @description Passes over the target training data.

@@ -463,3 +463,14 @@ def test_a_replay_file_can_be_named_by_a_list(team, team_files, processed_file):
     )
     assert job["replay"]["dataset"] == [replay, second]
     assert {f["id"] for f in team.list_all(FILES)} >= {target, replay, second}
+
+
+def test_learning_rate_multiplier_takes_auto_and_a_positive_number_only(team, team_files):
+    """The multiplier's bound applies to the number, not to "auto" (a 500 the fuzzer found)."""
+    target, replay = team_files
+    body = tiny_job(target, replay)
+    body["method"]["supervised"]["hyperparameters"]["learning_rate_multiplier"] = "auto"
+    team.ok(team.post("/v1/fine_tuning/plan", json=body))
+    body["method"]["supervised"]["hyperparameters"]["learning_rate_multiplier"] = 0
+    param = "method.supervised.hyperparameters.learning_rate_multiplier"
+    assert_error(team.post("/v1/fine_tuning/plan", json=body), 400, param)
