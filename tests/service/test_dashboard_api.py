@@ -152,8 +152,12 @@ def test_stream_sends_progress_while_running_and_a_pause_at_once(team: Team, tea
     assert progress_steps == sorted(progress_steps), progress_steps
     assert len(set(progress_steps)) >= 3, progress_steps
     statuses = [(j["status"], j["pausing"]) for j in jobs_seen]
-    # first the job as it was, then the pending pause, then paused (and the stream ends)
-    assert statuses == [("running", False), ("running", True), ("paused", False)], statuses
+    # first the job as it was, then the pending pause (unless the worker's checkpoint beat the
+    # stream's next poll: the pause's own answer said pausing), then paused (the stream ends)
+    assert statuses in (
+        [("running", False), ("running", True), ("paused", False)],
+        [("running", False), ("paused", False)],
+    ), statuses
     assert jobs_seen[-1]["progress"]["step"] >= progress_steps[-1], jobs_seen[-1]["progress"]
     team.post(f"{JOBS}/{job['id']}/cancel")
 
