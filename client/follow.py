@@ -75,20 +75,18 @@ def wait_job(client: Client, job_id: str, deadline: float | None = None) -> dict
             for record in _metrics(client, job_id, type="eval", start_step=next_eval_step):
                 err(f"  {eval_text(record)}")
                 next_eval_step = max(next_eval_step, record.get("step", 0) + 1)
-        if status != last_status and stopped:  # after the last evals
-            err(f"{job_id}: {status}")
-        last_status = status
         now = time.monotonic()
-        if (
-            status == "running"
-            and step
-            and step != last_step
-            and now - last_report >= PROGRESS_EVERY_S
-        ):
+        # a progress line with the newest train loss every PROGRESS_EVERY_S while running, and
+        # one for the last step when the job stops (a short job can end between two polls)
+        due = status == "running" and now - last_report >= PROGRESS_EVERY_S
+        if step and step != last_step and (due or stopped):
             # the newest train record: from the job's step on, thinned to its last one
             latest = _metrics(client, job_id, type="train", start_step=step, max_points=1)
             err(f"  {progress_text(job, latest[-1] if latest else None)}")
             last_step, last_report = step, now
+        if status != last_status and stopped:  # after the last evals and progress
+            err(f"{job_id}: {status}")
+        last_status = status
         if stopped:
             return job
         if expired(deadline):
