@@ -59,6 +59,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -248,11 +249,17 @@ def build_spec(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- engine: ours
 def run_ours(
-    spec_dict: dict[str, Any], work: Path, warmup: int, device: str, world: int = 1
+    spec_dict: dict[str, Any],
+    work: Path,
+    warmup: int,
+    device: str,
+    world: int = 1,
+    on_step_end: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """ReplayFT in this process, or with `world` > 1 as a `world`-process DDP job launched by
     torchrun (gloo on CPU, NCCL on GPUs); then the timings are rank 0's step times, and the
-    metrics reach the hooks through the launcher, so the loop column repeats the step times."""
+    metrics reach the hooks through the launcher, so the loop column repeats the step times.
+    `on_step_end` is called after each training step (bench/profile_step.py steps a profiler)."""
     from replay_engine.hooks import NoHooks
     from replay_engine.launcher import launch
     from replay_engine.spec import parse_spec
@@ -270,6 +277,8 @@ def run_ours(
         def on_metrics(self, record: dict[str, Any]) -> None:
             if record["type"] == "train":
                 step_ends.append(time.perf_counter())
+                if on_step_end is not None:
+                    on_step_end()
                 if record["step"] == N:
                     at_last_step["peak_rss_mib"] = peak_rss_mib()
                     at_last_step["cuda_peak_mib"] = cuda_peak_mib(device)
@@ -325,7 +334,12 @@ def engine_optimizer_fused(spec: Any, device: str) -> bool | None:
 
 # ---------------------------------------------------------------------------- engine: HF Trainer
 def run_hf(
-    spec_dict: dict[str, Any], work: Path, warmup: int, device: str, optim: str | None
+    spec_dict: dict[str, Any],
+    work: Path,
+    warmup: int,
+    device: str,
+    optim: str | None,
+    on_step_end: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     import numpy as np
     import torch
@@ -395,6 +409,8 @@ def run_hf(
         def on_step_end(self, args, state, control, **kwargs):
             sync(device)
             ends.append(time.perf_counter())
+            if on_step_end is not None:
+                on_step_end()
             if state.global_step == N:
                 at_last_step["peak_rss_mib"] = peak_rss_mib()
                 at_last_step["cuda_peak_mib"] = cuda_peak_mib(device)
