@@ -8,8 +8,8 @@ allocator). ReplayFT runs first, then Trainer, in this one process.
 
 For each engine it prints
 - the step's wall time under the profiler (profiling slows it: compare engines, not runs);
-- the top ops by self CPU time, and by memory they allocated themselves (`Self CPU Mem` counts
-  allocations, not what stays alive);
+- the top tensor ops (aten::) by self CPU time, and by memory they allocated themselves
+  (`Self CPU Mem` counts allocations, not what stays alive);
 - the peak of live tensor memory within the step, by the profiler's categories (parameters,
   optimizer state, gradients, activations kept for backward, temporaries, ...): from
   `export_memory_timeline` (torch's memory profiler, CPU and CUDA), taken at the step's
@@ -46,7 +46,7 @@ CATEGORIES = [
     "activation",
     "gradient",
     "autograd_detail",
-    "unknown",
+    "uncategorised",  # e.g. what a custom autograd.Function saves (ReplayFT's loss: the logits)
 ]
 
 
@@ -81,15 +81,14 @@ def profile_engine(engine: str, spec: dict[str, Any], work: Path, args) -> dict[
         else:
             bench.run_hf(spec, work, 1, device, None, on_step_end=on_step_end)
 
-    averages = prof.key_averages()
-    by_time = sorted(averages, key=lambda e: e.self_cpu_time_total, reverse=True)
-    by_memory = sorted(averages, key=lambda e: e.self_cpu_memory_usage, reverse=True)
+    # tensor ops only: with_stack also records Python frames (Trainer's threads waiting, say)
+    averages = [e for e in prof.key_averages() if e.key.startswith("aten::")]
     mem_device = "cuda:0" if device == "cuda" else "cpu"
     timeline_file = work / f"{engine}_memory.json"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # deprecated for CUDA snapshots only
         prof.export_memory_timeline(str(timeline_file), device=mem_device)
-    times, sizes = json.loads(timeline_file.read_text())
+    _, sizes = json.loads(timeline_file.read_text())  # [times, sizes by category]
     totals = [sum(row[1:]) for row in sizes]
     at_peak = sizes[max(range(len(totals)), key=totals.__getitem__)][1:] if totals else []
     total_time_us = sum(e.self_cpu_time_total for e in averages)
@@ -97,20 +96,22 @@ def profile_engine(engine: str, spec: dict[str, Any], work: Path, args) -> dict[
         "engine": engine,
         "step_wall_s": step_walls[args.step - 1],
         "self_cpu_total_ms": total_time_us / 1000,
-        "top_time": [
-            {"op": e.key, "self_ms": e.self_cpu_time_total / 1000, "calls": e.count}
-            for e in by_time[: args.rows]
-        ],
-        "top_memory": [
-            {"op": e.key, "self_alloc_mib": e.self_cpu_memory_usage / 2**20, "calls": e.count}
-            for e in by_memory[: args.rows]
-            if e.self_cpu_memory_usage > 0
-        ],
+        "ops": {
+            e.key: {
+                "self_ms": e.self_cpu_time_total / 1000,
+                "self_alloc_mib": e.self_cpu_memory_usage / 2**20,
+                "calls": e.count,
+            }
+            for e in averages
+        },
         "peak_live_mib": max(totals, default=0) / 2**20,
         "peak_live_by_category_mib": {
             name: size / 2**20 for name, size in zip(CATEGORIES, at_peak, strict=True) if size
         },
     }
+
+
+NO_CALLS = {"self_ms": 0.0, "self_alloc_mib": 0.0, "calls": 0}
 
 
 def print_report(results: dict[str, dict[str, Any]], rows: int) -> None:
@@ -122,7 +123,7 @@ def print_report(results: dict[str, dict[str, Any]], rows: int) -> None:
         f"| {hf['step_wall_s']:.3f} |"
     )
     print(
-        f"| self CPU time of all ops (ms) | {ours['self_cpu_total_ms']:.0f} "
+        f"| self CPU time of all aten ops (ms) | {ours['self_cpu_total_ms']:.0f} "
         f"| {hf['self_cpu_total_ms']:.0f} |"
     )
     print(
@@ -134,19 +135,22 @@ def print_report(results: dict[str, dict[str, Any]], rows: int) -> None:
         b = hf["peak_live_by_category_mib"].get(name, 0.0)
         if a or b:
             print(f"| &nbsp;&nbsp;of which {name} at the peak | {a:.0f} | {b:.0f} |")
-    for engine, result in results.items():
+    for column, title, unit in (
+        ("self_ms", "self CPU time", "ms"),
+        ("self_alloc_mib", "memory allocated (Self CPU Mem)", "MiB"),
+    ):
         print()
-        print(f"{engine}: top {rows} ops by self CPU time")
-        print("| op | self ms | calls |")
-        print("|---|---:|---:|")
-        for row in result["top_time"]:
-            print(f"| `{row['op']}` | {row['self_ms']:.1f} | {row['calls']} |")
-        print()
-        print(f"{engine}: top {rows} ops by memory allocated (Self CPU Mem)")
-        print("| op | MiB allocated | calls |")
-        print("|---|---:|---:|")
-        for row in result["top_memory"]:
-            print(f"| `{row['op']}` | {row['self_alloc_mib']:.1f} | {row['calls']} |")
+        print(f"top {rows} tensor ops by {title}, either engine")
+        print(f"| op | ReplayFT {unit} | calls | HF {unit} | calls |")
+        print("|---|---:|---:|---:|---:|")
+        names = set(ours["ops"]) | set(hf["ops"])
+
+        def largest(name: str, column: str = column) -> float:
+            return max(r["ops"].get(name, NO_CALLS)[column] for r in (ours, hf))
+
+        for name in sorted(names, key=largest, reverse=True)[:rows]:
+            a, b = ours["ops"].get(name, NO_CALLS), hf["ops"].get(name, NO_CALLS)
+            print(f"| `{name}` | {a[column]:.1f} | {a['calls']} | {b[column]:.1f} | {b['calls']} |")
 
 
 def main(argv: list[str] | None = None) -> None:
