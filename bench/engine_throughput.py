@@ -59,6 +59,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -248,11 +249,17 @@ def build_spec(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- engine: ours
 def run_ours(
-    spec_dict: dict[str, Any], work: Path, warmup: int, device: str, world: int = 1
+    spec_dict: dict[str, Any],
+    work: Path,
+    warmup: int,
+    device: str,
+    world: int = 1,
+    on_step_end: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """ReplayFT in this process, or with `world` > 1 as a `world`-process DDP job launched by
     torchrun (gloo on CPU, NCCL on GPUs); then the timings are rank 0's step times, and the
-    metrics reach the hooks through the launcher, so the loop column repeats the step times."""
+    metrics reach the hooks through the launcher, so the loop column repeats the step times.
+    `on_step_end` is called after each training step (bench/profile_step.py steps a profiler)."""
     from replay_engine.hooks import NoHooks
     from replay_engine.launcher import launch
     from replay_engine.spec import parse_spec
@@ -270,6 +277,8 @@ def run_ours(
         def on_metrics(self, record: dict[str, Any]) -> None:
             if record["type"] == "train":
                 step_ends.append(time.perf_counter())
+                if on_step_end is not None:
+                    on_step_end()
                 if record["step"] == N:
                     at_last_step["peak_rss_mib"] = peak_rss_mib()
                     at_last_step["cuda_peak_mib"] = cuda_peak_mib(device)
@@ -325,7 +334,12 @@ def engine_optimizer_fused(spec: Any, device: str) -> bool | None:
 
 # ---------------------------------------------------------------------------- engine: HF Trainer
 def run_hf(
-    spec_dict: dict[str, Any], work: Path, warmup: int, device: str, optim: str | None
+    spec_dict: dict[str, Any],
+    work: Path,
+    warmup: int,
+    device: str,
+    optim: str | None,
+    on_step_end: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     import numpy as np
     import torch
@@ -395,6 +409,8 @@ def run_hf(
         def on_step_end(self, args, state, control, **kwargs):
             sync(device)
             ends.append(time.perf_counter())
+            if on_step_end is not None:
+                on_step_end()
             if state.global_step == N:
                 at_last_step["peak_rss_mib"] = peak_rss_mib()
                 at_last_step["cuda_peak_mib"] = cuda_peak_mib(device)
@@ -487,17 +503,18 @@ def explain(spec_dict: dict[str, Any], device: str, reps: int = 10) -> dict[str,
     """Time, on this run's shapes and device, the two pieces of step code that differ between
     the engines (the model forward/backward itself is the same call):
 
-    - the loss head, forward + backward: ReplayFT's `token_losses` (logits[:, :-1] sliced, then
-      reshaped, so the (B, L, V) logits are copied, and the slice's backward zero-fills a
-      full-size gradient and copies into it) times the mask, against transformers'
-      `ForCausalLMLoss` (labels shifted instead, logits viewed without a copy);
+    - the loss head, forward + backward: the LM head's matmul on random hidden states (the
+      same in both), then ReplayFT's `token_losses` (`loss.token_cross_entropy`, which keeps
+      only the logits and turns them into their gradient in place) times the mask, against
+      transformers' `ForCausalLMLoss` (`F.cross_entropy`: a saved log-softmax and two more
+      full-size tensors in backward);
     - one AdamW step: ReplayFT's `build_optimizer` against the fused AdamW that Trainer uses
       by default (torch >= 2.8), with the same parameter groups.
 
-    Runs alternate between the two so that load from other processes hits both alike."""
-    from types import SimpleNamespace
-
+    Runs alternate between the two, each first as often as second, so that load from other
+    processes and warm caches favour neither."""
     import torch
+    import torch.nn.functional as F
     from transformers.loss.loss_utils import ForCausalLMLoss
 
     from replay_engine.models import load_model
@@ -513,17 +530,20 @@ def explain(spec_dict: dict[str, Any], device: str, reps: int = 10) -> dict[str,
     mask = (torch.rand(B, L, generator=gen) < 0.7).to(dev)
     labels = ids.masked_fill(~mask, -100)
     n_label = mask[:, 1:].sum()
-    logits0 = torch.randn(B, L, V, generator=gen).to(dev)
+    hidden = torch.randn(B, L, model.config.hidden_size, generator=gen).to(dev)
+    hidden.requires_grad_(True)
+    head = model.get_output_embeddings().weight
+
+    class Output:  # what token_losses reads from a model's output
+        def __init__(self) -> None:
+            self.logits = F.linear(hidden, head)
 
     def ours_loss() -> None:
-        logits = logits0.clone().requires_grad_(True)
-        fake = SimpleNamespace(logits=logits)
-        losses = token_losses(lambda **_: fake, ids) * mask[:, 1:]
+        losses = token_losses(lambda **_: Output(), ids) * mask[:, 1:]
         (losses.sum() / n_label).backward()
 
     def hf_loss() -> None:
-        logits = logits0.clone().requires_grad_(True)
-        ForCausalLMLoss(logits, labels, V, num_items_in_batch=n_label).backward()
+        ForCausalLMLoss(Output().logits, labels, V, num_items_in_batch=n_label).backward()
 
     for p in model.parameters():
         p.grad = torch.randn(p.shape, generator=gen).to(dev) * 1e-3
@@ -551,7 +571,11 @@ def explain(spec_dict: dict[str, Any], device: str, reps: int = 10) -> dict[str,
     for name, (ours_fn, hf_fn) in pairs.items():
         times: dict[str, list[float]] = {"ours": [], "hf": []}
         for i in range(reps + 2):
-            a, b = timed(ours_fn), timed(hf_fn)
+            # each goes first every other time: the second of a pair finds warmer caches
+            if i % 2 == 0:
+                a, b = timed(ours_fn), timed(hf_fn)
+            else:
+                b, a = timed(hf_fn), timed(ours_fn)
             if i >= 2:  # the first calls allocate state and warm caches
                 times["ours"].append(a)
                 times["hf"].append(b)

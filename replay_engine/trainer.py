@@ -33,13 +33,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import checkpoint as ckpt
 from . import distributed, lora
 from .data import PackedDataset, prepare_dataset
 from .flops import device_peak_flops, mfu, model_flops_per_token
 from .hooks import NoHooks, TrainingHooks
+from .loss import token_cross_entropy
 from .mixture import TARGET, Mixture
 from .models import build_on_meta, load_base, load_model, load_tokenizer, model_info
 from .schedule import Plan, resolve_plan
@@ -212,9 +212,7 @@ def token_losses(
     # Shift the labels, not the logits: slicing the (B, L, V) logits would make reshape copy
     # them, and the slice's backward would fill another full-size gradient.
     labels = torch.roll(input_ids, shifts=-1, dims=1)
-    loss = F.cross_entropy(
-        logits.float().view(-1, logits.size(-1)), labels.view(-1), reduction="none"
-    )
+    loss = token_cross_entropy(logits.view(-1, logits.size(-1)), labels.view(-1))
     return loss.view(input_ids.shape)[:, :-1]  # the last position has no next token
 
 
