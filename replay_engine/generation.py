@@ -321,13 +321,13 @@ class RequestError(ValueError):
 
 
 @torch.inference_mode()
-def generate_batch(loaded: LoadedModel, requests: list[Request]) -> None:
+def generate_batch(loaded: LoadedModel, requests: list[Request]) -> int:
     """Run every choice of every request as one left-padded batch; output goes to each request's
     `emit`, ending each choice with a chunk that carries its finish_reason (a cancelled request
-    gets no more chunks)."""
+    gets no more chunks). Returns the number of tokens generated, all rows together."""
     rows = [_Row(req, i, loaded.device) for req in requests for i in range(req.n)]
     if not rows:
-        return
+        return 0
     pad = loaded.tokenizer.pad_token_id
     width = max(len(row.request.prompt_ids) for row in rows)
     input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
@@ -349,6 +349,7 @@ def generate_batch(loaded: LoadedModel, requests: list[Request]) -> None:
         if not row.done and not row.request.cancelled():
             text = loaded.tokenizer.decode(row.ids, skip_special_tokens=True)
             row.finish(text, "length")
+    return sum(len(row.ids) for row in rows)
 
 
 def generate(

@@ -16,9 +16,11 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.errors import invalid, not_found
+from api.errors import APIError, invalid, not_found
 from api.schemas.models import ModelPublic
 from control.db.models import Checkpoint, Job, Model, Team
+from control.lifecycle import fine_tuned_name
+from control.statuses import TERMINAL_STATUSES
 
 PRESETS_CREATED = 1735689600  # presets are built from code; a fixed date keeps `created` stable
 
@@ -69,8 +71,8 @@ def get_model(*, session: Session, team: Team, model_id: str) -> ModelPublic:
     raise not_found("model", model_id, param="model")
 
 
-def resolve_model(*, session: Session, team: Team, model_id: str) -> tuple[str, str | None]:
-    """-> (what the engine's `model` field gets, gguf_file). 400 with param `model` if unknown."""
+def _locate(*, session: Session, team: Team, model_id: str) -> tuple[str, str | None] | None:
+    """(what the engine loads, gguf_file) for a model id the team may use, or None."""
     if model_id in _presets():
         return model_id, None
     row = session.scalar(select(Model).where(Model.id == model_id, Model.kind == "base"))
@@ -91,9 +93,59 @@ def resolve_model(*, session: Session, team: Team, model_id: str) -> tuple[str, 
             )
             if job is not None and job.final_checkpoint and Path(job.final_checkpoint).is_dir():
                 return job.final_checkpoint, None
+    return None
+
+
+def resolve_model(*, session: Session, team: Team, model_id: str) -> tuple[str, str | None]:
+    """-> (what the engine's `model` field gets, gguf_file). 400 with param `model` if unknown."""
+    found = _locate(session=session, team=team, model_id=model_id)
+    if found is not None:
+        return found
     raise invalid(
         f"Model {model_id!r} does not exist or you do not have access to it; "
         f"GET /v1/models lists the available ones.",
         "model",
         code="model_not_found",
     )
+
+
+def resolve_for_inference(*, session: Session, team: Team, model_id: str) -> tuple[str, str | None]:
+    """-> (what the serving process loads, gguf_file) for a completion request. 404 (param
+    `model`) if the team cannot use it; for the model or a checkpoint of one of the team's jobs
+    that has not made it yet, the 404 says so and what the job is doing."""
+    found = _locate(session=session, team=team, model_id=model_id)
+    if found is not None:
+        return found
+    job = _job_named_by(session=session, team=team, model_id=model_id)
+    if job is not None:
+        what = "checkpoint" if ":ckpt-step-" in model_id else "model"
+        if job.status == "succeeded":
+            state = f"is not available: job {job.id} succeeded, but its files are gone"
+        elif job.status in TERMINAL_STATUSES:
+            state = f"does not exist: job {job.id} ended {job.status} without making it"
+        else:
+            status = job.status.replace("_", " ")
+            state = f"does not exist yet: job {job.id} is still {status}"
+        raise APIError(
+            404, f"The {what} {model_id!r} {state}.", param="model", code="model_not_ready"
+        )
+    raise APIError(
+        404,
+        f"Model {model_id!r} does not exist or you do not have access to it; "
+        f"GET /v1/models lists the available ones.",
+        param="model",
+        code="model_not_found",
+    )
+
+
+def _job_named_by(*, session: Session, team: Team, model_id: str) -> Job | None:
+    """The team's job whose model (or one of whose checkpoints) `model_id` is."""
+    if not model_id.startswith("ft:"):
+        return None
+    name, _, step = model_id.partition(":ckpt-step-")
+    job_id = name.rsplit(":", 1)[-1]
+    job = session.scalar(select(Job).where(Job.id == job_id, Job.team_id == team.id))
+    if job is None or (step and not step.isdigit()):
+        return None
+    expected = fine_tuned_name(base=job.model, team=team, suffix=job.suffix, job_id=job.id)
+    return job if name == expected else None
