@@ -6,7 +6,7 @@ How a line runs, and the few things the test changes:
 - Each `## ` section is a new terminal: its lines run one at a time in bash, the environment
   (`export`, `source`) carried from one line to the next, with the venv active from the start as
   the README asks. What a section started in the background is stopped when it ends.
-- `replayft serve|api|worker|maintenance` are long-running: they start in the background (the README's
+- `replayft serve|api|worker|maintenance|inference` are long-running: they start in the background (the README's
   "leave it running"), and the next line waits until `serve` or `api` answers /readyz.
 - The long runs (`jobs submit`, `sweeps submit`, `demo`) get `--set n_epochs=0.02`, the flag the
   README shows for a short trial.
@@ -48,7 +48,7 @@ from servicekit import (
 README = REPO / "README.md"
 SHORTEN = "--set n_epochs=0.02"  # 3 steps of the quickstart or the demo
 LONG_RUNS = ("replayft jobs submit", "replayft sweeps submit", "replayft demo")
-BACKGROUND = re.compile(r"^(\.venv/bin/)?replayft (serve|api|worker|maintenance)\b")
+BACKGROUND = re.compile(r"^(\.venv/bin/)?replayft (serve|api|worker|maintenance|inference)\b")
 SERVES_HTTP = re.compile(r"^(\.venv/bin/)?replayft (serve|api)\b")
 NOT_RUN = re.compile(r"^scripts/install\.sh\b")
 PLACEHOLDER = re.compile(r"\b(key|sweep|ftjob|file)-\.\.\.")
