@@ -126,7 +126,9 @@ async def start(inference: Inference, requests: list[dict], n: int) -> Generatio
             raise APIError(
                 503, exc.message, code="inference_unavailable", headers={"Retry-After": "5"}
             ) from None
-        raise APIError(exc.status_code, exc.message, param=exc.param, code="invalid_value") from None
+        raise APIError(
+            exc.status_code, exc.message, param=exc.param, code="invalid_value"
+        ) from None
     return Generation(streams, prompt_tokens, n)
 
 
