@@ -3,8 +3,9 @@
 Three sources: the engine's presets (built from config with random weights, listed with
 `pretrained: false` and a description that says so), base models an
 admin registered by path (`replayft models add`), and the team's own fine-tuned outputs, named
-`ft:<base>:<team>:<suffix>:<job id>` (and `...:ckpt-step-N` for an intermediate checkpoint), which
-resolve to checkpoint folders. Nothing else is accepted: the API never lets a client name an
+`ft:<base>:<team>:<suffix>:<job id>`, and each of their jobs' checkpoints, named
+`...:ckpt-step-N` (listed while its folder exists, also while the job still runs); both resolve to
+checkpoint folders. Nothing else is accepted: the API never lets a client name an
 arbitrary server path or make the server download from a hub.
 """
 
@@ -45,27 +46,76 @@ def _preset_public(name: str) -> ModelPublic:
 
 
 def list_models(*, session: Session, team: Team) -> list[ModelPublic]:
-    models = [_preset_public(name) for name in _presets()]
-    for row in session.scalars(select(Model).where(Model.kind == "base").order_by(Model.pk)):
-        models.append(ModelPublic(id=row.id, created=row.created_at, owned_by=row.owned_by))
+    """Presets, registered base models, then the team's jobs newest first: each job's fine-tuned
+    model (once it exists) followed by its checkpoints, newest step first."""
+    models = _shared_models(session)
+    checkpoints: dict[str, list[Checkpoint]] = {}
+    for ckpt in session.scalars(
+        select(Checkpoint)
+        .join(Job, Job.id == Checkpoint.job_id)
+        .where(Job.team_id == team.id)
+        .order_by(Checkpoint.step_number.desc())
+    ):
+        checkpoints.setdefault(ckpt.job_id, []).append(ckpt)
     jobs = session.scalars(
         select(Job)
-        .where(Job.team_id == team.id, Job.fine_tuned_model.is_not(None))
+        .where(
+            Job.team_id == team.id,
+            Job.fine_tuned_model.is_not(None) | Job.id.in_(list(checkpoints)),
+        )
         .order_by(Job.pk.desc())
     )
     for job in jobs:
-        models.append(
-            ModelPublic(
-                id=job.fine_tuned_model,
-                created=job.finished_at or job.created_at,
-                owned_by=team.id,
-            )
-        )
+        if job.fine_tuned_model is not None:
+            models.append(_fine_tuned_public(job, team))
+        models += [
+            _checkpoint_public(ckpt, team)
+            for ckpt in checkpoints.get(job.id, [])
+            if Path(ckpt.path).is_dir()  # a pruned checkpoint cannot be served: not a model now
+        ]
+    return models
+
+
+def _fine_tuned_public(job: Job, team: Team) -> ModelPublic:
+    return ModelPublic(
+        id=job.fine_tuned_model, created=job.finished_at or job.created_at, owned_by=team.id
+    )
+
+
+def _checkpoint_public(ckpt: Checkpoint, team: Team) -> ModelPublic:
+    return ModelPublic(
+        id=ckpt.fine_tuned_model_checkpoint,
+        created=ckpt.created_at,
+        owned_by=team.id,
+        description=f"The checkpoint at step {ckpt.step_number} of job {ckpt.job_id}.",
+    )
+
+
+def _shared_models(session: Session) -> list[ModelPublic]:
+    """The models every team sees: presets and registered base models."""
+    models = [_preset_public(name) for name in _presets()]
+    for row in session.scalars(select(Model).where(Model.kind == "base").order_by(Model.pk)):
+        models.append(ModelPublic(id=row.id, created=row.created_at, owned_by=row.owned_by))
     return models
 
 
 def get_model(*, session: Session, team: Team, model_id: str) -> ModelPublic:
-    for model in list_models(session=session, team=team):
+    """One model of `list_models`; 404 (param `model`) for any other id."""
+    if model_id.startswith("ft:") and ":ckpt-step-" in model_id:
+        ckpt = session.scalar(
+            select(Checkpoint)
+            .join(Job, Job.id == Checkpoint.job_id)
+            .where(Checkpoint.fine_tuned_model_checkpoint == model_id, Job.team_id == team.id)
+        )
+        if ckpt is not None and Path(ckpt.path).is_dir():
+            return _checkpoint_public(ckpt, team)
+    elif model_id.startswith("ft:"):
+        job = session.scalar(
+            select(Job).where(Job.fine_tuned_model == model_id, Job.team_id == team.id)
+        )
+        if job is not None:
+            return _fine_tuned_public(job, team)
+    for model in _shared_models(session):
         if model.id == model_id:
             return model
     raise not_found("model", model_id, param="model")
