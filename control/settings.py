@@ -119,6 +119,13 @@ class Settings(BaseSettings):
         description="How long the serving process waits after a request for others to the same "
         "model to batch with it, in milliseconds.",
     )
+    serve_batch_regroup_ms: float = Field(
+        100.0,
+        ge=0,
+        description="After a batch of k requests, how long the next one waits for as many, in "
+        "milliseconds: the clients of the last batch sending their next requests (at least the "
+        "batch window).",
+    )
     serve_max_batch: int = Field(
         16, ge=1, description="Most sequences (requests x n) generated in one batch."
     )

@@ -6,6 +6,17 @@ for more requests to the same model (at most `max_batch` sequences, counting eac
 and runs them as one padded batch (replay_engine.generation.generate_batch). Requests that
 arrive while a batch runs form the next one. Different models run in their own threads, side by
 side.
+
+Regrouping: a batch runs to its end, so clients that send their next request as soon as their
+answer ends (a chat UI, an eval loop, a benchmark at concurrency 8) would otherwise stay split
+into the groups that first happened to arrive apart: one latecomer runs alone while the seven
+others wait, then the seven run while it waits, and a batch never holds more than half of them.
+So after a batch of k requests the next one waits up to `regroup_s` (longer than the window: a
+client's round trip) for as many as k, and starts as soon as it has them; a lone client pays it
+once, after which its batches are of one and wait only the window. It also waits (up to
+`regroup_s`) while requests the server has received for this model are still being prepared
+(`arriving`): their prompts are tokenized one after another, so eight requests sent at once can
+take longer than the window to reach the queue.
 """
 
 from __future__ import annotations
@@ -60,8 +71,18 @@ class Job:
 class ServedModel:
     """A loaded model and the thread that runs its batches until `close`."""
 
-    def __init__(self, loaded: LoadedModel, window_s: float, max_batch: int, stats: Stats):
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        window_s: float,
+        max_batch: int,
+        stats: Stats,
+        regroup_s: float = 0.0,
+    ):
         self.loaded, self.window_s, self.max_batch, self.stats = loaded, window_s, max_batch, stats
+        self.regroup_s = max(regroup_s, window_s)
+        self._last_batch = 0  # requests in the batch that ran last
+        self._arriving = 0  # requests received for this model, not queued yet
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._held: Job | None = None  # taken from the queue, too big for the batch it came in
         self._lock = threading.Lock()
@@ -71,9 +92,23 @@ class ServedModel:
         )
         self._thread.start()
 
-    def submit(self, job: Job) -> bool:
-        """Queue `job`; False if the model was unloaded meanwhile (get it from the pool again)."""
+    def arriving(self) -> None:
+        """A request for this model is on its way (`submit` or `not_arriving` follows): the
+        batch being formed waits for it."""
         with self._lock:
+            self._arriving += 1
+
+    def not_arriving(self) -> None:
+        """The request announced by `arriving` was refused before `submit`."""
+        with self._lock:
+            self._arriving = max(0, self._arriving - 1)
+
+    def submit(self, job: Job, announced: bool = False) -> bool:
+        """Queue `job` (`announced`: after `arriving`); False if the model was unloaded
+        meanwhile (get it from the pool again)."""
+        with self._lock:
+            if announced:
+                self._arriving = max(0, self._arriving - 1)
             if self.closed:
                 return False
             self._queue.put(job)
@@ -91,10 +126,13 @@ class ServedModel:
         if first is None:
             return None
         batch, rows = [first], first.request.n
-        deadline = time.monotonic() + self.window_s
+        start = time.monotonic()
         while rows < self.max_batch:
+            # the window; longer while the last batch's clients may still be on their way back
+            regroup = len(batch) < self._last_batch or self._arriving > 0
+            wait = self.regroup_s if regroup else self.window_s
             try:
-                job = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                job = self._queue.get(timeout=max(0.0, start + wait - time.monotonic()))
             except queue.Empty:
                 break
             if job is None:  # closing: run what we have, then stop
@@ -105,6 +143,7 @@ class ServedModel:
                 break
             batch.append(job)
             rows += job.request.n
+        self._last_batch = len(batch)
         return batch
 
     def _run(self) -> None:
@@ -135,10 +174,11 @@ class ModelPool:
         device: str = "auto",
         window_s: float = 0.01,
         max_batch: int = 16,
+        regroup_s: float = 0.1,
         load: Callable[..., LoadedModel] = load_for_generation,
     ):
         self.budget_bytes, self.device = budget_bytes, device
-        self.window_s, self.max_batch = window_s, max_batch
+        self.window_s, self.max_batch, self.regroup_s = window_s, max_batch, regroup_s
         self.stats = Stats()
         self._load = load
         self._models: collections.OrderedDict[tuple[str, str | None], ServedModel] = (
@@ -163,7 +203,9 @@ class ModelPool:
                     return self._models[key]
             log.info("loading %s", model)
             loaded = self._load(model, gguf_file=gguf_file, device=self.device)
-            served = ServedModel(loaded, self.window_s, self.max_batch, self.stats)
+            served = ServedModel(
+                loaded, self.window_s, self.max_batch, self.stats, regroup_s=self.regroup_s
+            )
             with self._lock:
                 self._models[key] = served
                 self._loading.pop(key, None)

@@ -33,6 +33,7 @@ from inference.pool import Job, ModelPool
 from replay_engine.generation import (
     MAX_TOP_LOGPROBS,
     Chunk,
+    LoadedModel,
     Request,
     RequestError,
     SamplingParams,
@@ -74,6 +75,38 @@ def _chunk_event(chunk: Chunk) -> dict[str, Any]:
     return {"type": "chunk", **asdict(chunk)}
 
 
+def _prepare(
+    loaded: LoadedModel, body: GenerateBody
+) -> tuple[list[int], SamplingParams] | JSONResponse:
+    """The request's prompt ids and sampling parameters, or the 400 that refuses it."""
+    chat = body.messages is not None
+    try:
+        if chat:
+            prompt_ids = encode_chat(loaded, body.messages)
+        else:
+            prompt_ids = encode_text(loaded, body.prompt or "")
+    except Exception as exc:  # noqa: BLE001 - a chat template may raise anything
+        return _error(400, f"The prompt cannot be rendered: {exc}", "messages")
+    max_tokens = body.max_tokens
+    if max_tokens is None:  # OpenAI's chat default: whatever room the context leaves
+        context = loaded.context_length
+        max_tokens = max(1, context - len(prompt_ids)) if context else UNBOUNDED_MAX_TOKENS
+    params = SamplingParams(
+        max_tokens=max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        stop=tuple(s for s in body.stop if s) + (loaded.chat_stop if chat else ()),
+        seed=body.seed,
+        logprobs=body.logprobs,
+    )
+    try:
+        check_request(loaded, prompt_ids, params)
+    except RequestError as exc:
+        param = "messages" if chat and exc.param == "prompt" else exc.param
+        return _error(400, exc.message, param)
+    return prompt_ids, params
+
+
 def create_app(settings: Settings | None = None, pool: ModelPool | None = None) -> FastAPI:
     settings = settings or get_settings()
     pool = pool or ModelPool(
@@ -112,56 +145,42 @@ def create_app(settings: Settings | None = None, pool: ModelPool | None = None) 
         except (ValueError, OSError) as exc:
             log.warning("cannot load %s: %s", body.model, exc)
             return _error(400, f"The model cannot be loaded: {exc}", "model")
-        loaded = served.loaded
-        chat = body.messages is not None
+        served.arriving()  # the batch being formed waits while this prompt is prepared
+        announced = True
         try:
-            if chat:
-                prompt_ids = encode_chat(loaded, body.messages)
-            else:
-                prompt_ids = encode_text(loaded, body.prompt or "")
-        except Exception as exc:  # noqa: BLE001 - a chat template may raise anything
-            return _error(400, f"The prompt cannot be rendered: {exc}", "messages")
-        max_tokens = body.max_tokens
-        if max_tokens is None:  # OpenAI's chat default: whatever room the context leaves
-            context = loaded.context_length
-            max_tokens = max(1, context - len(prompt_ids)) if context else UNBOUNDED_MAX_TOKENS
-        params = SamplingParams(
-            max_tokens=max_tokens,
-            temperature=body.temperature,
-            top_p=body.top_p,
-            stop=tuple(s for s in body.stop if s) + (loaded.chat_stop if chat else ()),
-            seed=body.seed,
-            logprobs=body.logprobs,
-        )
-        try:
-            check_request(loaded, prompt_ids, params)
-        except RequestError as exc:
-            param = "messages" if chat and exc.param == "prompt" else exc.param
-            return _error(400, exc.message, param)
+            prepared = _prepare(served.loaded, body)
+            if isinstance(prepared, JSONResponse):
+                return prepared
+            prompt_ids, params = prepared
+            loop = asyncio.get_running_loop()
+            events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+            cancel = threading.Event()
 
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        cancel = threading.Event()
+            def put(event: dict[str, Any]) -> None:  # from the batch thread
+                try:
+                    loop.call_soon_threadsafe(events.put_nowait, event)
+                except RuntimeError:  # the event loop is gone (shutting down)
+                    cancel.set()
 
-        def put(event: dict[str, Any]) -> None:  # from the batch thread
-            try:
-                loop.call_soon_threadsafe(events.put_nowait, event)
-            except RuntimeError:  # the event loop is gone (shutting down)
-                cancel.set()
+            def done(error: BaseException | None) -> None:
+                error_text = None if error is None else f"generation failed: {error}"
+                put({"type": "end", "error": error_text})
 
-        def done(error: BaseException | None) -> None:
-            put({"type": "end", "error": None if error is None else f"generation failed: {error}"})
-
-        request = Request(
-            prompt_ids,
-            params,
-            body.n,
-            emit=lambda chunk: put(_chunk_event(chunk)),
-            cancelled=cancel.is_set,
-        )
-        pool.stats.add(requests=1)
-        while not served.submit(Job(request, done)):  # unloaded meanwhile: load it again
-            served = await run_in_threadpool(pool.get, body.model, body.gguf_file)
+            request = Request(
+                prompt_ids,
+                params,
+                body.n,
+                emit=lambda chunk: put(_chunk_event(chunk)),
+                cancelled=cancel.is_set,
+            )
+            pool.stats.add(requests=1)
+            while not served.submit(Job(request, done), announced=announced):
+                announced = False  # unloaded meanwhile: load it again
+                served = await run_in_threadpool(pool.get, body.model, body.gguf_file)
+            announced = False
+        finally:
+            if announced:  # refused before it was queued
+                served.not_arriving()
 
         async def stream() -> AsyncIterator[bytes]:
             finished = False

@@ -247,26 +247,24 @@ class _PickTokens(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.Tensor:
         scores = scores.float()
-        picked = torch.full_like(scores, float("-inf"))
+        # greedy rows (and finished ones, whose token generate ignores) in one argmax for the
+        # batch: a Python loop over rows would cost more than the tiny models' forward pass
+        tokens = scores.argmax(dim=-1)
         for r, row in enumerate(self.rows):
-            logits = scores[r]
             if row.done:
-                picked[r, 0] = 0.0  # ignored: generate pads finished rows
                 continue
             p = row.params
-            if p.temperature <= 1e-5:
-                token = int(torch.argmax(logits))
-            else:
-                probs = torch.softmax(logits / p.temperature, dim=-1)
+            if p.temperature > 1e-5:
+                probs = torch.softmax(scores[r] / p.temperature, dim=-1)
                 if p.top_p < 1.0:
                     sorted_probs, order = torch.sort(probs, descending=True)
                     # keep the smallest prefix whose mass reaches top_p (at least one token)
                     drop = torch.cumsum(sorted_probs, 0) - sorted_probs >= p.top_p
                     probs = probs.scatter(0, order[drop], 0.0)
-                token = int(torch.multinomial(probs, 1, generator=row.rng))
-            picked[r, token] = 0.0
+                tokens[r] = torch.multinomial(probs, 1, generator=row.rng)[0]
             if p.logprobs is not None:
-                logp = torch.log_softmax(logits, dim=-1)
+                token = int(tokens[r])
+                logp = torch.log_softmax(scores[r], dim=-1)
                 top = []
                 if p.logprobs > 0:
                     values, ids = torch.topk(logp, min(p.logprobs, logp.numel()))
@@ -277,7 +275,8 @@ class _PickTokens(LogitsProcessor):
                 row.pending_logprobs.append(
                     TokenLogprob(self.tokenizer.decode([token]), float(logp[token]), top)
                 )
-        return picked
+        picked = torch.full_like(scores, float("-inf"))
+        return picked.scatter_(1, tokens.unsqueeze(1), 0.0)
 
 
 class _FollowRows(StoppingCriteria):

@@ -1,9 +1,11 @@
 """The model-serving process's app (inference/server.py) and pool, in-process on the tiny preset:
-its event stream, its refusals, batching of requests that arrive together, and unloading the
-least recently used model past the memory budget."""
+its event stream, its refusals, batching of requests that arrive together (or are announced, or
+come back from the last batch), and unloading the least recently used model past the memory
+budget."""
 
 import json
 import threading
+import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -78,6 +80,40 @@ def test_requests_arriving_together_run_as_one_batch(pool):
     after = pool.stats.as_dict()
     assert after["batches"] - before["batches"] == 1 and after["largest_batch"] == 4
     assert len(set(texts)) == 1 and texts[0]
+
+
+def test_a_batch_waits_for_announced_requests_and_for_the_last_batchs_clients():
+    """Past the 10 ms window, a batch still waits (up to the regroup time) for requests the
+    server has received but is still preparing, and, after a batch of k, for k requests: the
+    clients of that batch coming back. Without either, each part below would run as two
+    batches."""
+    pool = ModelPool(1 << 30, device="cpu", window_s=0.01, regroup_s=3.0, max_batch=8)
+    try:
+        served = pool.get(TINY)
+        prompt = encode_text(served.loaded, "Once upon a time")
+        finished = threading.Semaphore(0)
+
+        def job() -> Job:
+            params = SamplingParams(max_tokens=4, temperature=0)
+            return Job(Request(prompt, params), done=lambda error: finished.release())
+
+        def batches_of(submit_late: int, announce: bool) -> int:
+            before = pool.stats.as_dict()["batches"]
+            for _ in range(1 + submit_late if announce else 0):
+                served.arriving()
+            assert served.submit(job(), announced=announce)
+            time.sleep(0.3)  # 30 windows
+            for _ in range(submit_late):
+                assert served.submit(job(), announced=announce)
+            for _ in range(1 + submit_late):
+                assert finished.acquire(timeout=60)
+            return pool.stats.as_dict()["batches"] - before
+
+        assert batches_of(2, announce=True) == 1  # three announced: one batch of three
+        assert pool.stats.as_dict()["largest_batch"] == 3
+        assert batches_of(2, announce=False) == 1  # after a batch of three, three regroup
+    finally:
+        pool.close()
 
 
 def test_the_least_recently_used_model_is_unloaded_past_the_budget(tmp_path):
