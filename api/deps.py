@@ -5,6 +5,8 @@
   sent. At most pool size + overflow requests hold one at a time (`db_slot`); the others wait in
   the event loop, holding neither a thread nor a connection, and after `REPLAYFT_DB_POOL_TIMEOUT`
   seconds get 503 with Retry-After: load is shed instead of piling up on the pool.
+- `QueueDep`, `InferenceDep`: where tasks are enqueued and completions generated (the outbox,
+  the model-serving process); tests override them at that boundary.
 - `CurrentKey`: the `Authorization: Bearer` key's row (401 if missing, unknown or revoked);
   `CurrentTeam`: the team owning it; `AdminKey`: the key, if it is an admin key (403 otherwise).
 - `FileDep`, `JobDep`, `SweepDep`: the row named in the path, if it belongs to the caller's team. Another
@@ -30,6 +32,7 @@ from api.schemas.common import PathId
 from api.services.teams import record_use, team_for_key
 from control.db.models import ApiKey, File, Job, Sweep, Team
 from control.db.session import get_sessionmaker
+from control.inference import HttpInference, Inference
 from control.queue import TaskQueue, outbox
 from control.settings import get_settings
 
@@ -82,6 +85,15 @@ def get_queue() -> TaskQueue:
 
 
 QueueDep = Annotated[TaskQueue, Depends(get_queue)]
+
+
+def get_inference() -> Inference:
+    """Where completions are generated: the model-serving process at REPLAYFT_INFERENCE_URL
+    (tests may override this)."""
+    return HttpInference(get_settings().inference_url)
+
+
+InferenceDep = Annotated[Inference, Depends(get_inference)]
 
 
 def _unauthorized(message: str) -> APIError:

@@ -19,7 +19,7 @@ from fastapi.routing import APIRoute
 from api.errors import install_error_handlers
 from api.frontend import mount_dashboard
 from api.openapi import error_responses, install_openapi
-from api.routes import admin, files, fine_tuning_jobs, health, models, sweeps
+from api.routes import admin, completions, files, fine_tuning_jobs, health, models, sweeps
 from control.settings import get_settings
 
 log = logging.getLogger("replayft.api")
@@ -79,6 +79,7 @@ def create_app() -> FastAPI:
     v1.include_router(files.router)
     v1.include_router(fine_tuning_jobs.router)
     v1.include_router(models.router)
+    v1.include_router(completions.router)
     v1.include_router(sweeps.router)
     v1.include_router(admin.router)
     app.include_router(v1)

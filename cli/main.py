@@ -2,6 +2,7 @@
 
   replayft serve [--demo]          API + a training and a files worker, embedded defaults (or env)
   replayft api / replayft worker   the parts separately (the distributed setup)
+  replayft inference               the model-serving process the API forwards completions to
   replayft db upgrade              apply migrations (also done at API and worker start-up)
   replayft keys create --team T    mint an API key (printed once, stored hashed)
   replayft keys list|revoke|rotate list keys (never the secrets), revoke one, replace one
@@ -176,6 +177,34 @@ def cmd_api(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inference_address(url: str) -> tuple[str, int]:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 80
+
+
+def cmd_inference(args: argparse.Namespace) -> int:
+    import logging
+
+    import uvicorn
+
+    from control.settings import get_settings
+
+    settings = get_settings()
+    settings.export_env()
+    host, port = _inference_address(settings.inference_url)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s: %(levelname)s] %(message)s")
+    uvicorn.run(
+        "inference.server:create_app",
+        factory=True,
+        host=args.host or host,
+        port=args.port or port,
+        timeout_keep_alive=KEEP_ALIVE_S,
+    )
+    return 0
+
+
 def worker_argv(queues: str, concurrency: int, loglevel: str = "INFO") -> list[str]:
     from worker.app import child_recycling
 
@@ -244,6 +273,14 @@ def _first_start(data_dir: Path, demo: bool) -> None:
                 _err(f"demo file {file.id}: {file.filename} ({file.purpose})")
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from control.db.migrate import upgrade
     from control.settings import get_settings
@@ -265,11 +302,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         for queues, concurrency in (("training", args.concurrency), ("files", 1))
     ]
+    # the model-serving process, on a free local port unless REPLAYFT_INFERENCE_URL names one
+    if "REPLAYFT_INFERENCE_URL" not in os.environ:
+        settings.inference_url = f"http://127.0.0.1:{_free_port()}"
+        os.environ["REPLAYFT_INFERENCE_URL"] = settings.inference_url
+    workers.append(
+        subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "inference"],
+            env=os.environ.copy(),
+            preexec_fn=die_with_parent,
+        )
+    )
     # uvicorn re-raises the SIGTERM it caught once it has shut down; turning that into SystemExit
     # lets the `finally` below stop the worker instead of leaving it orphaned
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     pids = ", ".join(str(w.pid) for w in workers)
-    _err(f"worker pids {pids}; API on http://{args.host}:{args.port} (docs at /docs)")
+    _err(
+        f"worker and model-serving pids {pids} (serving at {settings.inference_url}); "
+        f"API on http://{args.host}:{args.port} (docs at /docs)"
+    )
     try:
         _run_api(args.host, args.port)
     finally:
@@ -292,7 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_sweep_commands(sub)  # sweeps: the same, for replay sweeps and their reports
 
     p = sub.add_parser(
-        "serve", help="API + a training and a files worker; embedded SQLite and broker by default"
+        "serve",
+        help="API + a training and a files worker + the model-serving process; embedded SQLite "
+        "and broker by default",
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -309,6 +362,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.set_defaults(func=cmd_api)
+
+    p = sub.add_parser(
+        "inference",
+        help="run the model-serving process (completions); address from REPLAYFT_INFERENCE_URL",
+    )
+    p.add_argument("--host", default=None, help="default: the host of REPLAYFT_INFERENCE_URL")
+    p.add_argument("--port", type=int, default=None, help="default: its port")
+    p.set_defaults(func=cmd_inference)
 
     p = sub.add_parser("worker", help="run a Celery worker")
     p.add_argument("--queues", default="training,files", help="comma-separated: training,files")

@@ -12,6 +12,7 @@ started from different working directories and must agree on where files live.
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -101,6 +102,34 @@ class Settings(BaseSettings):
         "no live request (a killed API) and is removed, at start-up and then periodically.",
     )
 
+    inference_url: str = Field(
+        "http://127.0.0.1:8001",
+        description="Where the API reaches the model-serving process (`replayft inference`). "
+        "It serves any model folder it is named, so keep it off public networks.",
+    )
+    serve_memory: str = Field(
+        "4GiB",
+        description="Memory the serving process keeps loaded models in (bytes, or e.g. 512MiB, "
+        "8GB); past it the least recently used model is unloaded.",
+    )
+    serve_device: str = Field("auto", description="Serving device: auto, cpu, cuda or cuda:N.")
+    serve_batch_window_ms: float = Field(
+        10.0,
+        ge=0,
+        description="How long the serving process waits after a request for others to the same "
+        "model to batch with it, in milliseconds.",
+    )
+    serve_batch_regroup_ms: float = Field(
+        100.0,
+        ge=0,
+        description="After a batch of k requests, how long the next one waits for as many, in "
+        "milliseconds: the clients of the last batch sending their next requests (at least the "
+        "batch window).",
+    )
+    serve_max_batch: int = Field(
+        16, ge=1, description="Most sequences (requests x n) generated in one batch."
+    )
+
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
         self.data_dir = self.data_dir.expanduser().resolve()
@@ -113,7 +142,12 @@ class Settings(BaseSettings):
         if not self.broker_url:
             self.broker_url = f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
         self.cache_dir = (self.cache_dir or self.data_dir / "cache").expanduser().resolve()
+        parse_bytes(self.serve_memory)  # a bad size fails at start-up, not at the first request
         return self
+
+    @property
+    def serve_memory_bytes(self) -> int:
+        return parse_bytes(self.serve_memory)
 
     @property
     def files_dir(self) -> Path:
@@ -137,6 +171,19 @@ class Settings(BaseSettings):
         os.environ["REPLAYFT_DATABASE_URL"] = self.database_url
         os.environ["REPLAYFT_BROKER_URL"] = self.broker_url
         os.environ["REPLAYFT_CACHE_DIR"] = str(self.cache_dir)
+
+
+_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+
+
+def parse_bytes(size: str | int) -> int:
+    """'4GiB' -> 4 * 2**30, '500MB' -> 500 * 10**6, '1024' -> 1024."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?\s*", str(size).lower())
+    if match is None:
+        raise ValueError(f"not a size: {size!r} (expected bytes or e.g. 512MiB, 4GiB, 8GB)")
+    number, unit, binary = match.groups()
+    scale = 1024 ** "kmgt".index(unit) * 1024 if binary and unit else _UNITS[unit]
+    return int(float(number) * scale)
 
 
 @lru_cache

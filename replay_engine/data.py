@@ -528,6 +528,20 @@ def render_chat(messages: list[dict], tokenizer) -> list[Segment]:
     return segments
 
 
+def render_generation_prompt(messages: list[dict], tokenizer) -> str:
+    """The text a model continues to answer `messages` (roles system/user/assistant, string
+    contents): the tokenizer's chat template with its generation prompt, or, without one, the
+    same "User: ...\n\nAssistant:" rendering that render_chat trains such a model on."""
+    template = getattr(tokenizer, "chat_template", None) if tokenizer is not None else None
+    if template:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return _render_plain(messages, True)
+
+
+# plain rendering's next turn: where a model trained on it ends its answer
+PLAIN_CHAT_STOP = "\n\n" + _PLAIN_ROLE_NAMES["user"] + ":"
+
+
 # -----------------------------------------------------------------------------
 # Tokenizing and packing
 

@@ -133,6 +133,12 @@ def service(tmp_path_factory, cache_dir):
 
 
 @pytest.fixture
+def serving(service) -> str:
+    """The deployment's model-serving process (started once, on first use); its URL."""
+    return service.start_inference()
+
+
+@pytest.fixture
 def team(service, request) -> Team:
     t = service.team(request.node.name)
     yield t

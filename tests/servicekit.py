@@ -478,6 +478,9 @@ class Service:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.api: Proc | None = None
+        self.inference: Proc | None = None  # started by the first test that asks for it
+        env.setdefault("REPLAYFT_INFERENCE_URL", f"http://127.0.0.1:{free_port()}")
+        self.inference_url = env["REPLAYFT_INFERENCE_URL"]
         self.workers: list[Proc] = []
         self._n = 0
         self._admin_key: str | None = None
@@ -501,6 +504,28 @@ class Service:
         self.workers.append(worker)
         return worker
 
+    def start_inference(self) -> str:
+        """The model-serving process (`replayft inference`) at REPLAYFT_INFERENCE_URL, which the
+        API was started with; started once, by the first test that needs completions."""
+        if self.inference is None or not self.inference.alive:
+            self.inference = self._start("inference", "inference")
+            deadline = time.monotonic() + 120
+            while True:
+                if not self.inference.alive:
+                    raise AssertionError(f"inference exited at start-up\n{self.diagnostics()}")
+                try:
+                    if httpx.get(f"{self.inference_url}/healthz", timeout=5).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"inference not ready after 120 s\n{self.diagnostics()}")
+                time.sleep(0.5)
+        return self.inference_url
+
+    def inference_stats(self) -> dict[str, Any]:
+        return httpx.get(f"{self.inference_url}/stats", timeout=10).json()
+
     def training_workers(self) -> list[Proc]:
         return [w for w in self.workers if w.alive and "training" in w.queues]
 
@@ -509,6 +534,7 @@ class Service:
 
     def diagnostics(self) -> str:
         procs = ([self.api] if self.api else []) + self.workers
+        procs += [self.inference] if self.inference else []
         return "\n".join(p.tail() for p in procs)
 
     def admin_key(self) -> str:
@@ -544,6 +570,7 @@ class Service:
 
     def stop(self) -> None:
         procs = [*self.workers, *([self.api] if self.api else [])]
+        procs += [self.inference] if self.inference else []
         for proc in procs:  # all shut down at once: the grace periods overlap
             proc.terminate()
         for proc in procs:

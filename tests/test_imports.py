@@ -15,8 +15,9 @@ ALLOWED = {
     "control": {"replay_engine"},
     "api": {"control", "replay_engine"},
     "worker": {"control", "replay_engine"},
+    "inference": {"control", "replay_engine"},
     "client": {"control", "replay_engine"},
-    "cli": {"api", "worker", "client", "control", "replay_engine"},
+    "cli": {"api", "worker", "inference", "client", "control", "replay_engine"},
 }
 
 

@@ -6,14 +6,15 @@ How a line runs, and the few things the test changes:
 - Each `## ` section is a new terminal: its lines run one at a time in bash, the environment
   (`export`, `source`) carried from one line to the next, with the venv active from the start as
   the README asks. What a section started in the background is stopped when it ends.
-- `replayft serve|api|worker|maintenance` are long-running: they start in the background (the README's
+- `replayft serve|api|worker|maintenance|inference` are long-running: they start in the background (the README's
   "leave it running"), and the next line waits until `serve` or `api` answers /readyz.
 - The long runs (`jobs submit`, `sweeps submit`, `demo`) get `--set n_epochs=0.02`, the flag the
   README shows for a short trial.
 - `PREFIX-...` stands for an id that only exists at run time: it becomes the last id of that
   kind an earlier line printed.
 - Addresses: port 8000 becomes a free port (for the client commands, whose default it is:
-  $REPLAYFT_URL); the production section's PostgreSQL and Redis URLs become a database and a
+  $REPLAYFT_URL), and so does the model-serving process's 8001 ($REPLAYFT_INFERENCE_URL, which
+  `replayft inference`, `replayft api` and `replayft serve` read); the production section's PostgreSQL and Redis URLs become a database and a
   Redis index of the test's own.
 - Not run: `scripts/install.sh` (it installs from the network; the test checks its syntax and
   its last line) and so the test command after it (the suite this test belongs to).
@@ -48,7 +49,7 @@ from servicekit import (
 README = REPO / "README.md"
 SHORTEN = "--set n_epochs=0.02"  # 3 steps of the quickstart or the demo
 LONG_RUNS = ("replayft jobs submit", "replayft sweeps submit", "replayft demo")
-BACKGROUND = re.compile(r"^(\.venv/bin/)?replayft (serve|api|worker|maintenance)\b")
+BACKGROUND = re.compile(r"^(\.venv/bin/)?replayft (serve|api|worker|maintenance|inference)\b")
 SERVES_HTTP = re.compile(r"^(\.venv/bin/)?replayft (serve|api)\b")
 NOT_RUN = re.compile(r"^scripts/install\.sh\b")
 PLACEHOLDER = re.compile(r"\b(key|sweep|ftjob|file)-\.\.\.")
@@ -302,6 +303,9 @@ def test_every_readme_command_block_runs_as_written(tmp_path, cache_dir):
             for section in sections:
                 port = free_port()
                 env = {**base, "REPLAYFT_URL": f"http://127.0.0.1:{port}"}  # the client's default
+                # the model-serving process (`replayft inference`, or the one `replayft serve`
+                # starts) on a free port too, not its default 8001, which another run may hold
+                env["REPLAYFT_INFERENCE_URL"] = f"http://127.0.0.1:{free_port()}"
                 session = Session(root, env, port, addresses, ids)
                 ran = False
                 try:

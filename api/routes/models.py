@@ -1,4 +1,5 @@
-"""`/v1/models`: presets, registered base models and the team's fine-tuned models."""
+"""`/v1/models`: presets, registered base models, the team's fine-tuned models and its jobs'
+checkpoints (`ft:...:ckpt-step-N`)."""
 
 from __future__ import annotations
 

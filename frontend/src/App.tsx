@@ -8,6 +8,7 @@ import { FilesPage } from "./pages/Files";
 import { JobDetailPage } from "./pages/JobDetail";
 import { JobsPage } from "./pages/Jobs";
 import { NewJobPage } from "./pages/NewJob";
+import { PlaygroundPage } from "./pages/Playground";
 import { SignInPage } from "./pages/SignIn";
 import { SweepDetailPage } from "./pages/SweepDetail";
 import { SweepsPage } from "./pages/Sweeps";
@@ -30,6 +31,7 @@ export function App() {
           <NavLink to="/files">Files</NavLink>
           <NavLink to="/compare">Compare</NavLink>
           <NavLink to="/sweeps">Sweeps</NavLink>
+          <NavLink to="/playground">Playground</NavLink>
         </nav>
         <button type="button" className="link-button" onClick={() => signOut()}>
           Sign out
@@ -47,6 +49,7 @@ export function App() {
           <Route path="/sweeps" element={<SweepsPage />} />
           <Route path="/sweeps/new" element={<NewJobPage sweep />} />
           <Route path="/sweeps/:sweepId" element={<SweepDetailPage />} />
+          <Route path="/playground" element={<PlaygroundPage />} />
           <Route path="*" element={<p className="state">No page here. <NavLink to="/jobs">Go to jobs</NavLink></p>} />
         </Routes>
       </main>

@@ -112,6 +112,14 @@ export interface paths {
     /** Retrieve Model */
     get: operations["models-retrieve_model"];
   };
+  "/v1/chat/completions": {
+    /** Create Chat Completion */
+    post: operations["completions-create_chat_completion"];
+  };
+  "/v1/completions": {
+    /** Create Completion */
+    post: operations["completions-create_completion"];
+  };
   "/v1/sweeps": {
     /** List Sweeps */
     get: operations["sweeps-list_sweeps"];
@@ -287,6 +295,159 @@ export interface components {
       /** Revoked At */
       revoked_at: number | null;
     };
+    /** AssistantMessage */
+    AssistantMessage: {
+      /**
+       * Role
+       * @default assistant
+       * @constant
+       */
+      role?: "assistant";
+      /** Content */
+      content: string;
+      /** Refusal */
+      refusal?: null;
+    };
+    /** ChatChoice */
+    ChatChoice: {
+      /** Index */
+      index: number;
+      message: components["schemas"]["AssistantMessage"];
+      logprobs: components["schemas"]["ChoiceLogprobs"] | null;
+      /**
+       * Finish Reason
+       * @enum {string}
+       */
+      finish_reason: "stop" | "length";
+    };
+    /** ChatCompletion */
+    ChatCompletion: {
+      /** Id */
+      id: string;
+      /**
+       * Object
+       * @default chat.completion
+       * @constant
+       */
+      object?: "chat.completion";
+      /** Created */
+      created: number;
+      /** Model */
+      model: string;
+      /** Choices */
+      choices: components["schemas"]["ChatChoice"][];
+      usage: components["schemas"]["Usage"];
+      /** System Fingerprint */
+      system_fingerprint?: string | null;
+    };
+    /** ChatCompletionRequest */
+    ChatCompletionRequest: {
+      /**
+       * Model
+       * @description A model id from GET /v1/models, or a checkpoint's id.
+       */
+      model: string;
+      /**
+       * Temperature
+       * @description 0 = greedy decoding.
+       * @default 1
+       */
+      temperature?: number;
+      /**
+       * Top P
+       * @default 1
+       */
+      top_p?: number;
+      /**
+       * N
+       * @description Choices to generate.
+       * @default 1
+       */
+      n?: number;
+      /**
+       * Stop
+       * @description Up to 4 sequences where generation stops.
+       */
+      stop?: string | string[] | null;
+      /**
+       * Seed
+       * @description Same seed, model and request: same text (choice i samples with seed + i).
+       */
+      seed?: number | null;
+      /**
+       * Stream
+       * @default false
+       */
+      stream?: boolean;
+      stream_options?: components["schemas"]["StreamOptions"] | null;
+      /**
+       * Frequency Penalty
+       * @description Not supported: must be 0.
+       * @default 0
+       */
+      frequency_penalty?: number;
+      /**
+       * Presence Penalty
+       * @description Not supported: must be 0.
+       * @default 0
+       */
+      presence_penalty?: number;
+      /**
+       * Logit Bias
+       * @description Not supported.
+       */
+      logit_bias?: {
+        [key: string]: number;
+      } | null;
+      /** User */
+      user?: string | null;
+      /** Messages */
+      messages: components["schemas"]["ChatMessage"][];
+      /**
+       * Max Tokens
+       * @description Most tokens to generate; unset = what the context leaves.
+       */
+      max_tokens?: number | null;
+      /**
+       * Max Completion Tokens
+       * @description Same as max_tokens.
+       */
+      max_completion_tokens?: number | null;
+      /**
+       * Logprobs
+       * @default false
+       */
+      logprobs?: boolean;
+      /** Top Logprobs */
+      top_logprobs?: number | null;
+      /**
+       * Tools
+       * @description Not supported.
+       */
+      tools?: unknown[] | null;
+      /**
+       * Response Format
+       * @description Only {type: text}.
+       */
+      response_format?: {
+        [key: string]: unknown;
+      } | null;
+    };
+    /** ChatMessage */
+    ChatMessage: {
+      /**
+       * Role
+       * @enum {string}
+       */
+      role: "system" | "developer" | "user" | "assistant";
+      /**
+       * Content
+       * @description A string, or text parts (`[{type: text, text}]`) joined in order.
+       */
+      content: string | components["schemas"]["TextPart"][] | null;
+      /** Name */
+      name?: string | null;
+    };
     /**
      * CheckpointDownloadLink
      * @description ReplayFT extra: a URL that downloads one checkpoint without an Authorization header, for a
@@ -326,6 +487,122 @@ export interface components {
       metrics: {
         [key: string]: unknown;
       };
+    };
+    /** ChoiceLogprobs */
+    ChoiceLogprobs: {
+      /** Content */
+      content: components["schemas"]["TokenLogprob"][] | null;
+    };
+    /** Completion */
+    Completion: {
+      /** Id */
+      id: string;
+      /**
+       * Object
+       * @default text_completion
+       * @constant
+       */
+      object?: "text_completion";
+      /** Created */
+      created: number;
+      /** Model */
+      model: string;
+      /** Choices */
+      choices: components["schemas"]["TextChoice"][];
+      usage: components["schemas"]["Usage"];
+      /** System Fingerprint */
+      system_fingerprint?: string | null;
+    };
+    /** CompletionRequest */
+    CompletionRequest: {
+      /**
+       * Model
+       * @description A model id from GET /v1/models, or a checkpoint's id.
+       */
+      model: string;
+      /**
+       * Temperature
+       * @description 0 = greedy decoding.
+       * @default 1
+       */
+      temperature?: number;
+      /**
+       * Top P
+       * @default 1
+       */
+      top_p?: number;
+      /**
+       * N
+       * @description Choices to generate.
+       * @default 1
+       */
+      n?: number;
+      /**
+       * Stop
+       * @description Up to 4 sequences where generation stops.
+       */
+      stop?: string | string[] | null;
+      /**
+       * Seed
+       * @description Same seed, model and request: same text (choice i samples with seed + i).
+       */
+      seed?: number | null;
+      /**
+       * Stream
+       * @default false
+       */
+      stream?: boolean;
+      stream_options?: components["schemas"]["StreamOptions"] | null;
+      /**
+       * Frequency Penalty
+       * @description Not supported: must be 0.
+       * @default 0
+       */
+      frequency_penalty?: number;
+      /**
+       * Presence Penalty
+       * @description Not supported: must be 0.
+       * @default 0
+       */
+      presence_penalty?: number;
+      /**
+       * Logit Bias
+       * @description Not supported.
+       */
+      logit_bias?: {
+        [key: string]: number;
+      } | null;
+      /** User */
+      user?: string | null;
+      /**
+       * Prompt
+       * @description A text, or a list of texts (each gets n choices).
+       */
+      prompt: string | string[];
+      /**
+       * Max Tokens
+       * @description Most tokens to generate (OpenAI's default 16).
+       * @default 16
+       */
+      max_tokens?: number;
+      /** Logprobs */
+      logprobs?: number | null;
+      /**
+       * Echo
+       * @description Not supported: must be false.
+       * @default false
+       */
+      echo?: boolean;
+      /**
+       * Suffix
+       * @description Not supported.
+       */
+      suffix?: string | null;
+      /**
+       * Best Of
+       * @description Only 1 (or unset) is supported.
+       */
+      best_of?: number | null;
     };
     /** DeletedResponse */
     DeletedResponse: {
@@ -959,6 +1236,14 @@ export interface components {
        */
       stage2_duration?: number | null;
     };
+    /** StreamOptions */
+    StreamOptions: {
+      /**
+       * Include Usage
+       * @default false
+       */
+      include_usage?: boolean;
+    };
     /** Supervised */
     Supervised: {
       hyperparameters?: components["schemas"]["Hyperparameters"];
@@ -1281,6 +1566,71 @@ export interface components {
       name: string;
       /** Created At */
       created_at: number;
+    };
+    /** TextChoice */
+    TextChoice: {
+      /** Index */
+      index: number;
+      /** Text */
+      text: string;
+      logprobs: components["schemas"]["TextLogprobs"] | null;
+      /**
+       * Finish Reason
+       * @enum {string}
+       */
+      finish_reason: "stop" | "length";
+    };
+    /** TextLogprobs */
+    TextLogprobs: {
+      /** Tokens */
+      tokens: string[];
+      /** Token Logprobs */
+      token_logprobs: number[];
+      /** Top Logprobs */
+      top_logprobs: {
+          [key: string]: number;
+        }[] | null;
+      /** Text Offset */
+      text_offset: number[];
+    };
+    /** TextPart */
+    TextPart: {
+      /**
+       * Type
+       * @constant
+       */
+      type: "text";
+      /** Text */
+      text: string;
+    };
+    /** TokenLogprob */
+    TokenLogprob: {
+      /** Token */
+      token: string;
+      /** Logprob */
+      logprob: number;
+      /** Bytes */
+      bytes: number[] | null;
+      /** Top Logprobs */
+      top_logprobs: components["schemas"]["TopLogprob"][];
+    };
+    /** TopLogprob */
+    TopLogprob: {
+      /** Token */
+      token: string;
+      /** Logprob */
+      logprob: number;
+      /** Bytes */
+      bytes: number[] | null;
+    };
+    /** Usage */
+    Usage: {
+      /** Prompt Tokens */
+      prompt_tokens: number;
+      /** Completion Tokens */
+      completion_tokens: number;
+      /** Total Tokens */
+      total_tokens: number;
     };
   };
   responses: never;
@@ -2278,6 +2628,96 @@ export interface operations {
       200: {
         content: {
           "application/json": components["schemas"]["ModelPublic"];
+        };
+      };
+      /** @description Invalid request: `error.param` names the field. */
+      400: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description Missing, unknown or revoked API key. */
+      401: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description No such object for this team. */
+      404: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description The service cannot answer now (database unreachable or saturated): retry after `Retry-After` seconds. */
+      503: {
+        headers: {
+          /** @description seconds to wait */
+          "Retry-After"?: number;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+    };
+  };
+  /** Create Chat Completion */
+  "completions-create_chat_completion": {
+    requestBody: {
+      content: {
+        "application/json": components["schemas"]["ChatCompletionRequest"];
+      };
+    };
+    responses: {
+      /** @description The completion; with `stream: true`, `text/event-stream` chunks. */
+      200: {
+        content: {
+          "application/json": components["schemas"]["ChatCompletion"];
+          "text/event-stream": string;
+        };
+      };
+      /** @description Invalid request: `error.param` names the field. */
+      400: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description Missing, unknown or revoked API key. */
+      401: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description No such object for this team. */
+      404: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description The service cannot answer now (database unreachable or saturated): retry after `Retry-After` seconds. */
+      503: {
+        headers: {
+          /** @description seconds to wait */
+          "Retry-After"?: number;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+    };
+  };
+  /** Create Completion */
+  "completions-create_completion": {
+    requestBody: {
+      content: {
+        "application/json": components["schemas"]["CompletionRequest"];
+      };
+    };
+    responses: {
+      /** @description The completion; with `stream: true`, `text/event-stream` chunks. */
+      200: {
+        content: {
+          "application/json": components["schemas"]["Completion"];
+          "text/event-stream": string;
         };
       };
       /** @description Invalid request: `error.param` names the field. */

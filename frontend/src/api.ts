@@ -116,6 +116,16 @@ export interface Plan {
 
 export type Model = Schemas["ModelPublic"];
 
+/** One `chat.completion.chunk` of a streamed chat completion (sent as SSE, so not in the
+ * OpenAPI schemas): OpenAI's shape, narrowed to what the dashboard reads. */
+export interface ChatChunk {
+  id: string;
+  object: "chat.completion.chunk";
+  model: string;
+  choices: { index: number; delta: { role?: string; content?: string }; finish_reason: string | null }[];
+  usage?: Schemas["Usage"] | null;
+}
+
 /** A page of any list endpoint: the schema's list envelope around the dashboard's item type. */
 export type List<T> = Narrowed<Schemas["ListResponse_JobPublic_"], { data: T[] }>;
 
@@ -257,6 +267,48 @@ export class Client {
       "POST",
       `/v1/fine_tuning/jobs/${jobId}/checkpoints/${checkpointId}/download_link`,
     );
+
+  /** A chat completion streamed (`stream: true` in `body`): calls `onChunk` per chunk, resolves
+   * at `data: [DONE]`. A refused request (a 400 naming the field, a 404 model, a 503 with no
+   * serving process) rejects with the API's ApiError before any chunk; an error event in the
+   * middle of the stream rejects with it then. Aborting `signal` hangs up, which stops the
+   * generation on the server. */
+  async chatStream(
+    body: Schemas["ChatCompletionRequest"],
+    onChunk: (chunk: ChatChunk) => void,
+    signal: AbortSignal,
+  ): Promise<void> {
+    let resp: Response;
+    try {
+      resp = await fetch(`${this.base}/v1/chat/completions`, {
+        method: "POST",
+        headers: this.headers({ "Content-Type": "application/json", Accept: "text/event-stream" }),
+        body: JSON.stringify(body),
+        signal,
+      });
+    } catch (e) {
+      if ((e as Error).name === "AbortError") throw e;
+      throw new ApiError(0, "The server cannot be reached.");
+    }
+    if (!resp.ok || !resp.body) throw toApiError(resp.status, await resp.json().catch(() => null));
+    let failure: ApiError | null = null;
+    let done = false;
+    const parser = new SseParser((_event, data) => {
+      if (done || failure) return;
+      if (data === "[DONE]") done = true;
+      else if (data && typeof data === "object" && "error" in data) failure = toApiError(500, data);
+      else onChunk(data as ChatChunk);
+    });
+    const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+    while (!done && !failure) {
+      const { value, done: ended } = await reader.read();
+      if (ended) break;
+      parser.push(value);
+    }
+    await reader.cancel().catch(() => undefined);
+    if (failure) throw failure;
+    if (!done) throw new ApiError(0, "The answer stopped before its end (the connection closed).");
+  }
 
   /** The job's Server-Sent Events stream, read with fetch (EventSource cannot send headers):
    * `metrics`, `event`, `job` (on a change of status) and `progress` messages. Calls

@@ -57,6 +57,45 @@ class RecordingQueue:
         self.enqueued.clear()
 
 
+# ---------------------------------------------------------------------------- the fake serving process
+class FakeInference:
+    """A `control.inference.Inference` that answers every choice with `words` and records the
+    requests it was sent; set `refusal` (an InferenceError) to have it refuse them. `closed`
+    counts the streams that ended, normally or because the API closed them."""
+
+    def __init__(self, words: tuple[str, ...] = ("Hello", " world")) -> None:
+        self.words = words
+        self.requests: list[dict[str, Any]] = []
+        self.refusal: Exception | None = None
+        self.closed = 0
+
+    async def generate(self, request: dict[str, Any]):
+        self.requests.append(request)
+        if self.refusal is not None:
+            raise self.refusal
+        try:
+            yield {"type": "start", "prompt_tokens": 3}
+            for i in range(request["n"]):
+                for word in self.words:
+                    logprobs = [{"token": word, "logprob": -0.5, "top": [[word, -0.5]]}]
+                    yield self.chunk(i, word, logprobs if request["logprobs"] is not None else [])
+                yield self.chunk(i, "", [], "stop", len(self.words))
+            yield {"type": "end", "error": None}
+        finally:
+            self.closed += 1
+
+    @staticmethod
+    def chunk(index, text, logprobs, finish_reason=None, tokens=0) -> dict[str, Any]:
+        return {
+            "type": "chunk",
+            "index": index,
+            "text": text,
+            "logprobs": logprobs,
+            "finish_reason": finish_reason,
+            "completion_tokens": tokens,
+        }
+
+
 # ---------------------------------------------------------------------------- teams and keys
 class TeamClient:
     """One key's view of the app: every request carries `Authorization: Bearer <key>`."""

@@ -7,7 +7,8 @@ TestClient, on a SQLite database in a temporary folder, with the task queue fake
   again, so the tests that run next in the same session see their own settings. (Module, not
   package, scope: tests/api has no __init__.py, and there pytest keeps a package fixture to
   the end of the session.)
-- `queue` (every test): a `RecordingQueue` (appkit) in place of `api.deps.get_queue`.
+- `queue` (every test): a `RecordingQueue` (appkit) in place of `api.deps.get_queue`;
+  `inference` (where asked for): a `FakeInference` in place of `api.deps.get_inference`.
 - `team`, `other_team`, `admin`: a fresh team each, with a key minted as `replayft keys create`
   does, wrapped as a client that sends it. Tests share the database and keep apart by team.
 - `team_files`: a processed fine-tune and replay file of `team`, validated by the worker's own
@@ -28,6 +29,7 @@ from typing import Any
 import pytest
 from appkit import (
     MAX_UPLOAD_BYTES,
+    FakeInference,
     RecordingQueue,
     TeamClient,
     mint_key,
@@ -83,6 +85,17 @@ def queue(deployment) -> Iterator[RecordingQueue]:
     deployment.app.dependency_overrides[get_queue] = lambda: recorder
     yield recorder
     deployment.app.dependency_overrides.pop(get_queue, None)
+
+
+@pytest.fixture
+def inference(deployment) -> Iterator[FakeInference]:
+    """A `FakeInference` in place of `api.deps.get_inference` (the model-serving process)."""
+    from api.deps import get_inference
+
+    fake = FakeInference()
+    deployment.app.dependency_overrides[get_inference] = lambda: fake
+    yield fake
+    deployment.app.dependency_overrides.pop(get_inference, None)
 
 
 @pytest.fixture

@@ -68,3 +68,58 @@ def test_an_unknown_model_is_404_and_routes_need_a_key(client, team):
     assert err["type"] == "not_found_error", err
     for path in (MODELS, f"{MODELS}/{TINY}"):
         assert_error(client.get(path), 401)
+
+
+def test_a_jobs_checkpoints_are_models_of_its_team(deployment, team, other_team, team_files):
+    from appkit import add_rows
+
+    from control.db.models import Checkpoint
+
+    job = team.create_job(tiny_job(team_files[0]))["id"]
+    name = f"ft:{TINY}:{team.name}::{job}"
+    folders = {}
+    for step in (2, 4, 6):
+        folders[step] = deployment.data_dir / "jobs" / job / "checkpoints" / f"step-{step}"
+        folders[step].mkdir(parents=True)
+        add_rows(
+            Checkpoint(
+                job_id=job,
+                step_number=step,
+                path=str(folders[step]),
+                fine_tuned_model_checkpoint=f"{name}:ckpt-step-{step}",
+                created_at=1700000000 + step,
+            )
+        )
+
+    def team_models(t):
+        return [m["id"] for m in t.ok(t.get(MODELS))["data"] if m["id"].startswith("ft:")]
+
+    # while the job runs, its checkpoints are already models (completions accept them)
+    set_job(job, status="running")
+    ckpts = [f"{name}:ckpt-step-{step}" for step in (6, 4, 2)]
+    assert team_models(team) == ckpts
+    model = team.ok(team.get(f"{MODELS}/{ckpts[0]}"))
+    assert model == {
+        "id": ckpts[0],
+        "object": "model",
+        "created": 1700000006,
+        "owned_by": team.id,
+        "pretrained": None,
+        "description": f"The checkpoint at step 6 of job {job}.",
+    }
+    assert model in team.ok(team.get(MODELS))["data"]
+
+    # the finished job's model comes first, then its checkpoints, newest step first
+    set_job(job, status="succeeded", fine_tuned_model=name, final_checkpoint=str(folders[6]))
+    assert team_models(team) == [name, *ckpts]
+
+    # a pruned checkpoint is no model any more
+    folders[2].rmdir()
+    assert team_models(team) == [name, *ckpts[:2]]
+    assert_error(team.get(f"{MODELS}/{ckpts[2]}"), 404, "model")
+    # another team sees none of them; ids made up from them are no models either
+    assert team_models(other_team) == []
+    for model_id in ckpts:
+        assert_error(other_team.get(f"{MODELS}/{model_id}"), 404, "model")
+    for model_id in (f"{name}:ckpt-step-8", f"{name}:ckpt-step-x"):
+        assert_error(team.get(f"{MODELS}/{model_id}"), 404, "model")

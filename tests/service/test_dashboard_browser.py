@@ -5,7 +5,8 @@ One user story per test: sign in, upload, plan and submit a tiny job (errors in 
 the last good plan kept, a short WSD plan that decays), watch it succeed, read its charts and what
 it ran with, download its checkpoint through a keyless link, clone it, compare it with a second
 job; train LoRA adapters chosen in the form; and, on a running job's page, see the header move,
-pause (at once "Pausing…"), resume and cancel it. With REPLAYFT_SCREENSHOTS=<dir> the tests save a
+pause (at once "Pausing…"), resume and cancel it; in the Playground, stream two presets' answers
+to one prompt side by side from the real serving process, see one model refuse and stop the other. With REPLAYFT_SCREENSHOTS=<dir> the tests save a
 PNG of each main page there (docs/screenshots/ holds the committed ones).
 """
 
@@ -14,10 +15,11 @@ from __future__ import annotations
 import json
 import os
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
-from servicekit import JOB_TIMEOUT_S, JOBS, Team, dashboard_browser
+from servicekit import JOB_TIMEOUT_S, JOBS, TINY, Team, dashboard_browser
 
 UI_TIMEOUT_MS = 30_000
 
@@ -268,6 +270,14 @@ def test_sign_in_upload_train_watch_download_compare(
     page.locator(".badge", has_text="succeeded").first.wait_for()
     assert points(page, "chart-val-loss") > 0
 
+    # --- "Try it": the Playground with the base model and the fine-tuned one picked
+    page.get_by_role("link", name="Try it").click()
+    page.get_by_role("heading", name="Playground").wait_for()
+    page.wait_for_function(f"document.querySelector('#model-b')?.value === {json.dumps(model)}")
+    assert page.get_by_label("Model A").input_value() == TINY
+    page.go_back()
+    page.locator(".badge", has_text="succeeded").first.wait_for()
+
     # --- clone: the form filled in with what it ran with plans the same run
     page.get_by_role("link", name="Clone").click()
     page.wait_for_url(f"{url}/jobs/new?clone={job_id}")
@@ -441,3 +451,72 @@ def test_pause_resume_and_cancel_a_running_job_from_its_page(
     for name in ("Pause", "Resume", "Cancel"):
         assert page.get_by_role("button", name=name, exact=True).is_disabled(), name
     page.get_by_text("Job cancelled by request.").wait_for()
+
+
+def test_playground_streams_two_models_side_by_side(service, serving, signed_in, team: Team):
+    """Presets only (no training): the page sends one streamed chat completion per model to the
+    real API and serving process and shows each answer as it arrives."""
+    page = signed_in
+    small = "replayft/llama-small"
+    streamed: list[dict] = []
+    page.on(
+        "request",
+        lambda r: r.url.endswith("/v1/chat/completions") and streamed.append(r.post_data_json),
+    )
+    page.goto(f"{service.url}/playground?a={TINY}&b={small}")
+    page.get_by_role("heading", name="Playground").wait_for()
+    page.wait_for_function(f"document.querySelector('#model-b')?.value === '{small}'")
+    assert page.get_by_label("Model A").input_value() == TINY
+    page.get_by_label("Prompt", exact=True).fill("Say hello")
+    page.get_by_label("Max tokens").fill("12")
+    page.get_by_label("Temperature").fill("0")
+    page.get_by_role("button", name="Send").click()
+    answers = {side: page.get_by_test_id(f"answer-{side}") for side in "ab"}
+    for side, model in (("a", TINY), ("b", small)):
+        page.locator(f'[data-testid="answer-{side}"][data-state="done"]').wait_for()
+        # what streamed is what the API answers the same greedy request
+        body = {"model": model, "messages": [{"role": "user", "content": "Say hello"}]}
+        body |= {"max_tokens": 12, "temperature": 0}
+        whole = team.ok(team.post("/v1/chat/completions", json=body))
+        [choice] = whole["choices"]
+        shown = answers[side].locator("pre.answer").text_content()
+        assert shown == choice["message"]["content"] and shown, (side, shown)
+        reason = {"length": "max tokens reached"}.get(choice["finish_reason"], "stop")
+        tokens = whole["usage"]["completion_tokens"]
+        status = text_of(page, f"answer-{side}-status")
+        assert status.startswith(f"{tokens} tokens · {reason} · first token "), status
+    assert [(b["model"], b["stream"], b["max_tokens"]) for b in streamed] == [
+        (TINY, True, 12),
+        (small, True, 12),
+    ], streamed
+    shot(page, "07-playground")
+
+    # more tokens than the tiny preset's 1024-token context: its side shows the API's refusal and
+    # marks the input; the small preset (2048) streams until Stop hangs up on it
+    before = service.inference_stats()["cancelled"]
+    page.get_by_label("Max tokens").fill("1500")
+    page.get_by_role("button", name="Send").click()
+    refusal = answers["a"].get_by_role("alert")
+    refusal.wait_for()
+    assert refusal.inner_text().startswith("max_tokens is 1500"), refusal.inner_text()
+    assert "has-error" in page.locator(".field", has=page.get_by_label("Max tokens")).get_attribute(
+        "class"
+    )
+    page.locator('[data-testid="answer-b"][data-state="streaming"]').wait_for()
+    page.get_by_role("button", name="Stop").click()
+    page.locator('[data-testid="answer-b"][data-state="stopped"]').wait_for()
+    assert text_of(page, "answer-b-status") == "Stopped."
+    deadline = time.monotonic() + 30
+    while service.inference_stats()["cancelled"] == before:  # the server stopped generating
+        assert time.monotonic() < deadline, service.inference_stats()
+        time.sleep(0.2)
+
+    # a model the team cannot use (a link from elsewhere): said so on its side
+    page.goto(f"{service.url}/playground?a={TINY}&b=ft:{TINY}:someone-else::ftjob-x")
+    page.locator("#model-b option", has_text="(not in your models)").wait_for(state="attached")
+    page.get_by_label("Prompt", exact=True).fill("Hi")
+    page.get_by_role("button", name="Send").click()
+    answers["b"].get_by_role("alert").get_by_text(
+        "does not exist or you do not have access"
+    ).wait_for()
+    page.locator('[data-testid="answer-a"][data-state="done"]').wait_for()

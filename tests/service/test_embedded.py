@@ -1,5 +1,6 @@
 """`replayft serve` with no database or broker settings: SQLite and an embedded broker in the data
-directory, the API and one worker, a first admin key written to a private file."""
+directory, the API, the workers and the model-serving process, a first admin key written to a
+private file."""
 
 import stat
 import time
@@ -47,6 +48,11 @@ def test_serve_runs_a_job_with_no_external_services(tmp_path, cache_dir, target_
             progress = job["progress"]
             assert progress["step"] == progress["total_steps"] and job["fine_tuned_model"], job
             assert admin.checkpoints(job["id"]), "no checkpoint after a succeeded job"
+            # serve started the model-serving process too: the fine-tuned model answers
+            body = {"model": job["fine_tuned_model"], "max_tokens": 4}
+            body["messages"] = [{"role": "user", "content": "2 + 3?"}]
+            answer = admin.ok(admin.post("/v1/chat/completions", json=body))
+            assert answer["usage"]["completion_tokens"] <= 4, answer
         finally:
             admin.close()
     finally:

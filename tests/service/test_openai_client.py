@@ -5,7 +5,7 @@ import pytest
 from servicekit import JOB_TIMEOUT_S, TINY, Team
 
 
-def test_official_openai_client(service, team: Team, target_jsonl, replay_jsonl):
+def test_official_openai_client(service, serving, team: Team, target_jsonl, replay_jsonl):
     client = openai.OpenAI(
         base_url=f"{service.url}/v1", api_key=team.key, max_retries=0, timeout=60
     )
@@ -69,3 +69,20 @@ def test_official_openai_client(service, team: Team, target_jsonl, replay_jsonl)
     assert checkpoints and max(c.step_number for c in checkpoints) == progress["step"]
     assert all(c.fine_tuning_job_id == job.id for c in checkpoints)
     assert job.fine_tuned_model in {m.id for m in client.models.list()}
+
+    # the fine-tuned model answers at once, streaming, as does each of its checkpoints
+    stream = client.chat.completions.create(
+        model=job.fine_tuned_model,
+        messages=[{"role": "user", "content": "What is 2 + 3?"}],
+        max_tokens=8,
+        temperature=0,
+        stream=True,
+    )
+    chunks = [c for c in stream if c.choices]
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+    assert all(c.model == job.fine_tuned_model for c in chunks)
+    first = min(checkpoints, key=lambda c: c.step_number)
+    answer = client.completions.create(
+        model=first.fine_tuned_model_checkpoint, prompt="Question: 2 + 3?\nAnswer:", max_tokens=4
+    )
+    assert answer.usage.completion_tokens <= 4 and answer.choices[0].finish_reason

@@ -1,7 +1,7 @@
-// How to use a finished job's model: the code shown under "Use it" on the job page. The API
-// serves no inference, so the model is used where it lives: in the downloaded checkpoint (a
-// Hugging Face folder, or a PEFT adapter folder for adapter-only exports), or as the base model
-// of a next job.
+// How to use a finished job's model where it lives: the code shown under "Use it" on the job
+// page, for the downloaded checkpoint (a Hugging Face folder, or a PEFT adapter folder for
+// adapter-only exports). The API also serves it (/v1/chat/completions; "Try it" opens the
+// Playground on it), and it is the base model of a next job.
 
 /** The folder a checkpoint's tar.gz unpacks to (the download names it `<job>-step-<N>`). */
 export function checkpointFolder(jobId: string, step: number): string {

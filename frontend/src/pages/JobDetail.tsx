@@ -31,6 +31,7 @@ import {
   formatTime,
 } from "../lib/format";
 import { transitionStep } from "../lib/plan";
+import { tryItQuery } from "../lib/playground";
 import { useItSnippet } from "../lib/snippet";
 import { alignSeries, detectSpike, mergeRecords, smoothed } from "../lib/series";
 
@@ -401,7 +402,10 @@ export function JobDetailPage() {
               <p className="model-id">
                 <span className="muted small">Fine-tuned</span>{" "}
                 <code data-testid="fine-tuned-model">{job.fine_tuned_model}</code>{" "}
-                <CopyButton text={job.fine_tuned_model} label="Copy model id" />
+                <CopyButton text={job.fine_tuned_model} label="Copy model id" />{" "}
+                <Link className="button small" to={`/playground?${tryItQuery(job, job.fine_tuned_model)}`}>
+                  Try it
+                </Link>
               </p>
               <p className="small">
                 Train further from it:{" "}
@@ -495,10 +499,14 @@ export function JobDetailPage() {
                     <td className="num">{formatLoss(c.metrics.train_loss)}</td>
                     <td className="num">{formatLoss(c.metrics.val_loss_target)}</td>
                     <td className="num">{formatLoss(c.metrics.val_loss_generic)}</td>
-                    <td>
+                    <td className="nowrap">
                       <button type="button" className="small" disabled={busy !== null} onClick={() => download(c)}>
                         {busy === `download-${c.id}` ? "Downloading…" : "Download"}
-                      </button>
+                      </button>{" "}
+                      <Link className="button small" to={`/playground?${tryItQuery(job, c.fine_tuned_model_checkpoint)}`}
+                        aria-label={`Try the step ${c.step_number} checkpoint`}>
+                        Try
+                      </Link>
                     </td>
                   </tr>
                 ))}

@@ -1,0 +1,1 @@
+"""The model-serving process: loaded models, batching, and its internal HTTP interface."""
