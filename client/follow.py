@@ -5,6 +5,7 @@ server's event stream (SSE), falling back to polling.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,6 +162,9 @@ class Follower:
     status: str | None = None
     events: set[str] = field(default_factory=set)
     steps: set[Any] = field(default_factory=set)
+    # asks the server for the job's planned steps: a follow that began before planning can get
+    # its first train records before any job message carries the total
+    total_of: Callable[[], int | None] | None = None
 
     def event(self, event: dict[str, Any]) -> None:
         if event["id"] not in self.events:
@@ -171,6 +175,8 @@ class Follower:
         if record.get("type") != "train" or record.get("step") in self.steps:
             return  # eval results are also events; a resumed run may resend a step
         self.steps.add(record.get("step"))
+        if self.total_steps is None and self.total_of is not None:
+            self.total_steps = self.total_of()
         out(metrics_line(record, self.total_steps))
 
     def job(self, job: dict[str, Any]) -> None:

@@ -128,7 +128,11 @@ def cmd_jobs_logs(args: argparse.Namespace) -> int:
             for event in new_events(client, job["id"], set()):
                 out(event_line(event))
             return 0
-        follower = Follower()
+
+        def planned_steps() -> int | None:
+            return (client.get(f"{JOBS}/{job['id']}").get("progress") or {}).get("total_steps")
+
+        follower = Follower(total_of=planned_steps)
         follower.job(job)
         follow = follow_poll if args.poll else follow_stream
         status = follow(client, job["id"], follower)
