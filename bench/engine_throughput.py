@@ -604,7 +604,8 @@ def run_child(engine: str, spec_file: Path, args: argparse.Namespace) -> dict[st
         cmd += ["--ddp", str(args.ddp)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
-    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(REPO))
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", PYTHONPATH=path)
     load = os.getloadavg()[0]
     busy0, own0 = busy_cpu_seconds(), children_cpu_seconds()
     t0 = time.perf_counter()

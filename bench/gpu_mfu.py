@@ -14,18 +14,9 @@ turns tokens/s into MFU = tokens/s x FLOPs per token / peak (replay_engine.flops
 device name, or --peak-flops). Data: GSM8K + C4 from --data-dir when present, else synthetic
 text in the same layout (MFU does not depend on the words).
 
-One call on the device machine (10-minute limit; about 6-9 minutes on an H200; the JSON is
-rewritten after every run, so a cut-off call keeps what it measured):
-
-    # here, once (pydantic is the one engine dependency missing from that machine's image)
-    echo /.whl/ >> .git/info/exclude
-    python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \\
-      --implementation cp --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \\
-      -d .whl pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
-    # there: run(carry=[".whl"], timeout_s=600)
-    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl \\
-      && export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 \\
-      && python3 bench/gpu_mfu.py --out $OUT/gpu_mfu.json 2>&1 | tee $OUT/gpu_mfu.log
+On the device machine it runs as a step of bench/gpu_session.sh, which installs the wheels the
+image lacks and writes every log to $OUT (the JSON is rewritten after every run, so a cut-off
+call keeps what it measured). Results: docs/benchmarks.md, "On a GPU".
 
 Prints one markdown table and writes every number as JSON to --out.
 """

@@ -200,7 +200,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--pretrain-steps", type=int, default=1500)
+    p.add_argument(
+        "--pretrain-steps",
+        type=int,
+        default=1500,
+        help="0: --model is pre-trained already; fine-tune it directly",
+    )
     p.add_argument("--pretrain-lr", type=float, default=3e-3)
     p.add_argument("--target-examples", type=int, default=100, help="GSM8K train examples")
     p.add_argument("--epochs", type=float, default=12.0, help="passes over the target data")
@@ -263,7 +268,10 @@ def main(argv: list[str] | None = None) -> int:
         "learning_rate": args.pretrain_lr,
         "lr_scheduler": {"type": args.schedule, "warmup_ratio": 0.02},
     }
-    pre = run("pretrain", pre_spec, out, log)
+    if args.pretrain_steps > 0:
+        pre = run("pretrain", pre_spec, out, log)
+    else:  # --model is pre-trained already (SmolLM2, say): fine-tune it as it is
+        pre = {"final_checkpoint": args.model, "final_val_loss_generic": None}
     start_generic = pre.get("start_val_loss_generic")
     log(
         f"pre-training: val_loss_generic {fmt(start_generic)} -> "
@@ -293,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         gsm_train, out / f"gsm8k_train_{args.target_examples}.jsonl", args.target_examples
     )
     runs = [finetune(f"ft-r{r:g}", target, r, args.epochs) for r in rs]
+    if pre["final_val_loss_generic"] is None:  # no pre-training run: the base model's own loss
+        pre["final_val_loss_generic"] = runs[0].get("start_val_loss_generic")
     finals = {info["r"]: info["final_val_loss_target"] for info in runs}
     best_r = min(finals, key=lambda r: finals[r])
 
