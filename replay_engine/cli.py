@@ -1,4 +1,4 @@
-"""`replayft` command line: train, plan, efficiency and a self-contained demo.
+"""`replayft` command line: train, plan, eval, efficiency and a self-contained demo.
 
 Engine commands only; the service adds its own (serve, worker, jobs ...) through
 `add_engine_commands`, so this module never imports the web stack.
@@ -176,6 +176,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return cmd_train(argparse.Namespace(spec=spec_path, out=Path(args.out) / "run", set=[]))
 
 
+# ---------------------------------------------------------------------------- eval
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .harness import HarnessMissing, run_harness
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    try:
+        result = run_harness(
+            args.model,
+            tasks,
+            include_path=args.include_path,
+            gguf_file=args.gguf_file,
+            device=args.device,
+            batch_size=args.batch_size,
+            limit=args.limit,
+            num_fewshot=args.num_fewshot,
+            seed=args.seed,
+        )
+    except (HarnessMissing, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    report = {"model": result.model, "results": result.tasks, "samples": result.samples}
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=2))
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print("| task | metric | value | samples |")
+    print("|---|---|---:|---:|")
+    for name, value in sorted(result.metrics().items()):
+        _, task, metric = name.split("/", 2)
+        print(f"| {task} | {metric} | {value:.4f} | {result.samples.get(task, '')} |")
+    return 0
+
+
 # ---------------------------------------------------------------------------- wiring
 def set_option(parser: argparse.ArgumentParser) -> None:
     """`--set FIELD=VALUE`, repeatable: spec settings on top of the file (spec.apply_overrides)."""
@@ -233,6 +267,24 @@ def add_engine_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_efficiency)
+
+    p = sub.add_parser(
+        "eval", help="score a model or checkpoint on lm-eval tasks (EleutherAI's harness)"
+    )
+    p.add_argument("model", help="preset, Hugging Face folder, ReplayFT checkpoint or .gguf file")
+    p.add_argument("--tasks", required=True, help="comma-separated lm-eval task names")
+    p.add_argument(
+        "--include-path", type=Path, help="folder of your own task YAML files (local data)"
+    )
+    p.add_argument("--gguf-file", help="GGUF file name inside MODEL (a folder)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--limit", type=int, help="first N examples of each task")
+    p.add_argument("--num-fewshot", type=int, help="few-shot examples (default: the task's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, help="also write the results here as JSON")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("demo", help="two-stage replay run on data every Python install has")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
