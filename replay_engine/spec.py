@@ -241,7 +241,7 @@ class EvalSpec(_Strict):
         "before and after training.",
     )
     max_tokens: bounded(int, ge=1, le=MAX_EVAL_TOKENS) = Field(
-        256, description="generation only: most tokens generated per answer."
+        256, description="generation only: most tokens generated per answer (default 256)."
     )
     limit: bounded(int, ge=1, lt=INT32_END) | None = Field(
         None, description="Score only the first `limit` records."

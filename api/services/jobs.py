@@ -192,6 +192,22 @@ def build_spec(
             ]
         spec["replay"] = replay
 
+    if body.evals:
+        spec["evals"] = [
+            {
+                **one.model_dump(exclude_none=True),
+                "file": _data_file(
+                    session=session,
+                    team=team,
+                    file_id=one.file,
+                    purpose="evals",
+                    param=f"evals[{i}].file",
+                    pending_ok=pending_ok,
+                ).path,
+            }
+            for i, one in enumerate(body.evals)
+        ]
+
     hp = merged_hyperparameters(body)
     multiplier = hp.pop("learning_rate_multiplier", None)
     if "learning_rate" not in hp and multiplier is not None:
@@ -269,6 +285,7 @@ def add_job(
         hyperparameters=merged_hyperparameters(body),
         method=body.method.model_dump(exclude_none=True) if body.method else {},
         replay_request=body.replay.model_dump(exclude_none=True) if body.replay else None,
+        evals_request=[e.model_dump(exclude_none=True) for e in body.evals] if body.evals else None,
         spec=spec,
         artifact_dir=str(settings.jobs_dir / job_id),
         result_files=[],
@@ -519,6 +536,7 @@ def to_public(job: Job, summary: dict[str, Any] | None = None) -> JobPublic:
         progress=Progress(**progress),
         pausing=job.status == "running" and job.control == "pause",
         replay=_public_replay(job),
+        evals=job.evals_request,
         summary=JobSummary.model_validate(summary) if summary else None,
     )
 
