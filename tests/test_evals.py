@@ -338,3 +338,32 @@ def test_run_scores_evals_at_step_0_checkpoints_and_end(
     )
     meta = json.loads((tmp_path / "out" / "checkpoints" / "step-5" / "meta.json").read_text())
     assert meta["first_eval"]["step"] == 0 and meta["last_task_eval"]["step"] == 5
+
+
+def test_the_cli_submission_uploads_eval_files_and_names_them_by_id(tmp_path):
+    from client.submit import attach_ids, build_submission
+
+    target = write_lines(tmp_path / "t.jsonl", [{"prompt": "a", "completion": "b"}])
+    gen = write_lines(tmp_path / "g.jsonl", [{"prompt": "a", "reference": "b"}])
+    spec = parse_spec(
+        {
+            "model": TINY,
+            "training_file": str(target),
+            "evals": [
+                {"name": "g", "file": str(gen), "kind": "generation", "scorer": "contains"},
+                {"name": "m", "file": "file-abc", "kind": "multiple_choice", "generic": True},
+            ],
+        }
+    )
+    submission = build_submission(spec)
+    fields = {d.param: d for d in submission.data}
+    assert fields["evals[0].file"].purpose == "evals" and fields["evals[0].file"].local == [gen]
+    assert fields["evals[1].file"].remote == ["file-abc"]
+    fields["training_file"].ids = ["file-t"]
+    fields["evals[0].file"].ids = ["file-g"]
+    fields["evals[1].file"].ids = ["file-abc"]
+    body = attach_ids(submission)
+    assert body["evals"] == [
+        {"name": "g", "file": "file-g", "kind": "generation", "scorer": "contains"},
+        {"name": "m", "file": "file-abc", "kind": "multiple_choice", "generic": True},
+    ]
