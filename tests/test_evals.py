@@ -367,3 +367,39 @@ def test_the_cli_submission_uploads_eval_files_and_names_them_by_id(tmp_path):
         {"name": "g", "file": "file-g", "kind": "generation", "scorer": "contains"},
         {"name": "m", "file": "file-abc", "kind": "multiple_choice", "generic": True},
     ]
+
+
+@pytest.mark.slow
+def test_two_ddp_ranks_score_on_rank_0_and_do_not_hang(tmp_path, cache_dir, gsm8k_file):
+    """Rank 0 scores the evals alone while rank 1 waits at a barrier: the run ends, with the
+    scores at step 0, each checkpoint and the end, and the same training as one process."""
+    from replay_engine.launcher import launch
+
+    target = gsm8k_file(tmp_path / "target.jsonl", n=24)
+    gen = write_lines(tmp_path / "gen.jsonl", [{"prompt": "1+1=", "reference": "2"}] * 2)
+    common = {
+        "model": TINY,
+        "training_file": str(target),
+        "n_epochs": 0.1,
+        "batch_size": 4,
+        "seq_len": 64,
+        "eval_sequences": 4,
+        "checkpoint_interval": 1,
+        "device": "cpu",
+        "cache_dir": str(cache_dir),
+        "evals": [{"name": "g", "file": str(gen), "kind": "generation", "max_tokens": 3}],
+    }
+    train(parse_spec(common), tmp_path / "one")
+    two = parse_spec({**common, "distributed": {"strategy": "ddp", "gpus_per_node": 2}})
+    result = launch(two, tmp_path / "two")
+    assert not result.stopped
+
+    def scored(out):
+        lines = (out / "metrics.jsonl").read_text().splitlines()
+        return [
+            (r["step"], r["eval/g/correct"]) for r in map(json.loads, lines) if "eval/g/total" in r
+        ]
+
+    steps = result.total_steps
+    assert [s for s, _ in scored(tmp_path / "two")] == list(range(steps + 1))
+    assert scored(tmp_path / "two") == scored(tmp_path / "one")
