@@ -28,6 +28,7 @@ before temperature and top_p), as OpenAI and vLLM report them.
 
 from __future__ import annotations
 
+import copy
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -345,15 +346,17 @@ def generate_batch(loaded: LoadedModel, requests: list[Request]) -> int:
         ids = row.request.prompt_ids
         input_ids[r, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
         attention[r, width - len(ids) :] = 1
+    # this call's settings on a copy of the model's plain config (for_model), never on the model
+    config = copy.deepcopy(loaded.generation_config or loaded.model.generation_config)
+    config.do_sample = False
+    config.max_new_tokens = max(row.params.max_tokens for row in rows)
+    config.use_cache = True
     loaded.model.generate(
         input_ids=input_ids.to(loaded.device),
         attention_mask=attention.to(loaded.device),
-        do_sample=False,
-        max_new_tokens=max(row.params.max_tokens for row in rows),
+        generation_config=config,
         logits_processor=[_PickTokens(rows, loaded.tokenizer)],
         stopping_criteria=[_FollowRows(rows, loaded.tokenizer, loaded.stop_token_ids)],
-        use_cache=True,
-        generation_config=loaded.generation_config,
     )
     for row in rows:  # generate stopped at the longest max_tokens
         if not row.done and not row.request.cancelled():
