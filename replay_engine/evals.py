@@ -184,14 +184,19 @@ def eval_file_stats(
     return {"format": "eval", "kind": kind, "examples": examples}
 
 
+class WrongKind(ValueError):
+    """An eval file holds records of another kind than its eval says."""
+
+
 def load_eval_set(
     path: str | Path, kind: str, limit: int | None = None
 ) -> list[GenerationRecord | ChoiceRecord]:
-    """The first `limit` (default all) records of an eval file, which must be of `kind`."""
+    """The first `limit` (default all) records of an eval file, which must be of `kind`
+    (WrongKind if not; DataFormatError naming the line for a bad record)."""
     records = []
     for found, record in iter_eval_records(path):
         if found != kind:
-            raise DataFormatError(path, None, f"holds {found} records, but the eval is {kind}")
+            raise WrongKind(f"the file holds {found} records, not {kind}")
         records.append(record)
         if limit is not None and len(records) >= limit:
             break

@@ -27,7 +27,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ class RunData:
     target: PackedDataset | None
     generic: PackedDataset | None
     plan: Plan
+    eval_sets: list[tuple[Any, list]] = field(default_factory=list)  # (EvalSpec, records)
 
 
 @dataclass
@@ -142,7 +143,19 @@ def prepare(spec: JobSpec, progress: Callable[[str, float], None] | None = None)
     plan = resolve_plan(
         spec, len(target.train) if target else 0, len(generic.train) if generic else 0
     )
-    return RunData(tokenizer, target, generic, plan)
+    return RunData(tokenizer, target, generic, plan, load_eval_sets(spec))
+
+
+def load_eval_sets(spec: JobSpec) -> list[tuple[Any, list]]:
+    """Each task eval of the spec with its records (read and checked now, so a bad eval file
+    fails the run before any training; a file of the wrong kind names `evals[i].kind`)."""
+    sets = []
+    for i, config in enumerate(spec.evals):
+        try:
+            sets.append((config, evals.load_eval_set(config.file, config.kind, config.limit)))
+        except evals.WrongKind as exc:
+            raise SpecError([(f"evals[{i}].kind", str(exc))]) from None
+    return sets
 
 
 def build_optimizer(
@@ -400,15 +413,6 @@ def _train(
     _restore_optimizer(optimizer, raw_model, spec, resume, d)
 
     start, N = int(meta.get("step", 0)), plan.total_steps
-    # rank 0 scores the task evals alone (the others wait at a barrier)
-    eval_sets = (
-        [
-            (config, evals.load_eval_set(config.file, config.kind, config.limit))
-            for config in spec.evals
-        ]
-        if d.is_main
-        else []
-    )
     run = _Run(
         spec=spec,
         plan=plan,
@@ -428,7 +432,7 @@ def _train(
         last_eval=meta.get("last_eval", {}),
         first_eval=meta.get("first_eval", {}),
         last_task_eval=meta.get("last_task_eval", {}),
-        eval_sets=eval_sets,
+        eval_sets=data.eval_sets if d.is_main else [],  # rank 0 scores them alone
     )
     eval_interval = spec.eval_interval or max(1, N // 20)
     checkpoint_interval = spec.checkpoint_interval or max(1, N // 10)

@@ -161,8 +161,25 @@ def test_load_eval_set_limit_and_kind(tmp_path):
         "1",
         "2",
     ]
-    with pytest.raises(DataFormatError, match="holds generation records"):
+    with pytest.raises(evals.WrongKind, match="holds generation records, not multiple_choice"):
         evals.load_eval_set(path, "multiple_choice")
+
+
+def test_preparing_a_run_reads_its_eval_sets_and_names_a_wrong_kind(tmp_path, cache_dir):
+    from replay_engine.trainer import prepare
+
+    target = write_lines(tmp_path / "t.jsonl", [{"prompt": "a", "completion": " b"}] * 4)
+    mc = write_lines(tmp_path / "mc.jsonl", [{"context": "c", "choices": ["a", "b"], "label": 1}])
+    base = {"model": TINY, "training_file": str(target), "seq_len": 16, "batch_size": 1}
+    base["cache_dir"] = str(cache_dir)
+    good = {"name": "m", "file": str(mc), "kind": "multiple_choice"}
+    [(config, records)] = prepare(parse_spec({**base, "evals": [good]})).eval_sets
+    assert config.name == "m" and records == [evals.ChoiceRecord("c", ["a", "b"], 1)]
+    with pytest.raises(SpecError) as info:
+        prepare(parse_spec({**base, "evals": [good, {**good, "name": "g", "kind": "generation"}]}))
+    assert info.value.errors == [
+        ("evals[1].kind", "the file holds multiple_choice records, not generation")
+    ]
 
 
 def test_spec_refuses_bad_combinations():

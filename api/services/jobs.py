@@ -114,6 +114,24 @@ def _replay_paths(
     return paths
 
 
+def _eval_file(session: Session, team: Team, index: int, one: Any, pending_ok: bool) -> str:
+    """The path of eval `index`'s file; a validated file of another kind is a 400 naming
+    `evals[index].kind` (one still being validated is checked when the job is prepared)."""
+    file = _data_file(
+        session=session,
+        team=team,
+        file_id=one.file,
+        purpose="evals",
+        param=f"evals[{index}].file",
+        pending_ok=pending_ok,
+    )
+    found = (file.stats or {}).get("kind")
+    if found is not None and found != one.kind:
+        param = f"evals[{index}].kind"
+        raise invalid(f"{param}: file {file.id} holds {found} records, not {one.kind}.", param)
+    return file.path
+
+
 def merged_hyperparameters(body: JobCreate) -> dict[str, Any]:
     """Top-level (deprecated) hyperparameters overlaid by method.supervised.hyperparameters;
     unset and "auto" values dropped, so the engine's defaults apply."""
@@ -196,14 +214,7 @@ def build_spec(
         spec["evals"] = [
             {
                 **one.model_dump(exclude_none=True),
-                "file": _data_file(
-                    session=session,
-                    team=team,
-                    file_id=one.file,
-                    purpose="evals",
-                    param=f"evals[{i}].file",
-                    pending_ok=pending_ok,
-                ).path,
+                "file": _eval_file(session, team, i, one, pending_ok),
             }
             for i, one in enumerate(body.evals)
         ]

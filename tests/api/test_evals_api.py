@@ -102,6 +102,7 @@ def test_a_job_carries_its_evals_into_the_spec(team, team_files, eval_files):
         ([{"name": "g", "file": "GEN", "kind": "essay"}], "evals[0].kind"),
         ([{"name": "g", "file": "GEN", "kind": "generation", "max_tokens": 10**6}],
          "evals[0].max_tokens"),
+        ([{"name": "g", "file": "MC", "kind": "generation"}], "evals[0].kind"),
         ([{"name": "g", "file": "TARGET", "kind": "generation"}], "evals[0].file"),
         ([{"name": "g", "file": "file-nope", "kind": "generation"}], "evals[0].file"),
         ([{"name": "g", "file": "GEN", "kind": "generation", "extra": 1}], "evals[0].extra"),
