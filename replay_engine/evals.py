@@ -297,16 +297,19 @@ def generate_answers(
     batch_size: int = GENERATION_BATCH,
 ) -> list[str]:
     """Greedy answers, in order, decoded `batch_size` prompts at a time (similar lengths
-    together). A prompt too long for the model keeps its last tokens."""
+    together). Prompt and answer fit the model's context: max_tokens is cut to leave a token
+    of prompt, and a prompt too long for the rest keeps its last tokens."""
+    context = loaded.context_length
+    if context is not None:
+        max_tokens = max(1, min(max_tokens, context - 1))
     prompts: list[tuple[list[int], tuple[str, ...]]] = []
     for record in records:
         if record.messages is not None:
             ids, stop = generation.encode_chat(loaded, record.messages), loaded.chat_stop
         else:
             ids, stop = generation.encode_text(loaded, record.prompt or ""), ()
-        context = loaded.context_length
         if context is not None:
-            ids = ids[-max(1, context - max_tokens) :]
+            ids = ids[-(context - max_tokens) :]
         prompts.append((ids, stop))
     answers = [""] * len(records)
     order = sorted(range(len(records)), key=lambda i: len(prompts[i][0]))
@@ -314,7 +317,9 @@ def generate_answers(
         requests = []
         for i in order[start : start + batch_size]:
             ids, stop = prompts[i]
-            params = generation.SamplingParams(max_tokens=max_tokens, temperature=0.0, stop=stop)
+            params = generation.SamplingParams(
+                max_tokens=max_tokens, temperature=0.0, stop=stop, seed=0
+            )
 
             def collect(chunk: generation.Chunk, i: int = i) -> None:
                 answers[i] += chunk.text

@@ -420,3 +420,21 @@ def test_two_ddp_ranks_score_on_rank_0_and_do_not_hang(tmp_path, cache_dir, gsm8
     steps = result.total_steps
     assert [s for s, _ in scored(tmp_path / "two")] == list(range(steps + 1))
     assert scored(tmp_path / "two") == scored(tmp_path / "one")
+
+
+def test_prompt_and_answer_are_cut_to_the_models_context(tiny, monkeypatch):
+    model, tokenizer = tiny
+    loaded = generation.for_model("tiny", model, tokenizer, torch.device("cpu"))
+    loaded.context_length = 24  # as if the model's positions ended there
+    long = evals.GenerationRecord(reference="x", prompt="one two three four " * 40)
+    sent = []
+    real = generation.generate_batch
+
+    def spy(loaded, requests):
+        sent.extend((len(r.prompt_ids), r.params.max_tokens) for r in requests)
+        return real(loaded, requests)
+
+    monkeypatch.setattr(generation, "generate_batch", spy)
+    evals.generate_answers(loaded, [long], max_tokens=8)
+    evals.generate_answers(loaded, [long], max_tokens=100)
+    assert sent == [(16, 8), (1, 23)]  # 16 + 8 and 1 + 23 fill the 24 positions
