@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.openapi import allow_header, allowed_methods
+from replay_engine.spec import field_path
 
 log = logging.getLogger("replayft.api")
 
@@ -133,7 +134,7 @@ def install_error_handlers(app: FastAPI) -> None:
                 "constrained-int",
             )
         ]
-        param = ".".join(loc) or None
+        param = field_path(loc) or None
         message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
         return JSONResponse(
             error_body(400, message, param=param, code="invalid_value"), status_code=400

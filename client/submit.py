@@ -23,7 +23,7 @@ from typing import Any
 from client.http import Client, CLIError
 from client.output import err
 
-PURPOSES = ("fine-tune", "replay")
+PURPOSES = ("fine-tune", "replay", "evals")
 
 
 # How spec fields reach a request is control.fields' declared mapping; these say what to do
@@ -193,6 +193,10 @@ def build_submission(spec: Any, suffix: str | None = None) -> Submission:
         )
     if replay_body or replay.dataset or replay.validation_dataset:
         body["replay"] = replay_body
+    if spec.evals:  # each eval's file is uploaded with purpose evals
+        body["evals"] = [one.model_dump(exclude_unset=True) for one in spec.evals]
+        for i, one in enumerate(spec.evals):
+            data.append(_data_field(f"evals[{i}].file", "evals", [one.file], errors))
     for one in data:
         if one.param == "replay.dataset":
             continue  # the API takes a list there
@@ -306,6 +310,9 @@ def attach_ids(submission: Submission) -> dict[str, Any]:
             body["replay"]["dataset"] = data.ids[0] if len(data.ids) == 1 else data.ids
         elif data.param == "replay.validation_dataset":
             body["replay"]["validation_dataset"] = data.ids[0]
+        elif data.param.startswith("evals["):
+            index = int(data.param[len("evals[") : data.param.index("]")])
+            body["evals"][index]["file"] = data.ids[0]
         else:
             body[data.param] = data.ids[0]
     return body

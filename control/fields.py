@@ -51,6 +51,7 @@ REQUEST_FIELDS = {
     "validation_file": "validation_file",
     "seed": "seed",
     "replay": "replay",  # replay.<name> -> replay.<name>
+    "evals": "evals",  # evals[i].<name> -> evals[i].<name>, its file an `evals` file id
     "method": "hyperparameters.adapter",  # flat: method.lora.r -> hyperparameters.adapter.r
 }
 

@@ -39,7 +39,12 @@ class ProgressHooks:
                 {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in shown.items()}
             )
         elif kind == "eval":
-            vals = {k: v for k, v in record.items() if k.startswith("val_loss") and v is not None}
+            vals = {
+                k: v
+                for k, v in record.items()
+                if (k.startswith("val_loss") or k.endswith(("/accuracy", "/accuracy_norm")))
+                and v is not None
+            }
             line = f"step {record['step']}: " + ", ".join(f"{k} {v:.4f}" for k, v in vals.items())
             self.bar.write(line, file=sys.stderr)
 

@@ -28,6 +28,7 @@ before temperature and top_p), as OpenAI and vLLM report them.
 
 from __future__ import annotations
 
+import copy
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ class LoadedModel:
     stop_token_ids: list[int]
     chat_stop: tuple[str, ...]  # stop sequences every chat completion gets
     memory_bytes: int
+    generation_config: Any = None  # passed to every generate call (see for_model)
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -78,7 +80,17 @@ def load_for_generation(
     # an adapter-only checkpoint comes back merged into its base
     model = load_model(name, gguf_file=gguf_file, device=device).to(dtype)
     model.eval().requires_grad_(False)
+    loaded = for_model(name, model, tokenizer, device)
+    # a plain config: no sampling, penalty or length settings of a checkpoint's
+    # generation_config.json may act behind the request's back
+    model.generation_config = loaded.generation_config
+    return loaded
 
+
+def for_model(name: str, model: Any, tokenizer: Any, device: torch.device) -> LoadedModel:
+    """A model already in memory (the trainer's, for evals) ready for `generate_batch`, without
+    changing it: the plain generation config travels in the LoadedModel, not on the model,
+    so a checkpoint saved afterwards keeps its own."""
     stop_ids = {tokenizer.eos_token_id}
     configured = getattr(model.generation_config, "eos_token_id", None)
     stop_ids.update(configured if isinstance(configured, list) else [configured])
@@ -86,9 +98,7 @@ def load_for_generation(
     vocab = tokenizer.get_vocab()
     stop_ids.update(vocab[t] for t in TURN_END_TOKENS if t in vocab and t in str(template))
     stop_ids.discard(None)
-    # a plain config: no sampling, penalty or length settings of a checkpoint's
-    # generation_config.json may act behind the request's back
-    model.generation_config = GenerationConfig(
+    config = GenerationConfig(
         eos_token_id=sorted(stop_ids),
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=getattr(model.config, "bos_token_id", None),
@@ -104,6 +114,7 @@ def load_for_generation(
         stop_token_ids=sorted(stop_ids),
         chat_stop=() if template else (PLAIN_CHAT_STOP,),
         memory_bytes=memory,
+        generation_config=config,
     )
 
 
@@ -335,14 +346,17 @@ def generate_batch(loaded: LoadedModel, requests: list[Request]) -> int:
         ids = row.request.prompt_ids
         input_ids[r, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
         attention[r, width - len(ids) :] = 1
+    # this call's settings on a copy of the model's plain config (for_model), never on the model
+    config = copy.deepcopy(loaded.generation_config or loaded.model.generation_config)
+    config.do_sample = False
+    config.max_new_tokens = max(row.params.max_tokens for row in rows)
+    config.use_cache = True
     loaded.model.generate(
         input_ids=input_ids.to(loaded.device),
         attention_mask=attention.to(loaded.device),
-        do_sample=False,
-        max_new_tokens=max(row.params.max_tokens for row in rows),
+        generation_config=config,
         logits_processor=[_PickTokens(rows, loaded.tokenizer)],
         stopping_criteria=[_FollowRows(rows, loaded.tokenizer, loaded.stop_token_ids)],
-        use_cache=True,
     )
     for row in rows:  # generate stopped at the longest max_tokens
         if not row.done and not row.request.cancelled():

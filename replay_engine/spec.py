@@ -17,6 +17,7 @@ is resolved (`schedule.resolve_plan`), and raises the same error type.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -207,6 +208,65 @@ class MethodSpec(_Strict):
     )
 
 
+MAX_EVALS = 32
+MAX_EVAL_TOKENS = 4096
+EVAL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class EvalSpec(_Strict):
+    """A task eval run on the model before training, at each checkpoint and at the end
+    (replay_engine/evals.py). Its metrics are `eval/<name>/accuracy` and friends."""
+
+    name: str = Field(
+        pattern=EVAL_NAME_PATTERN,
+        description="Metric name: letters, digits, '_', '.', '-' (at most 64; starts with a "
+        "letter or digit).",
+    )
+    file: str = Field(description="The eval set: a JSON Lines file of one kind (see kind).")
+    kind: Literal["generation", "multiple_choice"] = Field(
+        description="generation: {prompt or messages, reference}, answered greedily and scored; "
+        "multiple_choice: {context, choices, label}, scored by log-likelihood."
+    )
+    scorer: Literal["exact_match", "contains", "numeric", "regex"] | None = Field(
+        None, description="generation only; default exact_match."
+    )
+    pattern: str | None = Field(
+        None,
+        description="regex scorer only: its first capture group (or whole match) is compared "
+        "to the reference.",
+    )
+    generic: bool = Field(
+        False,
+        description="Measures general ability (forgetting): the job summary reports it "
+        "before and after training.",
+    )
+    max_tokens: bounded(int, ge=1, le=MAX_EVAL_TOKENS) = Field(
+        256, description="generation only: most tokens generated per answer (default 256)."
+    )
+    limit: bounded(int, ge=1, lt=INT32_END) | None = Field(
+        None, description="Score only the first `limit` records."
+    )
+
+    def problems(self, where: str) -> list[tuple[str, str]]:
+        """Fields that do not fit together, each as (`where`.field, message)."""
+        errors = []
+        if self.kind == "multiple_choice":
+            for name in ("scorer", "pattern", "max_tokens"):
+                if name in self.model_fields_set and getattr(self, name) is not None:
+                    errors.append((f"{where}.{name}", "only for generation evals"))
+        elif self.scorer == "regex":
+            if not self.pattern:
+                errors.append((f"{where}.pattern", "the regex scorer needs a pattern"))
+            else:
+                try:
+                    re.compile(self.pattern)
+                except re.error as exc:
+                    errors.append((f"{where}.pattern", f"not a valid regular expression: {exc}"))
+        elif self.pattern is not None:
+            errors.append((f"{where}.pattern", "only for the regex scorer"))
+        return errors
+
+
 class JobSpec(_Strict):
     """Everything that determines a run. Same spec + same seed = same tokens and same losses."""
 
@@ -281,6 +341,13 @@ class JobSpec(_Strict):
     )
     keep_checkpoints: Steps = Field(
         2, description="Newest step checkpoints kept (the final one always is)."
+    )
+
+    evals: list[EvalSpec] = Field(
+        default_factory=list,
+        max_length=MAX_EVALS,
+        description="Task evals scored before training (step 0), at each checkpoint and at the "
+        "end: metrics eval/<name>/accuracy, correct, total.",
     )
 
     # --- where and how
@@ -362,6 +429,7 @@ class JobSpec(_Strict):
         if sched.type == "wsd" and sched.warmup_ratio + sched.decay_ratio > 1:
             errors.append(("lr_scheduler.decay_ratio", "warmup_ratio + decay_ratio must be <= 1"))
         errors += self._check_distributed()
+        errors += self._check_evals()
         if self.method.type == "qlora" and self.method.export != "adapter":
             # merging needs the de-quantized base, which a 4-bit run never holds
             errors.append(("method.export", "qlora checkpoints export the adapter only"))
@@ -371,6 +439,20 @@ class JobSpec(_Strict):
             )
         if errors:
             raise SpecError(errors)
+
+    def _check_evals(self) -> list[tuple[str, str]]:
+        errors: list[tuple[str, str]] = []
+        seen: set[str] = set()
+        for i, one in enumerate(self.evals):
+            where = f"evals[{i}]"
+            errors += one.problems(where)
+            if one.name in seen:
+                errors.append((f"{where}.name", f"{one.name!r} names an earlier eval too"))
+            seen.add(one.name)
+        if self.evals and self.distributed.strategy == "fsdp" and self.distributed.world_size > 1:
+            # rank 0 scores the evals alone, and an FSDP forward needs every rank
+            errors.append(("evals", "not supported with distributed.strategy fsdp; use ddp"))
+        return errors
 
     def _check_distributed(self) -> list[tuple[str, str]]:
         return self.batch_split_errors(self.distributed.world_size)
@@ -403,10 +485,21 @@ def upgrade_spec_data(data: dict[str, Any]) -> dict[str, Any]:
     return {**_ADDED_FIELDS, **data}
 
 
+def field_path(loc: Sequence[Any]) -> str:
+    """An error location as a field path: `replay.fraction`, `adam_betas.1`, and an item of
+    the list of evals as `evals[0].scorer`."""
+    path, previous = "", None
+    for part in loc:
+        if str(part).isdigit() and previous == "evals":
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+        previous = part
+    return path
+
+
 def _pydantic_errors(exc: ValidationError) -> SpecError:
-    return SpecError(
-        [(".".join(str(p) for p in err["loc"]) or "spec", err["msg"]) for err in exc.errors()]
-    )
+    return SpecError([(field_path(err["loc"]) or "spec", err["msg"]) for err in exc.errors()])
 
 
 def parse_spec(data: dict[str, Any]) -> JobSpec:
@@ -488,6 +581,13 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
             data[key] = resolve_many(data[key])
     if isinstance(data.get("model"), str):
         data["model"] = resolve(data["model"])
+    if isinstance(data.get("evals"), list):
+        data["evals"] = [
+            {**e, "file": resolve(e["file"])}
+            if isinstance(e, dict) and isinstance(e.get("file"), str)
+            else e
+            for e in data["evals"]
+        ]
     if isinstance(data.get("replay"), dict):
         replay = dict(data["replay"])
         for key in ("dataset", "validation_dataset"):

@@ -27,7 +27,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from . import checkpoint as ckpt
-from . import distributed, lora
+from . import distributed, evals, lora
 from .data import PackedDataset, prepare_dataset
 from .flops import device_peak_flops, mfu, model_flops_per_token
 from .hooks import NoHooks, TrainingHooks
@@ -57,6 +57,7 @@ class RunData:
     target: PackedDataset | None
     generic: PackedDataset | None
     plan: Plan
+    eval_sets: list[tuple[Any, list]] = field(default_factory=list)  # (EvalSpec, records)
 
 
 @dataclass
@@ -142,7 +143,19 @@ def prepare(spec: JobSpec, progress: Callable[[str, float], None] | None = None)
     plan = resolve_plan(
         spec, len(target.train) if target else 0, len(generic.train) if generic else 0
     )
-    return RunData(tokenizer, target, generic, plan)
+    return RunData(tokenizer, target, generic, plan, load_eval_sets(spec))
+
+
+def load_eval_sets(spec: JobSpec) -> list[tuple[Any, list]]:
+    """Each task eval of the spec with its records (read and checked now, so a bad eval file
+    fails the run before any training; a file of the wrong kind names `evals[i].kind`)."""
+    sets = []
+    for i, config in enumerate(spec.evals):
+        try:
+            sets.append((config, evals.load_eval_set(config.file, config.kind, config.limit)))
+        except evals.WrongKind as exc:
+            raise SpecError([(f"evals[{i}].kind", str(exc))]) from None
+    return sets
 
 
 def build_optimizer(
@@ -417,6 +430,9 @@ def _train(
         peak_flops=device_peak_flops(device, spec.peak_flops),
         spike=SpikeTracker(**meta.get("spike", {})),
         last_eval=meta.get("last_eval", {}),
+        first_eval=meta.get("first_eval", {}),
+        last_task_eval=meta.get("last_task_eval", {}),
+        eval_sets=data.eval_sets if d.is_main else [],  # rank 0 scores them alone
     )
     eval_interval = spec.eval_interval or max(1, N // 20)
     checkpoint_interval = spec.checkpoint_interval or max(1, N // 10)
@@ -425,12 +441,15 @@ def _train(
     final_checkpoint = resume if start == N else None
     try:
         if start == 0:
-            _run_eval(run, 0)
+            _run_eval(run, 0, tasks=True)
         for step in range(start, N):
             run.emit(_train_step(run, step))
             done = step + 1
-            if done % eval_interval == 0 or done == N:
-                _run_eval(run, done)
+            val_due = done % eval_interval == 0 or done == N
+            # task evals score each checkpoint's model (the end is always a checkpoint)
+            tasks_due = bool(spec.evals) and (done % checkpoint_interval == 0 or done == N)
+            if val_due or tasks_due:
+                _run_eval(run, done, val=val_due, tasks=tasks_due)
             if done % checkpoint_interval == 0 or done == N:
                 path = _save(run, done)
                 if done == N:
@@ -440,7 +459,7 @@ def _train(
                     _save(run, done)
                 stopped = True
                 break
-        summary = _summary(plan, run.spike, run.last_eval, stopped)
+        summary = _summary(run, stopped)
         if not stopped:
             run.emit(summary)
     finally:
@@ -598,7 +617,10 @@ class _Run:
     flops_per_token: float
     peak_flops: float | None
     spike: SpikeTracker
-    last_eval: dict[str, Any]
+    last_eval: dict[str, Any]  # the newest record with validation losses
+    first_eval: dict[str, Any]  # the step-0 record: the base model, for the summary
+    last_task_eval: dict[str, Any]  # the newest task eval metrics, with their step
+    eval_sets: list[tuple[Any, list]]  # (spec.EvalSpec, its records); rank 0 only
 
     def __post_init__(self) -> None:
         self.my_slots = range(self.d.rank, self.plan.batch_size, self.d.world_size)
@@ -697,28 +719,56 @@ def _train_step(run: _Run, step: int) -> dict[str, Any]:
     }
 
 
-def _run_eval(run: _Run, step: int) -> None:
-    """Validation loss per source on held-out sequences, after `step` updates."""
-    kwargs = dict(
-        n_sequences=run.spec.eval_sequences,
-        micro_batch=run.micro,
-        device=run.device,
-        autocast=run.autocast,
-        dist=run.d,
-        per_document=run.per_document,
-    )
+def _run_eval(run: _Run, step: int, *, val: bool = True, tasks: bool = False) -> None:
+    """One eval record after `step` updates: validation loss per source on held-out sequences
+    (`val`) and the spec's task evals (`tasks`, metrics eval/<name>/...)."""
     N = run.plan.total_steps
     record: dict[str, Any] = {
         "type": "eval",
         "step": step,
         "stage": run.plan.stage_at(min(step, N - 1)).index,
     }
-    if run.data.target is not None:
-        record["val_loss_target"] = evaluate(run.eval_model, run.data.target.val, **kwargs)
-    if run.data.generic is not None:
-        record["val_loss_generic"] = evaluate(run.eval_model, run.data.generic.val, **kwargs)
-    run.last_eval = record
+    if val:
+        kwargs = dict(
+            n_sequences=run.spec.eval_sequences,
+            micro_batch=run.micro,
+            device=run.device,
+            autocast=run.autocast,
+            dist=run.d,
+            per_document=run.per_document,
+        )
+        if run.data.target is not None:
+            record["val_loss_target"] = evaluate(run.eval_model, run.data.target.val, **kwargs)
+        if run.data.generic is not None:
+            record["val_loss_generic"] = evaluate(run.eval_model, run.data.generic.val, **kwargs)
+    if tasks and run.spec.evals:
+        scores = _run_task_evals(run)
+        record.update(scores)
+        run.last_task_eval = {"step": step, **scores}
+    if val:
+        run.last_eval = record
+    if step == 0:
+        run.first_eval = record
     run.emit(record)
+
+
+def _run_task_evals(run: _Run) -> dict[str, Any]:
+    """The spec's task evals on the current model, scored by rank 0 alone on the bare model
+    (the spec refuses evals under FSDP, whose forward needs every rank); the other ranks wait.
+    Greedy decoding and log-likelihoods use no random numbers, so training is unchanged."""
+    scores: dict[str, Any] = {}
+    if run.d.is_main:
+        model = run.raw_model
+        model.eval()
+        try:
+            with run.autocast():
+                for config, records in run.eval_sets:
+                    result = evals.run_eval(config, records, model, run.data.tokenizer, run.device)
+                    scores.update(result.metrics(config.name))
+        finally:
+            model.train()
+    distributed.barrier(run.d)
+    return scores
 
 
 def _save(run: _Run, step: int) -> Path:
@@ -743,6 +793,8 @@ def _save(run: _Run, step: int) -> Path:
                 "plan": plan.summary(),
                 "spike": asdict(run.spike),
                 "last_eval": run.last_eval,
+                "first_eval": run.first_eval,
+                "last_task_eval": run.last_task_eval,
                 "tokens_seen": step * plan.batch_size * plan.seq_len,
                 "world_size": run.d.world_size,
             },
@@ -753,14 +805,50 @@ def _save(run: _Run, step: int) -> Path:
     return path
 
 
-def _summary(
-    plan: Plan, spike: SpikeTracker, last_eval: dict[str, Any], stopped: bool
-) -> dict[str, Any]:
+def _difference(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def _summary(run: _Run, stopped: bool) -> dict[str, Any]:
+    """The end-of-run record: final losses, what training gained on the target and changed on
+    generic data against the base model (step 0), each task eval before and after, the spike."""
+    plan, first, last = run.plan, run.first_eval, run.last_eval
+    initial_target, final_target = first.get("val_loss_target"), last.get("val_loss_target")
+    initial_generic, final_generic = first.get("val_loss_generic"), last.get("val_loss_generic")
     return {
         "type": "summary",
-        "step": last_eval.get("step", 0) if stopped else plan.total_steps,
+        "step": last.get("step", 0) if stopped else plan.total_steps,
         "total_steps": plan.total_steps,
-        "final_val_loss_target": last_eval.get("val_loss_target"),
-        "final_val_loss_generic": last_eval.get("val_loss_generic"),
-        "loss_spike": spike.report(),
+        "final_val_loss_target": final_target,
+        "final_val_loss_generic": final_generic,
+        "initial_val_loss_target": initial_target,
+        "initial_val_loss_generic": initial_generic,
+        # positive: the target loss fell (learned); positive generic change: forgetting
+        "target_gain": _difference(initial_target, final_target),
+        "generic_change": _difference(final_generic, initial_generic),
+        "evals": _eval_summary(run.spec.evals, first, run.last_task_eval),
+        "loss_spike": run.spike.report(),
     }
+
+
+def _eval_summary(
+    configs: list[Any], first: dict[str, Any], last: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """Per task eval: accuracy (and accuracy_norm) at step 0 and at its last run, the change."""
+    out: dict[str, dict[str, Any]] = {}
+    for config in configs:
+        entry: dict[str, Any] = {"kind": config.kind, "generic": config.generic}
+        for metric in ("accuracy", "accuracy_norm"):
+            key = f"eval/{config.name}/{metric}"
+            if key not in first and key not in last:
+                continue
+            before, after = first.get(key), last.get(key)
+            entry[f"initial_{metric}"] = before
+            entry[f"final_{metric}"] = after
+            entry[f"{metric}_change"] = _difference(after, before)
+        entry["total"] = last.get(
+            f"eval/{config.name}/total", first.get(f"eval/{config.name}/total")
+        )
+        entry["step"] = last.get("step")
+        out[config.name] = entry
+    return out

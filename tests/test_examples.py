@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from replay_engine.evals import load_eval_set
 from replay_engine.spec import load_spec
 from replay_engine.trainer import prepare
 
@@ -21,6 +22,8 @@ def test_example_parses_and_names_its_command(path, shared_data):
     assert text.startswith("# GPU-sized: "), "say that it is too big for a laptop CPU"
     for data_file in [*spec.training_file, *spec.validation_file, *spec.replay.dataset]:
         assert Path(data_file).is_file(), data_file
+    for one in spec.evals:  # shipped in examples/evals, and of the kind the spec says
+        assert load_eval_set(one.file, one.kind), one.file
 
 
 @pytest.mark.parametrize("path", QUICKSTARTS, ids=lambda p: p.name)

@@ -162,16 +162,20 @@ def file_stats(path: str, problems: Problems | None = None) -> dict[str, Any]:
 
 def validate_file(file_id: str) -> None:
     from replay_engine.data import DataFormatError, Problems
+    from replay_engine.evals import eval_file_stats
 
     with session_scope() as session:
         file = session.scalar(select(File).where(File.id == file_id))
         if file is None or file.status != "uploaded":
             return  # deleted meanwhile, or a duplicate delivery
-        path, team_id = file.path, file.team_id
+        path, team_id, purpose = file.path, file.team_id, file.purpose
     stats, details = None, None
     problems = Problems()  # every bad line is counted, the first ten are named
     try:
-        stats = file_stats(path, problems)
+        if purpose == "evals":
+            stats = eval_file_stats(path, problems, max_line_bytes=get_settings().max_line_bytes)
+        else:
+            stats = file_stats(path, problems)
         if problems.count:
             stats, details = None, problems.summary()
     except DataFormatError as exc:
@@ -205,6 +209,7 @@ def job_files(job: Job) -> list[tuple[str, str]]:
     named = [("training_file", job.training_file), ("validation_file", job.validation_file)]
     named += [("replay.dataset", d) for d in ([dataset] if isinstance(dataset, str) else dataset)]
     named.append(("replay.validation_dataset", replay.get("validation_dataset")))
+    named += [(f"evals[{i}].file", e.get("file")) for i, e in enumerate(job.evals_request or [])]
     return [(param, f) for param, f in named if f and f.startswith("file-")]
 
 
@@ -291,6 +296,7 @@ class DBHooks:
         self.stage: int | None = self.progress.get("stage")  # set when resuming
         self.last_train: dict[str, Any] = {}
         self.last_eval: dict[str, Any] = {}
+        self.last_task_eval: dict[str, Any] = {}
         self.step_times: list[float] = []
         self.last_flush = time.monotonic()
         self.last_poll = 0.0
@@ -311,13 +317,35 @@ class DBHooks:
                 self.stage = record["stage"]
             self._update_progress(record)
         elif kind == "eval":
-            self.last_eval = record
             losses = {k: v for k, v in record.items() if k.startswith("val_loss") and v is not None}
-            text = ", ".join(f"{k} {v:.4f}" for k, v in losses.items())
-            self.pending_events.append(("info", f"Eval at step {record['step']}: {text}", losses))
+            if losses or not any(k.startswith("eval/") for k in record):
+                self.last_eval = record
+                text = ", ".join(f"{k} {v:.4f}" for k, v in losses.items())
+                self.pending_events.append(
+                    ("info", f"Eval at step {record['step']}: {text}", losses)
+                )
+            self._task_eval_events(record)
         due = time.monotonic() - self.last_flush > self.FLUSH_SECONDS
         if kind != "train" or due or len(self.buffer) >= self.FLUSH_EVERY:
             self.flush()
+
+    def _task_eval_events(self, record: dict[str, Any]) -> None:
+        """One line per task eval of the record: `Eval gsm8k at step 0: accuracy 0.1200 (6/50)`."""
+        scores = {k: v for k, v in record.items() if k.startswith("eval/")}
+        if not scores:
+            return
+        step = record["step"]
+        self.last_task_eval = {"step": step, **scores}
+        names = dict.fromkeys(k.split("/")[1] for k in scores)  # in the record's order
+        for name in names:
+            mine = {k: v for k, v in scores.items() if k.split("/")[1] == name}
+            text = f"accuracy {mine.get(f'eval/{name}/accuracy', 0):.4f}"
+            norm = mine.get(f"eval/{name}/accuracy_norm")
+            if norm is not None:
+                text += f", accuracy_norm {norm:.4f}"
+            correct, total = mine.get(f"eval/{name}/correct"), mine.get(f"eval/{name}/total")
+            text += f" ({correct}/{total})"
+            self.pending_events.append(("info", f"Eval {name} at step {step}: {text}", mine))
 
     def on_checkpoint(self, path: Path, step: int) -> None:
         self.flush()
@@ -332,6 +360,8 @@ class DBHooks:
             "val_loss_target": self.last_eval.get("val_loss_target"),
             "val_loss_generic": self.last_eval.get("val_loss_generic"),
         }
+        if self.last_task_eval.get("step") == step:  # the task evals score every checkpoint
+            metrics.update({k: v for k, v in self.last_task_eval.items() if k != "step"})
         with session_scope() as session:
             ckpt = session.scalar(
                 select(Checkpoint).where(

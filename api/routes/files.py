@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse
 from api.deps import CurrentTeam, FileDep, QueueDep, SessionDep, authenticate, short_session
 from api.openapi import error_responses
 from api.schemas.common import Cursor, DeletedResponse, ListResponse, db_string
-from api.schemas.files import FilePreview, FilePublic
+from api.schemas.files import PURPOSES, FilePreview, FilePublic
 from api.services import files as service
 from control.settings import get_settings
 
@@ -28,7 +28,7 @@ _UPLOAD_BODY = {
                     "required": ["file", "purpose"],
                     "properties": {
                         "file": {"type": "string", "format": "binary"},
-                        "purpose": {"type": "string", "enum": ["fine-tune", "replay"]},
+                        "purpose": {"type": "string", "enum": list(PURPOSES)},
                     },
                 }
             }

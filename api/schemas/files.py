@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-PURPOSES = ("fine-tune", "replay")
+PURPOSES = ("fine-tune", "replay", "evals")
 FILENAME_MAX_LENGTH = 500  # files.filename
 
 

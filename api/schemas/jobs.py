@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from api.schemas.common import ID_MAX_LENGTH, db_string
 from control import fields
 from control.statuses import STATUSES
-from replay_engine.spec import JobSpec, LoraSpec, MethodSpec, ReplaySpec, Seed
+from replay_engine.spec import EvalSpec, JobSpec, LoraSpec, MethodSpec, ReplaySpec, Seed
 
 ModelName = db_string(500)  # jobs.model
 FileId = db_string(ID_MAX_LENGTH)
@@ -27,6 +27,7 @@ MetadataKey = db_string(64)  # OpenAI's limits on metadata
 MetadataValue = db_string(512)
 
 JobStatus = Literal[STATUSES]
+EVAL_LIMIT = JobSpec.model_fields["evals"].metadata[0].max_length
 
 
 class _Strict(BaseModel):
@@ -128,6 +129,34 @@ Replay = create_model(
 )
 
 
+def _eval_field(name: str, **override: Any) -> tuple[Any, Any]:
+    """An EvalSpec field as the request declares it: same type, bounds, default, description."""
+    info = EvalSpec.model_fields[name]
+    annotation = override.get("annotation", info.annotation)
+    if info.metadata and "annotation" not in override:
+        annotation = Annotated[(annotation, *info.metadata)]
+    default = info.get_default(call_default_factory=True) if not info.is_required() else ...
+    return annotation, Field(default, description=override.get("description", info.description))
+
+
+# A task eval (ReplayFT extra): the engine's EvalSpec with its file named by id
+Eval = create_model(
+    "Eval",
+    __base__=_Strict,
+    __doc__="A task eval scored before training, at each checkpoint and at the end; its "
+    "metrics are eval/<name>/accuracy (and accuracy_norm for multiple_choice), correct, total.",
+    **{
+        name: _eval_field(name)
+        for name in EvalSpec.model_fields
+        if name not in ("file", "pattern", "max_tokens")
+    },
+    # unset, not 256: a multiple_choice eval that sets max_tokens is refused
+    max_tokens=_optional(EvalSpec, "max_tokens"),
+    file=_eval_field("file", annotation=FileId, description="An `evals` file id."),
+    pattern=_eval_field("pattern", annotation=db_string(1000) | None),
+)
+
+
 class TrainingRequest(BaseModel):
     """The fields a fine-tuning job and a sweep of jobs share: what to train, on what, how."""
 
@@ -139,6 +168,12 @@ class TrainingRequest(BaseModel):
     metadata: dict[MetadataKey, MetadataValue] | None = None
     method: Method | None = None
     hyperparameters: Hyperparameters | None = Field(None, description="Deprecated OpenAI form.")
+    evals: list[Eval] | None = Field(
+        None,
+        max_length=EVAL_LIMIT,
+        description="ReplayFT extra: task evals (files of purpose `evals`) scored before "
+        "training, at each checkpoint and at the end.",
+    )
 
 
 class JobCreate(TrainingRequest):
@@ -172,11 +207,42 @@ class LossSpike(BaseModel):
     duration: int | None = None
 
 
+class EvalSummary(BaseModel):
+    """One task eval's score on the base model (step 0) and at its last run (the end)."""
+
+    kind: Literal["generation", "multiple_choice"]
+    generic: bool = Field(description="Marked `generic`: a measure of forgetting.")
+    initial_accuracy: float | None = None
+    final_accuracy: float | None = None
+    accuracy_change: float | None = Field(None, description="final - initial.")
+    initial_accuracy_norm: float | None = Field(None, description="multiple_choice only.")
+    final_accuracy_norm: float | None = None
+    accuracy_norm_change: float | None = None
+    total: int | None = Field(None, description="Records scored.")
+    step: int | None = Field(None, description="The step of final_accuracy.")
+
+
 class JobSummary(BaseModel):
-    """ReplayFT extra: the engine's end-of-run summary, present once a job has succeeded."""
+    """ReplayFT extra: the engine's end-of-run summary, present once a job has succeeded.
+    `initial_*` are the base model's (step 0, before training), `final_*` the trained model's."""
 
     final_val_loss_target: float | None = None
     final_val_loss_generic: float | None = None
+    initial_val_loss_target: float | None = None
+    initial_val_loss_generic: float | None = None
+    target_gain: float | None = Field(
+        None,
+        description="initial_val_loss_target - final_val_loss_target: how much the target "
+        "loss fell (positive = learned).",
+    )
+    generic_change: float | None = Field(
+        None,
+        description="final_val_loss_generic - initial_val_loss_generic: how much the generic "
+        "loss rose (positive = forgetting).",
+    )
+    evals: dict[str, EvalSummary] = Field(
+        default_factory=dict, description="Each task eval before and after, by name."
+    )
     loss_spike: LossSpike | None = None
 
 
@@ -208,6 +274,9 @@ class JobPublic(BaseModel):
         "checkpoint; the status becomes `paused` once it has.",
     )
     replay: dict[str, Any] | None
+    evals: list[dict[str, Any]] | None = Field(
+        None, description="ReplayFT extra: the task evals as requested (file ids)."
+    )
     summary: JobSummary | None = None
 
 

@@ -114,6 +114,24 @@ def _replay_paths(
     return paths
 
 
+def _eval_file(session: Session, team: Team, index: int, one: Any, pending_ok: bool) -> str:
+    """The path of eval `index`'s file; a validated file of another kind is a 400 naming
+    `evals[index].kind` (one still being validated is checked when the job is prepared)."""
+    file = _data_file(
+        session=session,
+        team=team,
+        file_id=one.file,
+        purpose="evals",
+        param=f"evals[{index}].file",
+        pending_ok=pending_ok,
+    )
+    found = (file.stats or {}).get("kind")
+    if found is not None and found != one.kind:
+        param = f"evals[{index}].kind"
+        raise invalid(f"{param}: file {file.id} holds {found} records, not {one.kind}.", param)
+    return file.path
+
+
 def merged_hyperparameters(body: JobCreate) -> dict[str, Any]:
     """Top-level (deprecated) hyperparameters overlaid by method.supervised.hyperparameters;
     unset and "auto" values dropped, so the engine's defaults apply."""
@@ -192,6 +210,15 @@ def build_spec(
             ]
         spec["replay"] = replay
 
+    if body.evals:
+        spec["evals"] = [
+            {
+                **one.model_dump(exclude_none=True),
+                "file": _eval_file(session, team, i, one, pending_ok),
+            }
+            for i, one in enumerate(body.evals)
+        ]
+
     hp = merged_hyperparameters(body)
     multiplier = hp.pop("learning_rate_multiplier", None)
     if "learning_rate" not in hp and multiplier is not None:
@@ -269,6 +296,7 @@ def add_job(
         hyperparameters=merged_hyperparameters(body),
         method=body.method.model_dump(exclude_none=True) if body.method else {},
         replay_request=body.replay.model_dump(exclude_none=True) if body.replay else None,
+        evals_request=[e.model_dump(exclude_none=True) for e in body.evals] if body.evals else None,
         spec=spec,
         artifact_dir=str(settings.jobs_dir / job_id),
         result_files=[],
@@ -519,6 +547,7 @@ def to_public(job: Job, summary: dict[str, Any] | None = None) -> JobPublic:
         progress=Progress(**progress),
         pausing=job.status == "running" and job.control == "pause",
         replay=_public_replay(job),
+        evals=job.evals_request,
         summary=JobSummary.model_validate(summary) if summary else None,
     )
 

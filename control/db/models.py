@@ -103,6 +103,7 @@ class Job(Base):
     hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     method: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     replay_request: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    evals_request: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     plan: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     progress: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

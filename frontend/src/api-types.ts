@@ -660,6 +660,98 @@ export interface components {
       error: components["schemas"]["ErrorDetail"];
     };
     /**
+     * Eval
+     * @description A task eval scored before training, at each checkpoint and at the end; its metrics are eval/<name>/accuracy (and accuracy_norm for multiple_choice), correct, total.
+     */
+    Eval: {
+      /**
+       * Name
+       * @description Metric name: letters, digits, '_', '.', '-' (at most 64; starts with a letter or digit).
+       */
+      name: string;
+      /**
+       * Kind
+       * @description generation: {prompt or messages, reference}, answered greedily and scored; multiple_choice: {context, choices, label}, scored by log-likelihood.
+       * @enum {string}
+       */
+      kind: "generation" | "multiple_choice";
+      /**
+       * Scorer
+       * @description generation only; default exact_match.
+       */
+      scorer?: ("exact_match" | "contains" | "numeric" | "regex") | null;
+      /**
+       * Generic
+       * @description Measures general ability (forgetting): the job summary reports it before and after training.
+       * @default false
+       */
+      generic?: boolean;
+      /**
+       * Limit
+       * @description Score only the first `limit` records.
+       */
+      limit?: number | null;
+      /**
+       * Max Tokens
+       * @description generation only: most tokens generated per answer (default 256).
+       */
+      max_tokens?: number | null;
+      /**
+       * File
+       * @description An `evals` file id.
+       */
+      file: string;
+      /**
+       * Pattern
+       * @description regex scorer only: its first capture group (or whole match) is compared to the reference.
+       */
+      pattern?: string | null;
+    };
+    /**
+     * EvalSummary
+     * @description One task eval's score on the base model (step 0) and at its last run (the end).
+     */
+    EvalSummary: {
+      /**
+       * Kind
+       * @enum {string}
+       */
+      kind: "generation" | "multiple_choice";
+      /**
+       * Generic
+       * @description Marked `generic`: a measure of forgetting.
+       */
+      generic: boolean;
+      /** Initial Accuracy */
+      initial_accuracy?: number | null;
+      /** Final Accuracy */
+      final_accuracy?: number | null;
+      /**
+       * Accuracy Change
+       * @description final - initial.
+       */
+      accuracy_change?: number | null;
+      /**
+       * Initial Accuracy Norm
+       * @description multiple_choice only.
+       */
+      initial_accuracy_norm?: number | null;
+      /** Final Accuracy Norm */
+      final_accuracy_norm?: number | null;
+      /** Accuracy Norm Change */
+      accuracy_norm_change?: number | null;
+      /**
+       * Total
+       * @description Records scored.
+       */
+      total?: number | null;
+      /**
+       * Step
+       * @description The step of final_accuracy.
+       */
+      step?: number | null;
+    };
+    /**
      * FilePreview
      * @description The first records of a file, as stored (long strings cut), with its validation stats.
      */
@@ -849,6 +941,11 @@ export interface components {
       method?: components["schemas"]["Method"] | null;
       /** @description Deprecated OpenAI form. */
       hyperparameters?: components["schemas"]["Hyperparameters"] | null;
+      /**
+       * Evals
+       * @description ReplayFT extra: task evals (files of purpose `evals`) scored before training, at each checkpoint and at the end.
+       */
+      evals?: components["schemas"]["Eval"][] | null;
       replay?: components["schemas"]["Replay"] | null;
     };
     /** JobError */
@@ -954,17 +1051,46 @@ export interface components {
       replay: {
         [key: string]: unknown;
       } | null;
+      /**
+       * Evals
+       * @description ReplayFT extra: the task evals as requested (file ids).
+       */
+      evals?: {
+          [key: string]: unknown;
+        }[] | null;
       summary?: components["schemas"]["JobSummary"] | null;
     };
     /**
      * JobSummary
      * @description ReplayFT extra: the engine's end-of-run summary, present once a job has succeeded.
+     * `initial_*` are the base model's (step 0, before training), `final_*` the trained model's.
      */
     JobSummary: {
       /** Final Val Loss Target */
       final_val_loss_target?: number | null;
       /** Final Val Loss Generic */
       final_val_loss_generic?: number | null;
+      /** Initial Val Loss Target */
+      initial_val_loss_target?: number | null;
+      /** Initial Val Loss Generic */
+      initial_val_loss_generic?: number | null;
+      /**
+       * Target Gain
+       * @description initial_val_loss_target - final_val_loss_target: how much the target loss fell (positive = learned).
+       */
+      target_gain?: number | null;
+      /**
+       * Generic Change
+       * @description final_val_loss_generic - initial_val_loss_generic: how much the generic loss rose (positive = forgetting).
+       */
+      generic_change?: number | null;
+      /**
+       * Evals
+       * @description Each task eval before and after, by name.
+       */
+      evals?: {
+        [key: string]: components["schemas"]["EvalSummary"];
+      };
       loss_spike?: components["schemas"]["LossSpike"] | null;
     };
     /**
@@ -1270,6 +1396,11 @@ export interface components {
       method?: components["schemas"]["SweepMethod"] | null;
       /** @description Deprecated OpenAI form. */
       hyperparameters?: components["schemas"]["SweepHyperparameters"] | null;
+      /**
+       * Evals
+       * @description ReplayFT extra: task evals (files of purpose `evals`) scored before training, at each checkpoint and at the end.
+       */
+      evals?: components["schemas"]["Eval"][] | null;
       replay?: components["schemas"]["SweepReplay"] | null;
       /**
        * Replay Fractions
@@ -1728,7 +1859,7 @@ export interface operations {
           /** Format: binary */
           file: string;
           /** @enum {string} */
-          purpose: "fine-tune" | "replay";
+          purpose: "fine-tune" | "replay" | "evals";
         };
       };
     };

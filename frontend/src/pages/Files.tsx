@@ -109,6 +109,7 @@ export function FilesPage() {
           <select value={purpose} onChange={(e) => setPurpose(e.target.value)} aria-label="Purpose">
             <option value="fine-tune">fine-tune (target or validation data)</option>
             <option value="replay">replay (generic data)</option>
+            <option value="evals">evals (task evals of jobs)</option>
           </select>
         </label>
         <input
