@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     broker_url: str = Field("", description="Celery broker URL; empty = embedded SQLite broker.")
     max_upload_bytes: int = Field(1 << 30, description="Largest accepted upload, in bytes.")
     cache_dir: Path | None = Field(None, description="Engine token cache; unset = data_dir/cache.")
+    lm_eval_tasks: Path | None = Field(
+        None,
+        description="Folder of lm-eval task YAML files (local data) that jobs' lm_eval evals "
+        "may name, besides the harness's registered tasks.",
+    )
     heartbeat_timeout: float = Field(
         60.0, description="Seconds without a heartbeat after which a running job is presumed lost."
     )
@@ -171,6 +176,8 @@ class Settings(BaseSettings):
         os.environ["REPLAYFT_DATABASE_URL"] = self.database_url
         os.environ["REPLAYFT_BROKER_URL"] = self.broker_url
         os.environ["REPLAYFT_CACHE_DIR"] = str(self.cache_dir)
+        if self.lm_eval_tasks is not None:
+            os.environ["REPLAYFT_LM_EVAL_TASKS"] = str(self.lm_eval_tasks)
 
 
 _UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}

@@ -42,8 +42,8 @@ from . import generation
 from .data import DataFormatError, Problems, _check_messages, _iter_lines, _json_type
 from .models import max_sequence_length
 
-GENERATION, MULTIPLE_CHOICE = "generation", "multiple_choice"
-KINDS = (GENERATION, MULTIPLE_CHOICE)
+GENERATION, MULTIPLE_CHOICE, LM_EVAL = "generation", "multiple_choice", "lm_eval"
+KINDS = (GENERATION, MULTIPLE_CHOICE)  # the kinds an eval file holds (lm_eval brings its own data)
 GENERATION_BATCH = 16  # prompts decoded together
 CHOICE_BATCH = 32  # context+choice rows per forward pass
 
@@ -405,6 +405,8 @@ def run_eval(
     (and autocast, on GPU)."""
     if config.kind == MULTIPLE_CHOICE:
         return score_choices(records, choice_logprobs(model, tokenizer, records, device))
+    if config.kind == LM_EVAL:
+        return harness_eval(config, model, tokenizer, device)
     loaded = generation.for_model(config.name, model, tokenizer, device)
     answers = generate_answers(loaded, records, config.max_tokens)
     scorer = config.scorer or "exact_match"
@@ -413,3 +415,31 @@ def run_eval(
         for answer, record in zip(answers, records, strict=True)
     )
     return EvalResult(correct=correct, total=len(records))
+
+
+def harness_eval(config: Any, model: Any, tokenizer: Any, device: torch.device) -> EvalResult:
+    """An `lm_eval` eval: the harness's task on this model, its `acc` (and `acc_norm`) turned
+    into counts over the examples it scored."""
+    from . import harness
+
+    result = harness.evaluate_model(
+        model,
+        tokenizer,
+        device,
+        [config.task],
+        name=config.name,
+        include_path=harness.tasks_folder(),
+        max_length=max_sequence_length(model),
+        limit=config.limit,
+    )
+    values = result.tasks.get(config.task, {})
+    total = result.samples.get(config.task, 0)
+    if "acc,none" not in values:
+        found = ", ".join(sorted(k.split(",")[0] for k in values)) or "none"
+        raise ValueError(f"lm-eval task {config.task} reports no acc metric (it has: {found})")
+    norm = values.get("acc_norm,none")
+    return EvalResult(
+        correct=round(values["acc,none"] * total),
+        total=total,
+        correct_norm=None if norm is None else round(norm * total),
+    )

@@ -13,9 +13,20 @@ The result keeps the harness's numbers as they come, one dict per task:
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+TASKS_FOLDER_ENV = "REPLAYFT_LM_EVAL_TASKS"
+
+
+def tasks_folder() -> str | None:
+    """The folder of local task YAML files that jobs' `lm_eval` evals may name (the worker's
+    REPLAYFT_LM_EVAL_TASKS), besides the harness's registered tasks."""
+    return os.environ.get(TASKS_FOLDER_ENV) or None
 
 
 class HarnessMissing(RuntimeError):
@@ -41,48 +52,61 @@ class HarnessResult:
         return flat
 
 
-def run_harness(
-    model: str,
+@functools.lru_cache(maxsize=4)
+def _index(include_path: str | None, defaults: bool) -> Any:
+    """lm-eval's task index (kept: building it reads thousands of YAML files)."""
+    try:
+        from lm_eval.tasks import TaskManager
+    except ImportError as e:  # the extra is not installed
+        raise HarnessMissing(
+            "lm-eval tasks need EleutherAI's lm-eval: pip install 'replayft[evals]'"
+        ) from e
+    return TaskManager(include_path=include_path, include_defaults=defaults)
+
+
+def task_manager(tasks: list[str], include_path: str | Path | None = None) -> Any:
+    """The task index holding `tasks`: `include_path`'s YAML files alone when they have them
+    all, else with the harness's own. A task neither knows is a ValueError naming it."""
+    path = str(include_path) if include_path else None
+    manager = _index(path, False) if path else None
+    if manager is None or any(t not in manager.all_tasks for t in tasks):
+        manager = _index(path, True)
+    unknown = [t for t in tasks if t not in manager.all_tasks]
+    if unknown:
+        raise ValueError(
+            f"unknown lm-eval task(s) {', '.join(unknown)}: give a registered task or a task "
+            "YAML under the include path"
+        )
+    return manager
+
+
+def evaluate_model(
+    model: Any,
+    tokenizer: Any,
+    device: Any,
     tasks: list[str],
     *,
+    name: str = "model",
     include_path: str | Path | None = None,
-    gguf_file: str | None = None,
-    device: str | None = None,
+    max_length: int | None = None,
     batch_size: int = 8,
     limit: int | None = None,
     num_fewshot: int | None = None,
     seed: int = 0,
 ) -> HarnessResult:
-    try:
-        from lm_eval import simple_evaluate
-        from lm_eval.models.huggingface import HFLM
-        from lm_eval.tasks import TaskManager
-    except ImportError as e:  # the extra is not installed
-        raise HarnessMissing(
-            "replayft eval needs EleutherAI's lm-eval: pip install 'replayft[evals]'"
-        ) from e
+    """The harness on a model already in memory (the trainer's, at a checkpoint, or a loaded
+    one); the caller sets eval mode."""
+    manager = task_manager(tasks, include_path)
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
 
-    from .generation import load_for_generation
-
-    loaded = load_for_generation(model, gguf_file=gguf_file, device=device)
     wrapped = HFLM(
-        pretrained=loaded.model,
-        tokenizer=loaded.tokenizer,
-        device=str(loaded.device),
+        pretrained=model,
+        tokenizer=tokenizer,
+        device=str(device),
         batch_size=batch_size,
-        max_length=loaded.context_length,
+        max_length=max_length,
     )
-    manager = None
-    if include_path:  # indexing the harness's own thousands of task files takes a while
-        manager = TaskManager(include_path=str(include_path), include_defaults=False)
-    if manager is None or any(t not in manager.all_tasks for t in tasks):
-        manager = TaskManager(include_path=str(include_path) if include_path else None)
-    unknown = [t for t in tasks if t not in manager.all_tasks]
-    if unknown:
-        raise ValueError(
-            f"unknown task(s) {', '.join(unknown)}: give a registered lm-eval task or a task "
-            "YAML under --include-path"
-        )
     output = simple_evaluate(
         model=wrapped,
         tasks=tasks,
@@ -96,9 +120,41 @@ def run_harness(
         torch_random_seed=seed,
         fewshot_random_seed=seed,
     )
-    result = HarnessResult(model=model)
+    result = HarnessResult(model=name)
     for task, values in output["results"].items():
         result.tasks[task] = {k: v for k, v in values.items() if k != "alias"}
     for task, counts in output.get("n-samples", {}).items():
         result.samples[task] = int(counts.get("effective", counts.get("original", 0)))
     return result
+
+
+def run_harness(
+    model: str,
+    tasks: list[str],
+    *,
+    include_path: str | Path | None = None,
+    gguf_file: str | None = None,
+    device: str | None = None,
+    batch_size: int = 8,
+    limit: int | None = None,
+    num_fewshot: int | None = None,
+    seed: int = 0,
+) -> HarnessResult:
+    """Load `model` the way the serving process does, then `evaluate_model`."""
+    from .generation import load_for_generation
+
+    task_manager(tasks, include_path)  # an unknown task fails before the model loads
+    loaded = load_for_generation(model, gguf_file=gguf_file, device=device)
+    return evaluate_model(
+        loaded.model,
+        loaded.tokenizer,
+        loaded.device,
+        tasks,
+        name=model,
+        include_path=include_path,
+        max_length=loaded.context_length,
+        batch_size=batch_size,
+        limit=limit,
+        num_fewshot=num_fewshot,
+        seed=seed,
+    )

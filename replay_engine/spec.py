@@ -222,10 +222,20 @@ class EvalSpec(_Strict):
         description="Metric name: letters, digits, '_', '.', '-' (at most 64; starts with a "
         "letter or digit).",
     )
-    file: str = Field(description="The eval set: a JSON Lines file of one kind (see kind).")
-    kind: Literal["generation", "multiple_choice"] = Field(
+    file: str | None = Field(
+        None,
+        description="The eval set: a JSON Lines file of one kind (see kind); not for lm_eval.",
+    )
+    kind: Literal["generation", "multiple_choice", "lm_eval"] = Field(
         description="generation: {prompt or messages, reference}, answered greedily and scored; "
-        "multiple_choice: {context, choices, label}, scored by log-likelihood."
+        "multiple_choice: {context, choices, label}, scored by log-likelihood; lm_eval: a task "
+        "of EleutherAI's evaluation harness (`task`), its acc as accuracy."
+    )
+    task: str | None = Field(
+        None,
+        max_length=200,
+        description="lm_eval only: the harness's task name (registered, or a task YAML in "
+        "the worker's REPLAYFT_LM_EVAL_TASKS folder).",
     )
     scorer: Literal["exact_match", "contains", "numeric", "regex"] | None = Field(
         None, description="generation only; default exact_match."
@@ -250,7 +260,17 @@ class EvalSpec(_Strict):
     def problems(self, where: str) -> list[tuple[str, str]]:
         """Fields that do not fit together, each as (`where`.field, message)."""
         errors = []
-        if self.kind == "multiple_choice":
+        if self.kind == "lm_eval":
+            if not self.task:
+                errors.append((f"{where}.task", "an lm_eval eval names the harness's task"))
+            if self.file is not None:
+                errors.append((f"{where}.file", "lm_eval tasks bring their own data"))
+        else:
+            if self.file is None:
+                errors.append((f"{where}.file", f"a {self.kind} eval needs its file"))
+            if self.task is not None:
+                errors.append((f"{where}.task", "only for lm_eval evals"))
+        if self.kind in ("multiple_choice", "lm_eval"):
             for name in ("scorer", "pattern", "max_tokens"):
                 if name in self.model_fields_set and getattr(self, name) is not None:
                     errors.append((f"{where}.{name}", "only for generation evals"))

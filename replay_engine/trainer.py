@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from . import checkpoint as ckpt
-from . import distributed, evals, lora
+from . import distributed, evals, harness, lora
 from .data import PackedDataset, prepare_dataset
 from .flops import device_peak_flops, mfu, model_flops_per_token
 from .hooks import NoHooks, TrainingHooks
@@ -151,6 +151,13 @@ def load_eval_sets(spec: JobSpec) -> list[tuple[Any, list]]:
     fails the run before any training; a file of the wrong kind names `evals[i].kind`)."""
     sets = []
     for i, config in enumerate(spec.evals):
+        if config.kind == evals.LM_EVAL:  # the harness reads its own data; check the task exists
+            try:
+                harness.task_manager([config.task], harness.tasks_folder())
+            except (ValueError, harness.HarnessMissing) as exc:
+                raise SpecError([(f"evals[{i}].task", str(exc))]) from None
+            sets.append((config, []))
+            continue
         try:
             sets.append((config, evals.load_eval_set(config.file, config.kind, config.limit)))
         except evals.WrongKind as exc:

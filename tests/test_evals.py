@@ -207,6 +207,15 @@ def test_spec_refuses_bad_combinations():
     with pytest.raises(SpecError, match="evals: not supported with distributed.strategy fsdp"):
         parse_spec({**base, **fsdp, "evals": [gen]})
     assert parse_spec({**base, "evals": [gen, mc]}).evals[0].max_tokens == 256
+    lm = {"name": "h", "kind": "lm_eval", "task": "hellaswag"}
+    assert parse_spec({**base, "evals": [lm]}).evals[0].task == "hellaswag"
+    assert errors({**lm, "task": None}) == [
+        ("evals[0].task", "an lm_eval eval names the harness's task")
+    ]
+    assert errors({**lm, "file": "x.jsonl"})[0][0] == "evals[0].file"
+    assert errors({**lm, "scorer": "numeric"})[0][0] == "evals[0].scorer"
+    assert errors({**gen, "file": None}) == [("evals[0].file", "a generation eval needs its file")]
+    assert errors({**mc, "task": "hellaswag"})[0][0] == "evals[0].task"
 
 
 # ---------------------------------------------------------------------------- on the tiny model

@@ -103,4 +103,44 @@ def test_replayft_eval_command_prints_and_writes_results(tmp_path):
         timeout=600,
     )
     assert bad.returncode == 2
-    assert "unknown task(s) no_such_task" in bad.stderr
+    assert "unknown lm-eval task(s) no_such_task" in bad.stderr
+
+
+def test_a_run_scores_an_lm_eval_task_at_step_0_and_the_end(tmp_path, monkeypatch, cache_dir):
+    """`kind: lm_eval` on a job: the harness's task (here a local YAML, found through
+    REPLAYFT_LM_EVAL_TASKS as a worker finds it) scores the trainer's own model. At step 0 that
+    is the untrained preset, so it must score what `replayft eval` gives the preset."""
+    from replay_engine.spec import SpecError, parse_spec
+    from replay_engine.trainer import train
+
+    write_task(tmp_path)
+    monkeypatch.setenv("REPLAYFT_LM_EVAL_TASKS", str(tmp_path))
+    target = tmp_path / "target.jsonl"
+    target.write_text(
+        "".join(json.dumps({"text": f"line {i} of a small target file."}) + "\n" for i in range(40))
+    )
+    base = {
+        "model": MODEL,
+        "training_file": str(target),
+        "n_epochs": 0.3,  # 2 steps of 2 of its 13 sequences
+        "checkpoint_interval": 2,
+        "batch_size": 2,
+        "seq_len": 32,
+        "eval_sequences": 2,
+        "cache_dir": str(cache_dir),
+    }
+    lm = {"name": "local", "kind": "lm_eval", "task": "replayft_local_mc", "generic": True}
+    result = train(parse_spec({**base, "evals": [lm]}), tmp_path / "out")
+    records = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    scored = [r for r in records if "eval/local/accuracy" in r]
+    assert [r["step"] for r in scored] == [0, 2]
+    acc, acc_norm = hand_scores()
+    assert scored[0]["eval/local/accuracy"] == pytest.approx(acc)
+    assert scored[0]["eval/local/accuracy_norm"] == pytest.approx(acc_norm)
+    assert scored[0]["eval/local/total"] == len(DOCS)
+    summary = result.summary["evals"]["local"]
+    assert summary["kind"] == "lm_eval" and summary["initial_accuracy"] == pytest.approx(acc)
+
+    # a task the harness does not know fails the run before training, naming the field
+    with pytest.raises(SpecError, match="unknown lm-eval task"):
+        train(parse_spec({**base, "evals": [{**lm, "task": "nope"}]}), tmp_path / "bad")

@@ -152,7 +152,9 @@ Eval = create_model(
     },
     # unset, not 256: a multiple_choice eval that sets max_tokens is refused
     max_tokens=_optional(EvalSpec, "max_tokens"),
-    file=_eval_field("file", annotation=FileId, description="An `evals` file id."),
+    file=_eval_field(
+        "file", annotation=FileId | None, description="An `evals` file id (not for lm_eval)."
+    ),
     pattern=_eval_field("pattern", annotation=db_string(1000) | None),
 )
 
@@ -210,7 +212,7 @@ class LossSpike(BaseModel):
 class EvalSummary(BaseModel):
     """One task eval's score on the base model (step 0) and at its last run (the end)."""
 
-    kind: Literal["generation", "multiple_choice"]
+    kind: Literal["generation", "multiple_choice", "lm_eval"]
     generic: bool = Field(description="Marked `generic`: a measure of forgetting.")
     initial_accuracy: float | None = None
     final_accuracy: float | None = None

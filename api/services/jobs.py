@@ -214,7 +214,12 @@ def build_spec(
         spec["evals"] = [
             {
                 **one.model_dump(exclude_none=True),
-                "file": _eval_file(session, team, i, one, pending_ok),
+                # an lm_eval eval names no file (the spec check says so if one is given)
+                **(
+                    {"file": _eval_file(session, team, i, one, pending_ok)}
+                    if one.file and one.kind != "lm_eval"
+                    else {}
+                ),
             }
             for i, one in enumerate(body.evals)
         ]

@@ -671,10 +671,15 @@ export interface components {
       name: string;
       /**
        * Kind
-       * @description generation: {prompt or messages, reference}, answered greedily and scored; multiple_choice: {context, choices, label}, scored by log-likelihood.
+       * @description generation: {prompt or messages, reference}, answered greedily and scored; multiple_choice: {context, choices, label}, scored by log-likelihood; lm_eval: a task of EleutherAI's evaluation harness (`task`), its acc as accuracy.
        * @enum {string}
        */
-      kind: "generation" | "multiple_choice";
+      kind: "generation" | "multiple_choice" | "lm_eval";
+      /**
+       * Task
+       * @description lm_eval only: the harness's task name (registered, or a task YAML in the worker's REPLAYFT_LM_EVAL_TASKS folder).
+       */
+      task?: string | null;
       /**
        * Scorer
        * @description generation only; default exact_match.
@@ -698,9 +703,9 @@ export interface components {
       max_tokens?: number | null;
       /**
        * File
-       * @description An `evals` file id.
+       * @description An `evals` file id (not for lm_eval).
        */
-      file: string;
+      file?: string | null;
       /**
        * Pattern
        * @description regex scorer only: its first capture group (or whole match) is compared to the reference.
@@ -716,7 +721,7 @@ export interface components {
        * Kind
        * @enum {string}
        */
-      kind: "generation" | "multiple_choice";
+      kind: "generation" | "multiple_choice" | "lm_eval";
       /**
        * Generic
        * @description Marked `generic`: a measure of forgetting.

@@ -85,6 +85,18 @@ def test_a_job_carries_its_evals_into_the_spec(team, team_files, eval_files):
     assert evals[1]["generic"] is True and evals[1]["scorer"] is None
 
 
+def test_an_lm_eval_eval_names_a_task_and_no_file(team, team_files):
+    target, _ = team_files
+    job = team.create_job(_job_with(target, {"name": "hs", "kind": "lm_eval", "task": "hellaswag"}))
+    assert job["evals"] == [
+        {"name": "hs", "kind": "lm_eval", "task": "hellaswag", "generic": False}
+    ]
+    with session_scope() as session:
+        spec = session.get_one(Job, session.query(Job.pk).filter(Job.id == job["id"]).scalar())
+        [one] = spec.spec["evals"]
+    assert one["task"] == "hellaswag" and one.get("file") is None
+
+
 @pytest.mark.parametrize(
     ("evals", "param"),
     [
@@ -106,12 +118,15 @@ def test_a_job_carries_its_evals_into_the_spec(team, team_files, eval_files):
         ([{"name": "g", "file": "TARGET", "kind": "generation"}], "evals[0].file"),
         ([{"name": "g", "file": "file-nope", "kind": "generation"}], "evals[0].file"),
         ([{"name": "g", "file": "GEN", "kind": "generation", "extra": 1}], "evals[0].extra"),
+        ([{"name": "h", "kind": "lm_eval"}], "evals[0].task"),
+        ([{"name": "h", "file": "GEN", "kind": "lm_eval", "task": "hellaswag"}], "evals[0].file"),
+        ([{"name": "g", "kind": "generation"}], "evals[0].file"),
     ],
 )  # fmt: skip
 def test_bad_evals_are_a_400_naming_the_field(team, team_files, eval_files, queue, evals, param):
     target, _ = team_files
     ids = {"GEN": eval_files[0]["id"], "MC": eval_files[1]["id"], "TARGET": target}
-    evals = [{**e, "file": ids.get(e["file"], e["file"])} for e in evals]
+    evals = [{**e, "file": ids.get(e["file"], e["file"])} if "file" in e else e for e in evals]
     err = assert_error(team.post(JOBS, json=_job_with(target, *evals)), 400, param)
     if not param.endswith(".file"):  # file errors say which file, as training_file's do
         assert err["message"].startswith(param), err
