@@ -198,50 +198,58 @@ def _text_logprobs(entries: list[dict[str, Any]], offset: int) -> dict[str, Any]
     }
 
 
+def _response(
+    prefix: str,
+    model: str,
+    generation: Generation,
+    choices: list[_Collected],
+    rows: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The envelope both endpoints share: id, created, model, the choices, usage."""
+    completion_tokens = sum(c.completion_tokens for c in choices)
+    return {
+        "id": new_id(prefix),
+        "created": int(time.time()),
+        "model": model,
+        "choices": rows,
+        "usage": _usage(generation.prompt_tokens, completion_tokens),
+    }
+
+
+def _stream_head(prefix: str, kind: str, model: str) -> dict[str, Any]:
+    """The fields every SSE chunk of one response repeats."""
+    head = {"id": new_id(prefix), "object": kind, "created": int(time.time()), "model": model}
+    return head | {"system_fingerprint": None}
+
+
 async def chat_completion(
     generation: Generation, body: ChatCompletionRequest, model: str
 ) -> ChatCompletion:
     choices = await _collect(generation, body.n)
-    return ChatCompletion.model_validate(
+    rows = [
         {
-            "id": new_id("chatcmpl"),
-            "created": int(time.time()),
-            "model": model,
-            "choices": [
-                {
-                    "index": i,
-                    "message": {"role": "assistant", "content": c.text},
-                    "logprobs": _chat_logprobs(c.logprobs) if body.logprobs else None,
-                    "finish_reason": c.finish_reason,
-                }
-                for i, c in enumerate(choices)
-            ],
-            "usage": _usage(generation.prompt_tokens, sum(c.completion_tokens for c in choices)),
+            "index": i,
+            "message": {"role": "assistant", "content": c.text},
+            "logprobs": _chat_logprobs(c.logprobs) if body.logprobs else None,
+            "finish_reason": c.finish_reason,
         }
-    )
+        for i, c in enumerate(choices)
+    ]
+    return ChatCompletion.model_validate(_response("chatcmpl", model, generation, choices, rows))
 
 
 async def completion(generation: Generation, body: CompletionRequest, model: str) -> Completion:
     choices = await _collect(generation, body.n * len(body.prompts()))
-    return Completion.model_validate(
+    rows = [
         {
-            "id": new_id("cmpl"),
-            "created": int(time.time()),
-            "model": model,
-            "choices": [
-                {
-                    "index": i,
-                    "text": c.text,
-                    "logprobs": _text_logprobs(c.logprobs, 0)
-                    if body.logprobs is not None
-                    else None,
-                    "finish_reason": c.finish_reason,
-                }
-                for i, c in enumerate(choices)
-            ],
-            "usage": _usage(generation.prompt_tokens, sum(c.completion_tokens for c in choices)),
+            "index": i,
+            "text": c.text,
+            "logprobs": _text_logprobs(c.logprobs, 0) if body.logprobs is not None else None,
+            "finish_reason": c.finish_reason,
         }
-    )
+        for i, c in enumerate(choices)
+    ]
+    return Completion.model_validate(_response("cmpl", model, generation, choices, rows))
 
 
 # ---------------------------------------------------------------------------- SSE
@@ -258,8 +266,7 @@ async def chat_chunks(
 ) -> AsyncIterator[bytes]:
     """OpenAI's chat.completion.chunk events: each choice opens with the assistant role, then
     content deltas, then an empty delta with its finish_reason; usage last if asked; [DONE]."""
-    head = {"id": new_id("chatcmpl"), "object": "chat.completion.chunk"}
-    head |= {"created": int(time.time()), "model": model, "system_fingerprint": None}
+    head = _stream_head("chatcmpl", "chat.completion.chunk", model)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     usage_field = {"usage": None} if include_usage else {}
     completion_tokens = 0
@@ -296,8 +303,7 @@ async def chat_chunks(
 async def completion_chunks(
     generation: Generation, body: CompletionRequest, model: str
 ) -> AsyncIterator[bytes]:
-    head = {"id": new_id("cmpl"), "object": "text_completion"}
-    head |= {"created": int(time.time()), "model": model, "system_fingerprint": None}
+    head = _stream_head("cmpl", "text_completion", model)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     usage_field = {"usage": None} if include_usage else {}
     completion_tokens = 0
