@@ -18,6 +18,7 @@ from fastapi.routing import APIRoute
 
 from api.errors import install_error_handlers
 from api.frontend import mount_dashboard
+from api.metrics import RequestMetrics, build_registry
 from api.openapi import error_responses, install_openapi
 from api.routes import admin, completions, files, fine_tuning_jobs, health, models, sweeps
 from control.settings import get_settings
@@ -74,6 +75,8 @@ def create_app() -> FastAPI:
         generate_unique_id_function=_operation_id,
     )
     install_error_handlers(app)
+    app.state.metrics_registry = build_registry()
+    app.add_middleware(RequestMetrics, registry=app.state.metrics_registry)  # outermost: sees 500s
     app.include_router(health.router)
     v1 = APIRouter(prefix="/v1", responses=error_responses(401, 503))
     v1.include_router(files.router)

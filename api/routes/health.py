@@ -1,5 +1,6 @@
-"""Liveness (`/healthz`: the process answers) and readiness (`/readyz`: the database is
-reachable). Both are unauthenticated, for load balancers and orchestrators.
+"""Liveness (`/healthz`: the process answers), readiness (`/readyz`: the database is
+reachable) and Prometheus metrics (`/metrics`). All unauthenticated, for load balancers,
+orchestrators and scrapers.
 
 The API needs only the database: tasks go through the outbox, which the workers relay to the
 broker. So a broker outage does not make the API unready; `/readyz` still reports whether the
@@ -7,8 +8,10 @@ broker answers, for operators."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from control.db.session import get_engine
@@ -45,3 +48,12 @@ def readyz() -> JSONResponse:
         status_code=200 if ready else 503,
         headers=None if ready else {"Retry-After": "5"},
     )
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    """Prometheus text format (api/metrics.py): request counts and latency, jobs by status,
+    queue depth, running jobs' heartbeat age, tokens trained. Unauthenticated, like the health
+    checks: it names no team, file or key; expose it to the scraper's network only."""
+    body = await run_in_threadpool(generate_latest, request.app.state.metrics_registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
