@@ -20,7 +20,16 @@ from api.errors import install_error_handlers
 from api.frontend import mount_dashboard
 from api.metrics import RequestMetrics, build_registry
 from api.openapi import error_responses, install_openapi
-from api.routes import admin, completions, files, fine_tuning_jobs, health, models, sweeps
+from api.routes import (
+    admin,
+    completions,
+    files,
+    fine_tuning_jobs,
+    health,
+    models,
+    sweeps,
+    usage,
+)
 from control.settings import get_settings
 
 log = logging.getLogger("replayft.api")
@@ -85,6 +94,7 @@ def create_app() -> FastAPI:
     v1.include_router(completions.router)
     v1.include_router(sweeps.router)
     v1.include_router(admin.router)
+    v1.include_router(usage.router)
     app.include_router(v1)
     install_openapi(app)
     mount_dashboard(app)  # last: its fallback route must not shadow the API

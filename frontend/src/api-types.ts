@@ -166,6 +166,15 @@ export interface paths {
     /** Create Team */
     post: operations["admin-create_team"];
   };
+  "/v1/usage": {
+    /**
+     * Get Usage
+     * @description Jobs created and finished, trained tokens and GPU-seconds per UTC day, from
+     * `start_date` (default: 30 days before `end_date`) to `end_date` (default: today). Without
+     * `team_name` the caller's team; an admin key may name another team, or `*` for every team.
+     */
+    get: operations["usage-get_usage"];
+  };
 }
 
 export type webhooks = Record<string, never>;
@@ -1254,6 +1263,22 @@ export interface components {
        */
       has_more?: boolean;
     };
+    /** ListResponse[UsageDay] */
+    ListResponse_UsageDay_: {
+      /**
+       * Object
+       * @default list
+       * @constant
+       */
+      object?: "list";
+      /** Data */
+      data: components["schemas"]["UsageDay"][];
+      /**
+       * Has More
+       * @default false
+       */
+      has_more?: boolean;
+    };
     /**
      * LossSpike
      * @description The initial rise of train_loss_target above its first value (the engine's SpikeTracker).
@@ -1767,6 +1792,57 @@ export interface components {
       completion_tokens: number;
       /** Total Tokens */
       total_tokens: number;
+    };
+    /** UsageDay */
+    UsageDay: {
+      /**
+       * Object
+       * @default usage.day
+       * @constant
+       */
+      object?: "usage.day";
+      /** Team Id */
+      team_id: string;
+      /** Team */
+      team: string;
+      /**
+       * Date
+       * @description UTC day, YYYY-MM-DD.
+       */
+      date: string;
+      /**
+       * Jobs Created
+       * @default 0
+       */
+      jobs_created?: number;
+      /**
+       * Jobs Succeeded
+       * @description Jobs that finished this day, by final status.
+       * @default 0
+       */
+      jobs_succeeded?: number;
+      /**
+       * Jobs Failed
+       * @default 0
+       */
+      jobs_failed?: number;
+      /**
+       * Jobs Cancelled
+       * @default 0
+       */
+      jobs_cancelled?: number;
+      /**
+       * Trained Tokens
+       * @description Tokens trained by jobs that succeeded this day.
+       * @default 0
+       */
+      trained_tokens?: number;
+      /**
+       * Gpu Seconds
+       * @description Training time x processes (GPUs; a CPU job counts its one process) of jobs that finished this day, and of running ones so far on today's row.
+       * @default 0
+       */
+      gpu_seconds?: number;
     };
   };
   responses: never;
@@ -3418,6 +3494,63 @@ export interface operations {
       };
       /** @description Conflicts with the object's current state, or a reused Idempotency-Key. */
       409: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description The service cannot answer now (database unreachable or saturated): retry after `Retry-After` seconds. */
+      503: {
+        headers: {
+          /** @description seconds to wait */
+          "Retry-After"?: number;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+    };
+  };
+  /**
+   * Get Usage
+   * @description Jobs created and finished, trained tokens and GPU-seconds per UTC day, from
+   * `start_date` (default: 30 days before `end_date`) to `end_date` (default: today). Without
+   * `team_name` the caller's team; an admin key may name another team, or `*` for every team.
+   */
+  "usage-get_usage": {
+    parameters: {
+      query?: {
+        start_date?: string | null;
+        end_date?: string | null;
+        team_name?: string | null;
+      };
+    };
+    responses: {
+      /** @description Successful Response */
+      200: {
+        content: {
+          "application/json": components["schemas"]["ListResponse_UsageDay_"];
+        };
+      };
+      /** @description Invalid request: `error.param` names the field. */
+      400: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description Missing, unknown or revoked API key. */
+      401: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description This key may not do this (the admin endpoints need an admin key). */
+      403: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description No such object for this team. */
+      404: {
         content: {
           "application/json": components["schemas"]["ErrorResponse"];
         };
