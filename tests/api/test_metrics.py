@@ -75,3 +75,23 @@ def test_jobs_queue_depth_heartbeats_and_tokens_follow_the_database(client, team
     done = scrape(client)
     assert delta(after, done, "replayft_trained_tokens_total") == 12345
     assert done[("replayft_running_job_heartbeat_age_seconds", ())] == 0  # none running now
+
+
+def test_the_grafana_dashboard_queries_only_series_the_service_exports(client, team):
+    import json
+    import re
+    from pathlib import Path
+
+    board = json.loads(
+        (Path(__file__).parents[2] / "deploy" / "grafana-dashboard.json").read_text()
+    )
+    exprs = [t["expr"] for panel in board["panels"] for t in panel["targets"]]
+    queried = {
+        re.sub(r"_(bucket|count|sum)$", "", m)
+        for e in exprs
+        for m in re.findall(r"replayft_\w+", e)
+    }
+    team.get("/v1/files")  # so the labelled request series have a child to export
+    exported = {name for name, _ in scrape(client)}
+    exported |= {re.sub(r"_(bucket|count|sum|created)$", "", n) for n in exported}
+    assert queried and queried <= exported, queried - exported
