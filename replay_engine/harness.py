@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 TASKS_FOLDER_ENV = "REPLAYFT_LM_EVAL_TASKS"
+NOT_SCORES = {"sample_len", "sample_count"}  # counts the harness reports beside its metrics
 
 
 def tasks_folder() -> str | None:
@@ -46,7 +47,9 @@ class HarnessResult:
         for task, values in self.tasks.items():
             for key, value in values.items():
                 name = key.split(",", 1)[0]
-                if "stderr" in name or not isinstance(value, int | float) or math.isnan(value):
+                if name in NOT_SCORES or "stderr" in name:
+                    continue
+                if not isinstance(value, int | float) or math.isnan(value):
                     continue
                 flat[f"harness/{task}/{name}"] = float(value)
         return flat
