@@ -96,7 +96,10 @@ function pointLabelPlugin(series: SeriesStyle[]): uPlot.Plugin {
             const x = u.valToPos(xv, "x", true);
             const y = u.valToPos(yv, "y", true);
             if (!Number.isFinite(x) || !Number.isFinite(y)) return;
-            ctx.fillText(s.label, x + 7 * devicePixelRatio, y - 6 * devicePixelRatio);
+            // right of the point, or left of it where the label would leave the plot
+            const right = x + 7 * devicePixelRatio + ctx.measureText(s.label).width <= u.bbox.left + u.bbox.width;
+            ctx.textAlign = right ? "left" : "right";
+            ctx.fillText(s.label, right ? x + 7 * devicePixelRatio : x - 7 * devicePixelRatio, y - 6 * devicePixelRatio);
           });
         });
         ctx.restore();

@@ -6,6 +6,7 @@ import {
   forgetting,
   formatAccuracy,
   formatChange,
+  paddedRange,
   tradeoffData,
   tradeoffPoint,
   tradeoffYOptions,
@@ -139,5 +140,14 @@ describe("the trade-off plot", () => {
       [null, null],
       [null, 0.05],
     ]);
+  });
+});
+
+describe("paddedRange", () => {
+  it("widens the span on both sides, a single value by its size, zero by one", () => {
+    expect(paddedRange([2, 4])).toEqual([1.8, 4.2]);
+    expect(paddedRange([8])).toEqual([7.2, 8.8]);
+    expect(paddedRange([0])).toEqual([-1, 1]);
+    expect(paddedRange([])).toBeUndefined();
   });
 });

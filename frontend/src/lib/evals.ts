@@ -231,3 +231,13 @@ export function tradeoffData(points: [number | null, number | null][]): Aligned 
   });
   return [xs, ...columns];
 }
+
+/** An axis range around `values` with `share` of their span (or of their size, for one value)
+ * on each side, so points at the ends are not drawn on the plot's edge; undefined when empty. */
+export function paddedRange(values: number[], share = 0.1): [number, number] | undefined {
+  if (values.length === 0) return undefined;
+  const lo = Math.min(...values);
+  const hi = Math.max(...values);
+  const pad = (hi - lo) * share || Math.abs(lo) * share || 1;
+  return [lo - pad, hi + pad];
+}

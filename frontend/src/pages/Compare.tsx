@@ -17,6 +17,7 @@ import {
   TRADEOFF_X,
   forgetting,
   formatChange,
+  paddedRange,
   tradeoffData,
   tradeoffPoint,
   tradeoffYOptions,
@@ -208,6 +209,7 @@ export function ComparePage() {
                 data={tradeoff}
                 xLabel={TRADEOFF_X[tradeX]}
                 integerX={false}
+                xRange={paddedRange(tradeoff[0])}
                 labelPoints
                 yLabel={yLabel}
                 series={series.map((s) => ({ ...s, pointsOnly: true }))}
