@@ -174,3 +174,22 @@ def test_spread_of_a_curve_through_every_point_is_zero_width():
     spread = multiplier_spread(xs, losses, 3.05, 3.1)
     assert spread.low == pytest.approx(value) and spread.high == pytest.approx(value)
     assert multiplier_spread(xs, losses, 3.05, 3.1, seed=0) == spread  # deterministic
+
+
+def test_each_configuration_carries_its_eval_scores_and_generic_change():
+    members = [
+        *references(FLAN_REFERENCE),
+        configuration(0.0, 3.65354, generic_change=0.42, eval_scores={"gsm8k": 0.1, "mc": 0.5}),
+        configuration(0.25, 3.51, generic_change=0.08, eval_scores={"gsm8k": 0.2, "mc": 0.625}),
+        configuration(0.5, 3.55),  # a run without evals (or a summary from before them)
+    ]
+    report = build_report("sweep-evals", members)
+    assert report["eval_names"] == ["gsm8k", "mc"]
+    assert row(report, 0.0)["generic_change"] == 0.42
+    assert row(report, 0.0)["eval_scores"] == {"gsm8k": 0.1, "mc": 0.5}
+    assert row(report, 0.25)["generic_change"] == 0.08
+    assert row(report, 0.25)["eval_scores"] == {"gsm8k": 0.2, "mc": 0.625}
+    assert row(report, 0.5)["generic_change"] is None and row(report, 0.5)["eval_scores"] == {}
+    # the multiplier sits beside them, as before
+    assert row(report, 0.25)["multiplier"] == pytest.approx(1.87, abs=0.01)
+    assert "generic_change" in report["explain"] and "eval_scores" in report["explain"]

@@ -147,6 +147,11 @@ class SweepReport(BaseModel):
     reference: dict[str, Any]
     baseline: dict[str, Any] | None
     configurations: list[dict[str, Any]]
+    eval_names: list[str] = Field(
+        default_factory=list,
+        description="The task evals of the members, by name: each configuration's "
+        "`eval_scores` maps them to its final accuracy, beside its `generic_change`.",
+    )
     recommendation: dict[str, Any] | None
     notes: list[str]
     explain: dict[str, str] = Field(

@@ -46,6 +46,10 @@ EXPLAIN = {
     "target data): 'worth this many times the target data'. Above 1: replay helped.",
     "multiplier_interval": "The middle 90% of the multiplier when the reference curve is refit "
     "to its own scatter (a residual bootstrap); wide means the reference runs cannot pin it down.",
+    "generic_change": "Final minus initial validation loss on generic data (the base model's at "
+    "step 0): above 0, the run forgot some of what the base model knew; replay should keep it low.",
+    "eval_scores": "Each task eval's final accuracy (the share of its records answered right), "
+    "by eval name; evals marked generic measure forgetting, the others the target task.",
     "loss_spike_height": "How far the training loss on target data rose above its first value "
     "early in fine-tuning, before coming back down (the paper's loss spike); replay dampens it.",
 }
@@ -83,6 +87,8 @@ class MemberResult:
     target_sequences: int | None = None  # unique target training sequences (the plan's T)
     final_val_loss_target: float | None = None
     final_val_loss_generic: float | None = None
+    generic_change: float | None = None  # final - initial generic val loss (+: forgetting)
+    eval_scores: dict[str, float | None] | None = None  # final accuracy per task eval name
     loss_spike: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     progress: dict[str, Any] | None = None
@@ -145,6 +151,8 @@ def _member_core(m: MemberResult) -> dict[str, Any]:
         "status": m.status,
         "final_val_loss_target": m.final_val_loss_target,
         "final_val_loss_generic": m.final_val_loss_generic,
+        "generic_change": m.generic_change,
+        "eval_scores": dict(m.eval_scores or {}),
         "error": m.error,
         "progress": None if m.status in TERMINAL else m.progress,
     }
@@ -326,6 +334,7 @@ def build_report(sweep_id: str, members: list[MemberResult]) -> dict[str, Any]:
         "reference": reference,
         "baseline": baseline,
         "configurations": configurations,
+        "eval_names": sorted({name for m in members for name in (m.eval_scores or {})}),
         "recommendation": recommendation,
         "notes": notes,
         "explain": EXPLAIN,

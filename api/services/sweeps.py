@@ -362,6 +362,11 @@ def member_results(session: Session, sweep: Sweep) -> list[MemberResult]:
                 target_sequences=(job.plan or {}).get("target_sequences"),
                 final_val_loss_target=summary.get("final_val_loss_target"),
                 final_val_loss_generic=summary.get("final_val_loss_generic"),
+                generic_change=summary.get("generic_change"),
+                eval_scores={
+                    name: entry.get("final_accuracy")
+                    for name, entry in (summary.get("evals") or {}).items()
+                },
                 loss_spike=summary.get("loss_spike"),
                 error=job.error,
                 progress=job.progress,

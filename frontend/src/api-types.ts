@@ -1689,6 +1689,11 @@ export interface components {
       configurations: {
           [key: string]: unknown;
         }[];
+      /**
+       * Eval Names
+       * @description The task evals of the members, by name: each configuration's `eval_scores` maps them to its final accuracy, beside its `generic_change`.
+       */
+      eval_names?: string[];
       /** Recommendation */
       recommendation: {
         [key: string]: unknown;

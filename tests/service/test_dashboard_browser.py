@@ -193,10 +193,19 @@ def test_sign_in_upload_train_watch_download_compare(
     assert job["replay"]["target_stage2_allocation"] == 0.8, job["replay"]
     assert job["suffix"] == "browser-r25", job
 
-    # a second job through the API, for the comparison
-    other = team.create_job(
-        team.tiny_job(target["id"], job["replay"]["dataset"], fraction=0.5, n_epochs=0.4)
+    # a second job through the API, for the comparison; it carries a generic multiple-choice
+    # eval, for its Evals panel and the compare page's trade-off plot
+    sky = tmp_path / "sky.jsonl"
+    questions = [("The sky is", [" blue", " loud"]), ("Two and two make", [" four", " green"])]
+    sky.write_text(
+        "".join(json.dumps({"context": c, "choices": o, "label": 0}) + "\n" for c, o in questions)
     )
+    other_body = team.tiny_job(target["id"], job["replay"]["dataset"], fraction=0.5, n_epochs=0.4)
+    other_body["evals"] = [
+        {"name": "sky", "file": team.processed_file(sky, "evals")["id"],
+         "kind": "multiple_choice", "generic": True},
+    ]  # fmt: skip
+    other = team.create_job(other_body)
 
     # --- watch it: live progress, then succeeded, with charts that have data
     page.locator(".badge", has_text="succeeded").first.wait_for(timeout=JOB_TIMEOUT_S * 1000)
@@ -341,6 +350,35 @@ def test_sign_in_upload_train_watch_download_compare(
         f"{last_eval * 4 * 64}"
     )
     shot(page, "06-compare")
+    # the trade-off: each run's target metric against its generic one; the generic eval offered
+    page.wait_for_function(
+        "document.querySelector('[data-testid=compare-tradeoff]')?.dataset.points > 0"
+    )
+    page.get_by_label("Trade-off y").select_option("eval:sky")
+    page.wait_for_url("**ty=eval%3Asky**")
+    page.wait_for_function(
+        "document.querySelector('[data-testid=compare-tradeoff]')?.dataset.points == 1"
+    )
+
+    # --- the job with an eval: its Evals panel, before and after, and its accuracy chart
+    summary = team.job(other["id"])["summary"]
+    page.goto(f"{url}/jobs/{other['id']}")
+    panel = page.get_by_test_id("evals-panel")
+    panel.locator('tr[data-eval="sky"]').wait_for()
+    sky_row = summary["evals"]["sky"]
+    accuracy = text_of(page, "eval-accuracy-sky")
+    percent = lambda v: f"{round(v * 100, 1):g}%"  # noqa: E731
+    expected = f"{percent(sky_row['initial_accuracy'])} → {percent(sky_row['final_accuracy'])}"
+    assert accuracy == expected, (accuracy, sky_row)
+    assert "multiple choice" in panel.inner_text() and "generic" in panel.inner_text()
+    assert points(page, "chart-evals") >= 2  # step 0 and the end, at least
+    shot(page, "07-job-evals")
+    gain = text_of(page, "target-gain")
+    assert float(gain) == pytest.approx(summary["target_gain"], abs=1e-4), gain
+    # the job without evals has no panel, but its target gain all the same
+    page.goto(f"{url}/jobs/{job_id}")
+    page.get_by_test_id("target-gain").wait_for()
+    assert page.get_by_test_id("evals-panel").count() == 0
 
     # --- a job that is not there: a way back
     page.goto(f"{url}/jobs/ftjob-does-not-exist")

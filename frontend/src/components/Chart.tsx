@@ -46,6 +46,8 @@ export interface ChartProps {
   syncKey?: string;
   /** ticks at whole numbers only (steps); default: when the x axis is "step" */
   integerX?: boolean;
+  /** write each series' label beside each of its points (a scatter of named runs) */
+  labelPoints?: boolean;
 }
 
 // tick spacings uPlot may choose from on a whole-number axis: 1, 2, 5, 10, 20, 50, ...
@@ -78,6 +80,34 @@ function markerPlugin(markers: { current: Marker[] }): uPlot.Plugin {
   };
 }
 
+function pointLabelPlugin(series: SeriesStyle[]): uPlot.Plugin {
+  return {
+    hooks: {
+      draw: (u: uPlot) => {
+        const ctx = u.ctx;
+        ctx.save();
+        ctx.font = `${11 * devicePixelRatio}px system-ui, sans-serif`;
+        series.forEach((s, k) => {
+          const ys = u.data[k + 1];
+          ctx.fillStyle = s.color;
+          u.data[0].forEach((xv, j) => {
+            const yv = ys?.[j];
+            if (yv === null || yv === undefined) return;
+            const x = u.valToPos(xv, "x", true);
+            const y = u.valToPos(yv, "y", true);
+            if (!Number.isFinite(x) || !Number.isFinite(y)) return;
+            // right of the point, or left of it where the label would leave the plot
+            const right = x + 7 * devicePixelRatio + ctx.measureText(s.label).width <= u.bbox.left + u.bbox.width;
+            ctx.textAlign = right ? "left" : "right";
+            ctx.fillText(s.label, right ? x + 7 * devicePixelRatio : x - 7 * devicePixelRatio, y - 6 * devicePixelRatio);
+          });
+        });
+        ctx.restore();
+      },
+    },
+  };
+}
+
 export function Chart(props: ChartProps) {
   const { title, data, series, xLabel = "step", yLabel, markers = [], height = 260 } = props;
   const holder = useRef<HTMLDivElement>(null);
@@ -95,6 +125,7 @@ export function Chart(props: ChartProps) {
     props.xTicks,
     props.syncKey,
     props.integerX,
+    props.labelPoints,
   ]);
 
   useEffect(() => {
@@ -104,7 +135,7 @@ export function Chart(props: ChartProps) {
     const opts: uPlot.Options = {
       width: Math.max(200, el.clientWidth),
       height,
-      plugins: [markerPlugin(markerRef)],
+      plugins: [markerPlugin(markerRef), ...(props.labelPoints ? [pointLabelPlugin(series)] : [])],
       cursor: { focus: { prox: 16 }, ...(props.syncKey ? { sync: { key: props.syncKey } } : {}) },
       legend: { live: true },
       scales: {

@@ -1,7 +1,10 @@
 // Compare: pick jobs (kept in the URL, ?jobs=a,b&x=tokens), overlay their validation and training
 // curves on a chosen x axis (steps, tokens, target epochs or training time: a replay run takes
 // more steps for the same target data, so steps alone mislead), plot the final target
-// validation loss against the replay fraction, and list the settings in which the runs differ.
+// validation loss against the replay fraction, plot each run's target metric against its generic
+// metric (the trade-off replay moves: ?tx=final_target|target_gain,
+// ?ty=generic_change|final_generic|eval:<generic eval>), and list the settings in which the runs
+// differ.
 
 import { useMemo } from "react";
 import { Link, useSearchParams } from "react-router-dom";
@@ -10,6 +13,16 @@ import { useClient } from "../auth";
 import { Chart } from "../components/Chart";
 import { Empty, ErrorNote, Loading, StatusBadge } from "../components/ui";
 import { usePolled } from "../hooks";
+import {
+  TRADEOFF_X,
+  forgetting,
+  formatChange,
+  paddedRange,
+  tradeoffData,
+  tradeoffPoint,
+  tradeoffYOptions,
+  type TradeoffX,
+} from "../lib/evals";
 import { formatLoss, formatMethod, formatSchedule } from "../lib/format";
 import {
   PALETTE,
@@ -56,6 +69,7 @@ export function ComparePage() {
   const [params, setParams] = useSearchParams();
   const ids = params.get("jobs")?.split(",").filter(Boolean) ?? [];
   const axis = (params.get("x") ?? "step") as XAxis;
+  const tradeX = (params.get("tx") === "target_gain" ? "target_gain" : "final_target") as TradeoffX;
   const jobs = usePolled(() => client.jobs({ limit: 100 }), [client]);
   const runs = usePolled<Run[]>(
     () =>
@@ -114,6 +128,13 @@ export function ComparePage() {
   const scatter = useMemo(() => lossVsFraction(finals), [runs.data]);
   const differing = useMemo(() => differingSettings(loaded.map((r) => ({ settings: settingsOf(r.job) }))), [runs.data]);
   const xLabel = X_AXES[axis] ?? "step";
+  const tradeRuns = loaded.map((r) => ({ records: r.records, summary: r.job.summary, requested: r.job.evals }));
+  const yOptions = useMemo(() => tradeoffYOptions(tradeRuns), [runs.data]);
+  const tradeY = yOptions.find(([k]) => k === params.get("ty"))?.[0] ?? "generic_change";
+  const tradePoints = useMemo(() => tradeRuns.map((run) => tradeoffPoint(run, tradeX, tradeY)), [runs.data, tradeX, tradeY]);
+  const tradeoff = useMemo(() => tradeoffData(tradePoints), [tradePoints]);
+  const losses = useMemo(() => tradeRuns.map((run) => forgetting(run.records, run.summary)), [runs.data]);
+  const yLabel = yOptions.find(([k]) => k === tradeY)?.[1] ?? tradeY;
 
   return (
     <section>
@@ -166,9 +187,40 @@ export function ComparePage() {
                 series={[{ label: "job", color: "#1c7ed6", pointsOnly: true }]}
                 height={220}
               />
+              <div className="filters" role="group" aria-label="Trade-off axes">
+                <label>
+                  <span className="muted small">target (x)</span>{" "}
+                  <select aria-label="Trade-off x" value={tradeX}
+                    onChange={(e) => update({ tx: e.target.value === "final_target" ? null : e.target.value })}>
+                    {(Object.keys(TRADEOFF_X) as TradeoffX[]).map((k) => <option key={k} value={k}>{TRADEOFF_X[k]}</option>)}
+                  </select>
+                </label>
+                <label>
+                  <span className="muted small">generic (y)</span>{" "}
+                  <select aria-label="Trade-off y" value={tradeY}
+                    onChange={(e) => update({ ty: e.target.value === "generic_change" ? null : e.target.value })}>
+                    {yOptions.map(([k, label]) => <option key={k} value={k}>{label}</option>)}
+                  </select>
+                </label>
+              </div>
+              <Chart
+                title="Target against generic: the trade-off replay moves (one point per run)"
+                testId="compare-tradeoff"
+                data={tradeoff}
+                xLabel={TRADEOFF_X[tradeX]}
+                integerX={false}
+                xRange={paddedRange(tradeoff[0])}
+                labelPoints
+                yLabel={yLabel}
+                series={series.map((s) => ({ ...s, pointsOnly: true }))}
+                height={260}
+              />
               <table className="table" aria-label="Compared jobs">
                 <thead>
-                  <tr><th>Job</th><th>Status</th><th className="num">Replay r</th><th className="num">Val loss (target)</th></tr>
+                  <tr>
+                    <th>Job</th><th>Status</th><th className="num">Replay r</th><th className="num">Val loss (target)</th>
+                    <th className="num">Target gain</th><th className="num">Generic change</th>
+                  </tr>
                 </thead>
                 <tbody>
                   {loaded.map((r, i) => (
@@ -184,6 +236,8 @@ export function ComparePage() {
                         {formatLoss(finals[i].finalLoss)}{" "}
                         <span className="muted small">{finals[i].live ? "latest" : "final"}</span>
                       </td>
+                      <td className="num">{formatChange(losses[i]?.targetGain)}</td>
+                      <td className="num" data-testid="compare-generic-change">{formatChange(losses[i]?.genericChange)}</td>
                     </tr>
                   ))}
                 </tbody>

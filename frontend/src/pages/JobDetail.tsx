@@ -1,8 +1,9 @@
 // One job (deep link /jobs/<id>): live progress, loss and LR charts with the initial loss spike
 // and the stage transition marked, what the job ran with (files, knobs, the resulting model and
 // how to use it, Clone), the events log, checkpoints with their metrics and a download button,
-// and cancel / pause / resume. Live data comes from the job's SSE stream (read with fetch, so the
-// key travels in a header): metric records, events, the job on a change of status and its
+// the target gain and generic change against the base model, the task evals (a table and their
+// accuracy over the eval records), and cancel / pause / resume. Live data comes from the job's
+// SSE stream (read with fetch, so the key travels in a header): metric records, events, the job on a change of status and its
 // progress as it moves; the stream replays the job's history, so reconnecting loses nothing.
 
 import { useCallback, useEffect, useMemo, useRef, useState } from "react";
@@ -19,6 +20,7 @@ import {
 } from "../api";
 import { useClient, useOnError } from "../auth";
 import { Chart, type Marker } from "../components/Chart";
+import { EvalsPanel, ForgettingLine } from "../components/Evals";
 import { CopyButton, Empty, ErrorNote, Loading, ProgressBar, StatusBadge } from "../components/ui";
 import {
   formatCount,
@@ -342,6 +344,7 @@ export function JobDetailPage() {
         {job.pausing && (
           <p className="muted small">Pausing: the worker saves a checkpoint at its next step, then the job is paused.</p>
         )}
+        <ForgettingLine records={records} summary={job.summary} />
         {spike && (
           <p className="muted small" data-testid="spike">
             {spike.height > 0 ? (
@@ -476,6 +479,7 @@ export function JobDetailPage() {
           height={180}
         />
       </div>
+      <EvalsPanel records={records} summary={job.summary} requested={job.evals} syncKey={`job-${jobId}`} />
       <div className="two-col">
         <div className="card">
           <h2>Checkpoints</h2>

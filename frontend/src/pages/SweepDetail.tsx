@@ -1,7 +1,8 @@
 // One sweep's data-efficiency report (deep link /sweeps/<id>): the recommended replay fraction and
 // why, final target loss against replay fraction, the fitted reference curve L(x) with every
-// configuration placed at its equivalent amount of target data x_eq, the multipliers table and
-// the member jobs. While members run, the report is partial and refreshes itself.
+// configuration placed at its equivalent amount of target data x_eq, the multipliers table (with
+// each configuration's generic change and task eval scores beside its multiplier) and the member
+// jobs. While members run, the report is partial and refreshes itself.
 
 import { useMemo, useState } from "react";
 import { Link, useParams } from "react-router-dom";
@@ -9,6 +10,7 @@ import { useClient, useOnError } from "../auth";
 import { Chart, type Marker } from "../components/Chart";
 import { Empty, ErrorNote, Loading, ProgressBar, StatusBadge } from "../components/ui";
 import { usePolled } from "../hooks";
+import { formatAccuracy, formatChange } from "../lib/evals";
 import { formatLoss } from "../lib/format";
 import { SWEEP_FINISHED, sweepsApi, type Fit, type Sweep, type SweepReport } from "../sweeps/api";
 import { configLabel, lossByFraction, powerOfTwoTicks, referenceChart } from "../sweeps/charts";
@@ -63,6 +65,7 @@ export function SweepDetailPage() {
   );
   const report = loaded.data?.report ?? null;
   const sweep = loaded.data?.sweep ?? null;
+  const evalNames = report?.eval_names ?? [];
   const byFraction = useMemo(() => (report ? lossByFraction(report.configurations) : null), [report]);
   const reference = useMemo(() => (report ? referenceChart(report) : null), [report]);
   const xRange: [number, number] | undefined =
@@ -208,6 +211,12 @@ export function SweepDetailPage() {
               <th className="num" title={report.explain?.loss_spike_height}>Loss spike height <Explain text={report.explain?.loss_spike_height} /></th>
               <th className="num" title={report.explain?.x_eq}>x_eq <Explain text={report.explain?.x_eq} /></th>
               <th className="num" title={report.explain?.multiplier}>Multiplier over r=0 <Explain text={report.explain?.multiplier} /></th>
+              <th className="num" title={report.explain?.generic_change}>Generic change <Explain text={report.explain?.generic_change} /></th>
+              {evalNames.map((name) => (
+                <th key={name} className="num" title={report.explain?.eval_scores}>
+                  <span className="mono">{name}</span> accuracy
+                </th>
+              ))}
               <th>Job</th>
             </tr>
           </thead>
@@ -239,6 +248,10 @@ export function SweepDetailPage() {
                     </div>
                   )}
                 </td>
+                <td className="num" data-testid={`generic-change-${c.replay_fraction}`}>{formatChange(c.generic_change)}</td>
+                {evalNames.map((name) => (
+                  <td key={name} className="num" data-eval={name}>{formatAccuracy(c.eval_scores?.[name])}</td>
+                ))}
                 <td><Link className="mono small" to={`/jobs/${c.job_id}`}>{c.job_id}</Link></td>
               </tr>
             ))}

@@ -37,6 +37,10 @@ interface MemberRow {
   status: JobStatus;
   final_val_loss_target: number | null;
   final_val_loss_generic: number | null;
+  /** final - initial generic val loss (positive: forgetting) */
+  generic_change?: number | null;
+  /** final accuracy per task eval name (the report's eval_names) */
+  eval_scores?: Record<string, number | null>;
   error: { message: string } | null;
 }
 
