@@ -21,6 +21,14 @@ from servicekit import (
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # fail fast instead of waiting on an unreachable hub
 
+# Under pytest-xdist (`-n 2`, the README's test command) two test processes share the cores: each
+# computes on one thread, and so do the processes it starts (they inherit the environment), so
+# that two torch runs side by side do not fight over the same cores. Set before torch is imported.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if XDIST_WORKER:
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_name, "1")
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 # Two tiers: `pytest -m "not slow"` runs in a few minutes on 2 cores; the whole suite adds every
@@ -30,10 +38,37 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEPLOYMENT_FIXTURES = {"service", "sqlite_service", "deployment"}
 
 
+# Under `-n 2 --dist loadfile --no-loadscope-reorder` (the README's test command) xdist hands out
+# whole test files (so module fixtures are built once) in the order of the collection, which is
+# changed here so that the longest files start first and neither worker is left running one
+# long file alone at the end. Each worker that runs a test on `service` starts its own
+# deployment (its own database, Redis index, ports and temp folders; tests/servicekit.py).
+# (`--dist loadgroup` would keep the service tests on one deployment, but it does not group on
+# pytest 9.2: pytest-dev/pytest-xdist#1386.) Seconds from one run of the command, 2026-12-04.
+LONGEST_FIRST = (
+    "tests/service/test_service_multinode.py",  # 230 s
+    "tests/test_readme.py",  # 200 s
+    "tests/service/test_service_jobs.py",  # 150 s
+    "tests/reliability/test_embedded_worker.py",  # 130 s
+    "tests/service/test_service_lora.py",  # 100 s
+    "tests/service/test_service_sweeps.py",  # 90 s
+    "tests/service/test_dashboard_browser.py",  # 90 s
+)
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
-        if DEPLOYMENT_FIXTURES & set(item.fixturenames):
+        # tests/api's `deployment` is the fast in-process app, not a deployment of processes
+        in_process = item.path.parent.name == "api"
+        if not in_process and DEPLOYMENT_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.slow)
+    if XDIST_WORKER:
+
+        def rank(item) -> int:
+            path = item.nodeid.split("::")[0]
+            return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+        items.sort(key=rank)  # stable: the order within a file is kept
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,8 @@ from replay_engine.mixture import TARGET, Mixture
 from replay_engine.spec import parse_spec
 from replay_engine.trainer import prepare, train
 
-SEQ_LEN, BATCH = 128, 8
+# 64-token sequences: half the compute of 128 per step, the same batch structure (8 slots)
+SEQ_LEN, BATCH = 64, 8
 
 pytestmark = pytest.mark.slow  # every test here trains a model (or reads a trained one)
 
@@ -53,6 +54,11 @@ def pretrained(tmp_path_factory, generic_files, cache_dir):
             "learning_rate": 3e-3,
             "cache_dir": str(cache_dir),
             "lr_scheduler": {"type": "wsd", "warmup_ratio": 0.1, "decay_ratio": 0.2},
+            # 5 evals of 16 sequences (the defaults, every 2 steps x 64, cost more than training)
+            # and one checkpoint besides the final one
+            "eval_interval": 10,
+            "eval_sequences": 16,
+            "checkpoint_interval": 20,
         }
     )
     result = train(spec, out)
@@ -62,9 +68,10 @@ def pretrained(tmp_path_factory, generic_files, cache_dir):
 @pytest.fixture(scope="module")
 def finetune_spec(pretrained, generic_files, tmp_path_factory, gsm8k_file, cache_dir):
     data_dir = tmp_path_factory.mktemp("gsm8k")
-    # 60 problems: 32 steps, a checkpoint every 10, so a stop at 13 and a kill after step 10
-    # both leave 19+ steps to resume (this run is trained three times: keep it short)
-    target = gsm8k_file(data_dir / "train.jsonl", n=60)
+    # 30 problems in 64-token sequences: 32 steps, a checkpoint every 10, so a stop at 13 and a
+    # kill after step 10 both leave 19+ steps to resume (this run is trained three times: keep
+    # it short)
+    target = gsm8k_file(data_dir / "train.jsonl", n=30)
     _, result, _ = pretrained
     return {
         "model": str(result.final_checkpoint),
@@ -248,19 +255,21 @@ def test_sigkill_and_rerun_matches_uninterrupted(finetuned, finetune_spec, tmp_p
 
 
 def test_midtraining_switches_stage_at_transition(tmp_path, generic_files, gsm8k_file, cache_dir):
-    target = gsm8k_file(tmp_path / "t.jsonl", n=60)
+    steps = 40
+    target = gsm8k_file(tmp_path / "t.jsonl", n=30)  # in 64-token rows: as 60 were in 128
     spec = parse_spec(
         {
             "model": "replayft/llama-tiny",
             "training_file": str(target),
             "replay": {"dataset": generic_files, "fraction": 0.5, "target_stage2_allocation": 0.5},
-            "total_steps": 40,
+            "total_steps": steps,
             "n_epochs": 2,
             "batch_size": BATCH,
             "seq_len": SEQ_LEN,
             "cache_dir": str(cache_dir),
             "learning_rate": 3e-3,
-            "eval_interval": 20,
+            "eval_interval": steps,
+            "eval_sequences": 8,
         }
     )
     plan = prepare(spec).plan
@@ -269,10 +278,10 @@ def test_midtraining_switches_stage_at_transition(tmp_path, generic_files, gsm8k
     result = train(spec, tmp_path / "run")
     records = train_records(tmp_path / "run")
     stages = [r["stage"] for r in records]
-    assert stages == [1] * transition + [2] * (40 - transition)
+    assert stages == [1] * transition + [2] * (steps - transition)
     stage2_target = {r["target_sequences"] for r in records[transition:]}
     assert stage2_target == {4}  # (1 - r) * 8
     stage1_target = sum(r["target_sequences"] for r in records[:transition])
     w1 = plan.stages[0].target_weight
     assert abs(stage1_target - w1 * BATCH * transition) <= 0.5
-    assert result.steps_completed == 40
+    assert 0 < transition < steps and result.steps_completed == steps

@@ -12,6 +12,7 @@ import time
 
 import pytest
 from servicekit import (
+    RUN_TOKEN,
     TERMINAL,
     RedisServer,
     Service,
@@ -23,6 +24,9 @@ from servicekit import (
 )
 
 RUN_JOB = "replayft.run_job"
+# marks this test's deployment, so that its teardown ends only what it started: the session's
+# `service`, when this test process has started it, carries the bare RUN_TOKEN and lives on
+TAG = f"{RUN_TOKEN}-broker-outage"
 
 
 @pytest.fixture
@@ -35,6 +39,7 @@ def outage_service(tmp_path, cache_dir):
     broker.start()
     db_name = create_database()
     env = service_env(
+        TAG,
         REPLAYFT_DATA_DIR=tmp_path / "data",
         REPLAYFT_DATABASE_URL=database_url(db_name),
         REPLAYFT_BROKER_URL=f"{broker.url}/0",
@@ -55,7 +60,7 @@ def outage_service(tmp_path, cache_dir):
     finally:
         svc.stop()
         broker.kill()
-        end_survivors()
+        end_survivors(TAG)
         drop_database(db_name)
 
 

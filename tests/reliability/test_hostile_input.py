@@ -32,6 +32,10 @@ from servicekit import (
 
 from replay_engine.spec import JobSpec, SpecError, parse_spec
 
+# the postgresql half runs on the session's `service` (through request.getfixturevalue): under
+# xdist, on the worker that holds it (tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("session-deployment")
+
 SWEEPS = "/v1/sweeps"
 NUL = "\x00"
 WORKER_MAX_STEPS = 5  # the SQLite deployment's files worker: a tiny 1-epoch job plans ~25
