@@ -53,6 +53,10 @@ LONGEST_FIRST = (
     "tests/service/test_service_lora.py",  # 100 s
     "tests/service/test_service_sweeps.py",  # 90 s
     "tests/service/test_dashboard_browser.py",  # 90 s
+    "tests/test_gpu_mfu_script.py",  # 80 s
+    "tests/service/test_service_evals.py",  # 60 s
+    "tests/test_cli.py",  # 60 s
+    "tests/test_harness.py",  # 60 s
 )
 
 
