@@ -38,10 +38,11 @@ def get_usage(
     `start_date` (default: 30 days before `end_date`) to `end_date` (default: today). Without
     `team_name` the caller's team; an admin key may name another team, or `*` for every team."""
     end = end_date or dt.datetime.now(dt.UTC).date()
-    start = start_date or end - dt.timedelta(days=30)
-    for name, day in (("end_date", end), ("start_date", start)):
-        if not FIRST_DAY <= day <= LAST_DAY:
-            raise invalid(f"{name}: between {FIRST_DAY} and {LAST_DAY}.", name)
+    if not FIRST_DAY <= end <= LAST_DAY:  # before the default start is computed from it
+        raise invalid(f"end_date: between {FIRST_DAY} and {LAST_DAY}.", "end_date")
+    start = start_date or max(FIRST_DAY, end - dt.timedelta(days=30))
+    if not FIRST_DAY <= start <= LAST_DAY:
+        raise invalid(f"start_date: between {FIRST_DAY} and {LAST_DAY}.", "start_date")
     if start > end:
         raise invalid("start_date: after end_date.", "start_date")
     if (end - start).days >= MAX_DAYS:

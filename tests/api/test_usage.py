@@ -71,5 +71,8 @@ def test_bad_windows_are_a_400_naming_the_field(team):
     assert_error(team.get(USAGE, params={"start_date": "2020-01-01", "end_date": "2026-01-01"}),
                  400, "start_date")  # fmt: skip
     assert_error(team.get(USAGE, params={"end_date": "9999-12-31"}), 400, "end_date")
+    assert_error(team.get(USAGE, params={"end_date": "0001-01-01"}), 400, "end_date")
+    assert_error(team.get(USAGE, params={"start_date": "0001-01-01"}), 400, "start_date")
+    assert team.get(USAGE, params={"end_date": "1970-01-05"}).status_code == 200
     assert_error(team.get(USAGE, params={"start_date": "yesterday"}), 400, "start_date")
     assert_error(team.get(USAGE, params={"team_name": "a\x00b"}), 400, "team_name")

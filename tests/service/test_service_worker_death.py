@@ -11,7 +11,9 @@ def test_killed_worker_job_resumes_from_its_checkpoint(service, team: Team, team
     assert len(running) == 1, "the session should have exactly one training worker here"
     doomed = running[0]
 
-    job = team.create_job(team.tiny_job(*team_files, n_epochs=0.8, seed=5))  # ~26 steps
+    # ~100 steps: long enough to be seen running past a checkpoint on an idle machine (26 steps
+    # ran in 4 s, between two looks)
+    job = team.create_job(team.tiny_job(*team_files, n_epochs=3, seed=5))
     job_id = job["id"]
 
     # wait for a checkpoint, then for a step past it, so some work after the checkpoint is lost
