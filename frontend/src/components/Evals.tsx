@@ -49,7 +49,9 @@ export function EvalsPanel({
     [records, rows],
   );
   if (rows.length === 0) return null;
-  const anyNorm = rows.some((r) => r.kind === "multiple_choice");
+  // multiple-choice and lm_eval evals report a length-normalised accuracy too
+  const hasNorm = (r: (typeof rows)[number]) => r.initialAccuracyNorm !== null || r.finalAccuracyNorm !== null;
+  const anyNorm = rows.some(hasNorm);
   return (
     <div className="card" data-testid="evals-panel">
       <h2>Evals</h2>
@@ -78,7 +80,7 @@ export function EvalsPanel({
               <td className="num">{r.accuracyChange === null ? "—" : `${formatChange(r.accuracyChange * 100, 1)} pts`}</td>
               {anyNorm && (
                 <td className="num">
-                  {r.kind === "multiple_choice" ? `${formatAccuracy(r.initialAccuracyNorm)} → ${formatAccuracy(r.finalAccuracyNorm)}` : "—"}
+                  {hasNorm(r) ? `${formatAccuracy(r.initialAccuracyNorm)} → ${formatAccuracy(r.finalAccuracyNorm)}` : "—"}
                 </td>
               )}
               {anyNorm && (

@@ -90,7 +90,8 @@ export function evalRows(
     const finalAccuracy = pick(done?.final_accuracy, acc.last);
     const initialAccuracyNorm = pick(done?.initial_accuracy_norm, norm.first);
     const finalAccuracyNorm = pick(done?.final_accuracy_norm, norm.last);
-    const askedKind = asked?.kind === "generation" || asked?.kind === "multiple_choice" ? asked.kind : null;
+    const askedKind =
+      asked?.kind === "generation" || asked?.kind === "multiple_choice" || asked?.kind === "lm_eval" ? asked.kind : null;
     const kind = done?.kind ?? askedKind ?? (norm.last !== null ? "multiple_choice" : acc.last !== null ? "generation" : null);
     return {
       name,
