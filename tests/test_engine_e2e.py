@@ -186,6 +186,16 @@ def test_checkpoint_format(finetuned):
         logits = model(ids).logits
     assert logits.shape[-1] == model.config.vocab_size and torch.isfinite(logits).all()
 
+    # what `vllm serve <checkpoint>` relies on: the folder's own chat template renders a chat
+    # prompt exactly as our serving process does
+    from replay_engine.generation import encode_chat, load_for_generation
+
+    assert tokenizer.chat_template, "a checkpoint carries its chat template"
+    messages = [{"role": "user", "content": "What is 2 + 3?"}]
+    rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    ours = encode_chat(load_for_generation(str(final), device="cpu"), messages)
+    assert tokenizer(rendered, add_special_tokens=False)["input_ids"] == ours
+
 
 class StopAt:
     def __init__(self, step):
