@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from servicekit import JOB_TIMEOUT_S, JOBS, TINY, Team, dashboard_browser
 
 UI_TIMEOUT_MS = 30_000
@@ -470,9 +471,18 @@ def test_pause_resume_and_cancel_a_running_job_from_its_page(
     # a pruned checkpoint's event no longer offers it; the newest one's does
     page.locator("[data-removed-step]").first.wait_for(timeout=JOB_TIMEOUT_S * 1000)
     removed = int(page.locator("[data-removed-step]").first.get_attribute("data-removed-step"))
-    kept = [c["step_number"] for c in team.list_all(f"{JOBS}/{job['id']}/checkpoints")]
-    assert removed not in kept and kept and max(kept) > removed, (removed, kept)
-    page.get_by_role("button", name=f"Download the step {max(kept)} checkpoint").wait_for()
+    # the job trains on meanwhile, so the newest checkpoint may be replaced (and pruned) between
+    # listing it and the page showing it: look again until the page offers the newest one
+    deadline = time.monotonic() + 60
+    while True:
+        kept = [c["step_number"] for c in team.list_all(f"{JOBS}/{job['id']}/checkpoints")]
+        assert removed not in kept and kept and max(kept) > removed, (removed, kept)
+        button = page.get_by_role("button", name=f"Download the step {max(kept)} checkpoint")
+        try:
+            button.wait_for(timeout=5000)
+            break
+        except PlaywrightTimeout:
+            assert time.monotonic() < deadline, f"no download button for step {max(kept)}"
 
     # pause: "Pausing…" at once, the button disabled until the worker has checkpointed
     page.get_by_role("button", name="Pause", exact=True).click()
