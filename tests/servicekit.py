@@ -97,6 +97,22 @@ class Proc:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def wait_for_log(self, needle: str, timeout: float, diagnostics: Callable[[], str]) -> None:
+        """Until `needle` shows in the log (a worker's " ready." line, say)."""
+        deadline = time.monotonic() + timeout
+        while needle not in self.log_text():
+            if not self.alive:
+                raise AssertionError(f"{self.name} exited before {needle!r}\n{diagnostics()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {needle!r} from {self.name} in {timeout}s\n{diagnostics()}")
+            time.sleep(0.2)
+
     def tail(self, lines: int = 40) -> str:
         try:
             text = self.log_path.read_text(errors="replace")
@@ -494,14 +510,17 @@ class Service:
         self.api = self._start("api", "api", "--host", "127.0.0.1", "--port", str(self.port))
         wait_ready(self.url, self.api, 120, self.diagnostics)
 
-    def start_worker(self, queues: str = "training,files") -> Proc:
-        """A `replayft worker` with one process; `training_workers` lists those that train."""
+    def start_worker(self, queues: str = "training,files", *, wait: bool = False) -> Proc:
+        """A `replayft worker` with one process; `training_workers` lists those that train.
+        With `wait`, returns once Celery says the worker is ready to take tasks."""
         kind = "worker" if "training" in queues else "files-worker"
         worker = self._start(
             f"{kind}{len(self.workers) + 1}", "worker", "--queues", queues, "--concurrency", "1"
         )
         worker.queues = queues.split(",")
         self.workers.append(worker)
+        if wait:
+            worker.wait_for_log(" ready.", 120, self.diagnostics)
         return worker
 
     def start_inference(self) -> str:

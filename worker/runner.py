@@ -552,6 +552,7 @@ def run_job(job_id: str) -> str | None:
             status = session.scalar(select(Job.status).where(Job.id == job_id))
         # queued but leased: its previous worker is still stopping (pause then quick resume)
         return RETRY_LATER if status == "queued" else None
+    log.info("job %s: claimed by %s", job_id, owner)
 
     with session_scope() as session:
         job = session.scalar(select(Job).where(Job.id == job_id))
