@@ -166,6 +166,13 @@ export interface paths {
     /** Create Team */
     post: operations["admin-create_team"];
   };
+  "/v1/admin/teams/{team_id}": {
+    /**
+     * Update Team
+     * @description Set a team's limits: the fields given in `limits` (null: back to the default).
+     */
+    patch: operations["admin-update_team"];
+  };
   "/v1/usage": {
     /**
      * Get Usage
@@ -948,6 +955,12 @@ export interface components {
       suffix?: string | null;
       /** Seed */
       seed?: number | null;
+      /**
+       * Priority
+       * @description ReplayFT extra: order among the team's own queued jobs (higher starts first). Between teams the scheduler shares workers fairly, whatever the priorities.
+       * @default 0
+       */
+      priority?: number;
       /** Metadata */
       metadata?: {
         [key: string]: string;
@@ -1044,6 +1057,11 @@ export interface components {
       trained_tokens: number | null;
       /** Seed */
       seed: number;
+      /**
+       * Priority
+       * @default 0
+       */
+      priority?: number;
       /** Estimated Finish */
       estimated_finish: number | null;
       /** Integrations */
@@ -1345,6 +1363,13 @@ export interface components {
        */
       description?: string | null;
     };
+    /** MonthUsage */
+    MonthUsage: {
+      /** Tokens */
+      tokens: number;
+      /** Gpu Hours */
+      gpu_hours: number;
+    };
     /** Progress */
     Progress: {
       /**
@@ -1419,6 +1444,12 @@ export interface components {
       suffix?: string | null;
       /** Seed */
       seed?: number | null;
+      /**
+       * Priority
+       * @description ReplayFT extra: order among the team's own queued jobs (higher starts first). Between teams the scheduler shares workers fairly, whatever the priorities.
+       * @default 0
+       */
+      priority?: number;
       /** Metadata */
       metadata?: {
         [key: string]: string;
@@ -1718,6 +1749,33 @@ export interface components {
       /** Name */
       name: string;
     };
+    /**
+     * TeamLimits
+     * @description A team's share of the pool (control.limits); null = no limit of the team's own, the
+     * deployment's default (REPLAYFT_TEAM_*) applies.
+     */
+    TeamLimits: {
+      /**
+       * Max Running Jobs
+       * @description Its jobs training at once; more wait queued.
+       */
+      max_running_jobs?: number | null;
+      /**
+       * Max Queued Jobs
+       * @description Its jobs waiting (validating_files, queued, paused); more are refused (429).
+       */
+      max_queued_jobs?: number | null;
+      /**
+       * Monthly Tokens
+       * @description Tokens trained per UTC month; then 429 until it ends.
+       */
+      monthly_tokens?: number | null;
+      /**
+       * Monthly Gpu Hours
+       * @description GPU-hours (training time x processes) per UTC month; then 429 until it ends.
+       */
+      monthly_gpu_hours?: number | null;
+    };
     /** TeamPublic */
     TeamPublic: {
       /** Id */
@@ -1732,6 +1790,17 @@ export interface components {
       name: string;
       /** Created At */
       created_at: number;
+      /** @description the team's own limits (null: the default applies) */
+      limits: components["schemas"]["TeamLimits"];
+      /** @description what applies: its own, else the default */
+      effective_limits: components["schemas"]["TeamLimits"];
+      /** @description what counts against the monthly limits now */
+      month_usage: components["schemas"]["MonthUsage"];
+    };
+    /** TeamUpdate */
+    TeamUpdate: {
+      /** @description the limits to change: a field given is set (null: back to the default), one left out is kept */
+      limits: components["schemas"]["TeamLimits"];
     };
     /** TextChoice */
     TextChoice: {
@@ -2247,6 +2316,16 @@ export interface operations {
       };
       /** @description Conflicts with the object's current state, or a reused Idempotency-Key. */
       409: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description A limit of the team's is reached (`error.param` names it); `Retry-After` says when it clears, where that is known. */
+      429: {
+        headers: {
+          /** @description seconds to wait */
+          "Retry-After"?: number;
+        };
         content: {
           "application/json": components["schemas"]["ErrorResponse"];
         };
@@ -3044,6 +3123,16 @@ export interface operations {
           "application/json": components["schemas"]["ErrorResponse"];
         };
       };
+      /** @description A limit of the team's is reached (`error.param` names it); `Retry-After` says when it clears, where that is known. */
+      429: {
+        headers: {
+          /** @description seconds to wait */
+          "Retry-After"?: number;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
       /** @description The service cannot answer now (database unreachable or saturated): retry after `Retry-After` seconds. */
       503: {
         headers: {
@@ -3499,6 +3588,64 @@ export interface operations {
       };
       /** @description Conflicts with the object's current state, or a reused Idempotency-Key. */
       409: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description The service cannot answer now (database unreachable or saturated): retry after `Retry-After` seconds. */
+      503: {
+        headers: {
+          /** @description seconds to wait */
+          "Retry-After"?: number;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+    };
+  };
+  /**
+   * Update Team
+   * @description Set a team's limits: the fields given in `limits` (null: back to the default).
+   */
+  "admin-update_team": {
+    parameters: {
+      path: {
+        team_id: string;
+      };
+    };
+    requestBody: {
+      content: {
+        "application/json": components["schemas"]["TeamUpdate"];
+      };
+    };
+    responses: {
+      /** @description Successful Response */
+      200: {
+        content: {
+          "application/json": components["schemas"]["TeamPublic"];
+        };
+      };
+      /** @description Invalid request: `error.param` names the field. */
+      400: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description Missing, unknown or revoked API key. */
+      401: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description This key may not do this (the admin endpoints need an admin key). */
+      403: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description No such object for this team. */
+      404: {
         content: {
           "application/json": components["schemas"]["ErrorResponse"];
         };

@@ -184,6 +184,13 @@ export class Client {
     return data as T;
   }
 
+  // --- usage and, for admin keys, teams with their limits
+  usage = (params: { start_date?: string; end_date?: string; team_name?: string } = {}) => {
+    const query = new URLSearchParams(Object.entries(params).filter(([, v]) => v) as [string, string][]);
+    return this.request<List<Schemas["UsageDay"]>>("GET", `/v1/usage?${query}`);
+  };
+  teams = () => this.request<List<Schemas["TeamPublic"]>>("GET", "/v1/admin/teams");
+
   // --- models and files
   models = () => this.request<List<Model>>("GET", "/v1/models");
   files = () => this.request<List<FileObject>>("GET", "/v1/files");

@@ -396,6 +396,18 @@ def test_sign_in_upload_train_watch_download_compare(
     assert page.evaluate("document.documentElement.scrollWidth") <= 800
     page.set_viewport_size({"width": 1440, "height": 900})
 
+    # --- Usage: the team's totals over the last 30 days, as GET /v1/usage counts them
+    page.get_by_role("navigation").get_by_role("link", name="Usage").click()
+    row = page.get_by_role("table", name="Usage by team").locator(f"tr[data-team='{team.name}']")
+    row.wait_for()
+    days = team.ok(team.get("/v1/usage"))["data"]
+    cells = row.locator("td").all_inner_texts()
+    assert cells[1:3] == [
+        str(sum(d.get("jobs_created", 0) for d in days)),
+        str(sum(d.get("jobs_succeeded", 0) for d in days)),
+    ], (cells, days)
+    assert page.get_by_role("table", name="Team limits").count() == 0  # not an admin key
+
     # --- sign out clears the key
     page.get_by_role("button", name="Sign out").click()
     page.get_by_label("API key").wait_for()

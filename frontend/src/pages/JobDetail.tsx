@@ -392,6 +392,7 @@ export function JobDetailPage() {
             <div><dt>Batch size</dt><dd data-testid="setting-batch-size">{String(hp.batch_size ?? "—")}</dd></div>
             <div><dt>Sequence length</dt><dd data-testid="setting-seq-len">{String(hp.seq_len ?? "—")}</dd></div>
             <div><dt>Seed</dt><dd data-testid="setting-seed">{job.seed}</dd></div>
+            <div><dt>Priority</dt><dd data-testid="setting-priority">{job.priority ?? 0}</dd></div>
             <div><dt>Suffix</dt><dd data-testid="setting-suffix">{job.suffix ?? "—"}</dd></div>
           </dl>
         </div>
