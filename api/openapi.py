@@ -30,6 +30,8 @@ DESCRIPTIONS = {
     404: "No such object for this team.",
     409: "Conflicts with the object's current state, or a reused Idempotency-Key.",
     413: "The upload is larger than the server's limit (REPLAYFT_MAX_UPLOAD_BYTES).",
+    429: "A limit of the team's is reached (`error.param` names it); `Retry-After` says when it "
+    "clears, where that is known.",
     503: "The service cannot answer now (database unreachable or saturated): retry after "
     "`Retry-After` seconds.",
 }
@@ -42,7 +44,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     out: dict[int | str, dict[str, Any]] = {}
     for code in codes:
         out[code] = {"model": ErrorResponse, "description": DESCRIPTIONS[code]}
-        if code == 503:
+        if code in (429, 503):
             out[code]["headers"] = _RETRY_AFTER
     return out
 

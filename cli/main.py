@@ -222,8 +222,11 @@ def worker_argv(queues: str, concurrency: int, loglevel: str = "INFO") -> list[s
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from control.settings import get_settings
+    from worker import metrics
 
-    get_settings().export_env()  # before the Celery app reads the settings
+    settings = get_settings()
+    settings.export_env()  # before the Celery app reads the settings
+    metrics.prepare(settings.worker_metrics_port)  # before anything imports prometheus-client
     from worker.app import celery_app
 
     celery_app.worker_main(worker_argv(args.queues, args.concurrency, args.loglevel))

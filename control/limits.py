@@ -9,13 +9,32 @@ A job's exact step count is known only once its data is tokenized (the files wor
   file's token count (recorded by upload validation) packs into: an estimate;
 - on the resolved plan, exactly, before the job is queued for training.
 Either way the answer names the setting to change (its engine field path) and the limit.
+
+Per-team limits share the pool between teams. Each is a `teams` column, set by an admin
+(`PATCH /v1/admin/teams/{id}`), or else the deployment's default (`REPLAYFT_TEAM_*`); unset means
+no limit:
+- `max_running_jobs`: how many of its jobs train at once. The scheduler (control.scheduling)
+  leaves the rest queued; nothing is refused.
+- `max_queued_jobs`: how many wait (validating_files, queued, paused). A submission past it is a
+  429 naming the limit; it clears as jobs start, so no Retry-After can be promised.
+- `monthly_tokens`, `monthly_gpu_hours`: what its jobs trained on this UTC calendar month (a job
+  counts in the month it finished, a running one in the current month: `month_usage`). Once spent,
+  submissions are 429s with Retry-After at the start of next month. A job already admitted runs
+  to its end, so a month may overshoot by the jobs running when the quota ran out.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import math
-from typing import TYPE_CHECKING
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from control.db.models import Job, Team
 from control.settings import Settings
 
 if TYPE_CHECKING:
@@ -77,3 +96,109 @@ def estimated_steps(spec: JobSpec, target_tokens: int | None) -> int | None:
         return resolve_plan(spec, max(1, sequences), 1).total_steps
     except (SpecError, OverflowError, ValueError):
         return None
+
+
+# ---------------------------------------------------------------------------- per team
+TEAM_LIMITS = ("max_running_jobs", "max_queued_jobs", "monthly_tokens", "monthly_gpu_hours")
+WAITING_STATUSES = ("validating_files", "queued", "paused")
+
+
+def team_limits(team: Team, settings: Settings) -> dict[str, int | float | None]:
+    """The team's effective limits: its own, else the deployment's default."""
+    return {
+        name: getattr(team, name)
+        if getattr(team, name) is not None
+        else getattr(settings, f"team_{name}")
+        for name in TEAM_LIMITS
+    }
+
+
+def job_processes(spec: dict[str, Any] | None) -> int:
+    """GPU processes a job occupies (processes per machine x machines)."""
+    distributed = (spec or {}).get("distributed") or {}
+    return int(distributed.get("gpus_per_node", 1)) * int(distributed.get("nodes", 1))
+
+
+def month_start(at: float) -> int:
+    day = dt.datetime.fromtimestamp(at, dt.UTC)
+    return int(dt.datetime(day.year, day.month, 1, tzinfo=dt.UTC).timestamp())
+
+
+def next_month_start(at: float) -> int:
+    day = dt.datetime.fromtimestamp(at, dt.UTC)
+    year, month = (day.year + 1, 1) if day.month == 12 else (day.year, day.month + 1)
+    return int(dt.datetime(year, month, 1, tzinfo=dt.UTC).timestamp())
+
+
+def month_usage(session: Session, team_id: str, at: float | None = None) -> dict[str, float]:
+    """{"tokens", "gpu_hours"} the team's jobs trained this UTC month: each finished job in the
+    month it finished (its trained tokens, or the tokens it had seen when it failed or was
+    cancelled), each running one so far."""
+    at = time.time() if at is None else at
+    start = month_start(at)
+    jobs = session.execute(
+        select(
+            Job.status, Job.trained_tokens, Job.progress, Job.spec, Job.started_at, Job.finished_at
+        ).where(
+            Job.team_id == team_id,
+            Job.started_at.is_not(None),
+            or_(Job.finished_at >= start, Job.status == "running"),
+        )
+    )
+    tokens, seconds = 0, 0.0
+    for status, trained, progress, spec, started, finished in jobs:
+        if status == "succeeded":
+            tokens += trained or 0
+        else:
+            tokens += int((progress or {}).get("tokens_seen") or 0)
+        end = finished if finished is not None else at
+        seconds += max(0.0, end - max(started, start)) * job_processes(spec)
+    return {"tokens": tokens, "gpu_hours": seconds / 3600}
+
+
+@dataclass
+class LimitReached:
+    """A team limit a submission runs into: the 429's `param`, message and Retry-After."""
+
+    limit: str
+    message: str
+    retry_after: int | None = None
+
+
+def submission_limit(
+    session: Session, team: Team, settings: Settings, *, new_jobs: int = 1
+) -> LimitReached | None:
+    """Whether `team` may submit `new_jobs` more jobs now."""
+    limits = team_limits(team, settings)
+    queued_cap = limits["max_queued_jobs"]
+    if queued_cap is not None:
+        waiting = session.scalar(
+            select(func.count(Job.pk)).where(
+                Job.team_id == team.id, Job.status.in_(WAITING_STATUSES)
+            )
+        )
+        if waiting + new_jobs > queued_cap:
+            return LimitReached(
+                "max_queued_jobs",
+                f"team {team.name} has {waiting} jobs waiting to run and may have at most "
+                f"{queued_cap}; submit again once some have started, or cancel some.",
+            )
+    if limits["monthly_tokens"] is None and limits["monthly_gpu_hours"] is None:
+        return None
+    at = time.time()
+    used = month_usage(session, team.id, at)
+    retry_after = max(1, next_month_start(at) - int(at))
+    for name, key, unit, shown in (
+        ("monthly_tokens", "tokens", "tokens", "{:,.0f}"),
+        ("monthly_gpu_hours", "gpu_hours", "GPU-hours", "{:,.2f}"),
+    ):
+        quota = limits[name]
+        if quota is not None and used[key] >= quota:
+            return LimitReached(
+                name,
+                f"team {team.name} has used {shown.format(used[key])} of its "
+                f"{shown.format(quota)} {unit} this month; submissions resume when the month "
+                f"ends (UTC).",
+                retry_after,
+            )
+    return None

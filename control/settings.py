@@ -57,6 +57,30 @@ class Settings(BaseSettings):
         description="Most tokens one job may train on (steps x batch_size x seq_len); a request "
         "over it is refused (400).",
     )
+    team_max_running_jobs: int | None = Field(
+        None,
+        ge=1,
+        description="Default for each team: most of its jobs training at once (more wait in "
+        "the queue); unset = no limit. A team's own value (admin API) overrides it.",
+    )
+    team_max_queued_jobs: int | None = Field(
+        None,
+        ge=1,
+        description="Default for each team: most of its jobs waiting (validating_files, queued "
+        "or paused); a submission past it is refused with 429. Unset = no limit.",
+    )
+    team_monthly_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Default for each team: tokens it may train on per UTC calendar month; a "
+        "submission once it is spent is refused with 429 until the month ends. Unset = no limit.",
+    )
+    team_monthly_gpu_hours: float | None = Field(
+        None,
+        gt=0,
+        description="Default for each team: GPU-hours (training time x processes) per UTC "
+        "calendar month, enforced like team_monthly_tokens. Unset = no limit.",
+    )
     sqlite_busy_timeout: float = Field(
         60.0, description="Seconds a SQLite writer waits for another one before 'locked'."
     )
@@ -105,6 +129,15 @@ class Settings(BaseSettings):
         gt=0,
         description="A partial upload (files/.upload-*) not written to for this long belongs to "
         "no live request (a killed API) and is removed, at start-up and then periodically.",
+    )
+
+    worker_metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Port at which each worker serves its Prometheus metrics (tasks, training "
+        "steps and tokens, GPUs through NVML), summed over its processes; unset = none. One "
+        "port per worker on a machine.",
     )
 
     inference_url: str = Field(

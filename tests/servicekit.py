@@ -110,7 +110,9 @@ class Proc:
             if not self.alive:
                 raise AssertionError(f"{self.name} exited before {needle!r}\n{diagnostics()}")
             if time.monotonic() > deadline:
-                raise AssertionError(f"no {needle!r} from {self.name} in {timeout}s\n{diagnostics()}")
+                raise AssertionError(
+                    f"no {needle!r} from {self.name} in {timeout}s\n{diagnostics()}"
+                )
             time.sleep(0.2)
 
     def tail(self, lines: int = 40) -> str:
@@ -501,21 +503,34 @@ class Service:
         self._n = 0
         self._admin_key: str | None = None
 
-    def _start(self, name: str, *args: str) -> Proc:
+    def _start(self, name: str, *args: str, env: dict[str, str] | None = None) -> Proc:
         self._n += 1
         log = self.root / f"{self._n:02d}-{name}.log"
-        return Proc(name, ["cli.main", *args], self.env, log, cwd=self.root)
+        return Proc(name, ["cli.main", *args], {**self.env, **(env or {})}, log, cwd=self.root)
 
     def start_api(self) -> None:
         self.api = self._start("api", "api", "--host", "127.0.0.1", "--port", str(self.port))
         wait_ready(self.url, self.api, 120, self.diagnostics)
 
-    def start_worker(self, queues: str = "training,files", *, wait: bool = False) -> Proc:
+    def start_worker(
+        self,
+        queues: str = "training,files",
+        *,
+        wait: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> Proc:
         """A `replayft worker` with one process; `training_workers` lists those that train.
-        With `wait`, returns once Celery says the worker is ready to take tasks."""
+        With `wait`, returns once Celery says the worker is ready to take tasks; `env` adds
+        settings of this worker's own."""
         kind = "worker" if "training" in queues else "files-worker"
         worker = self._start(
-            f"{kind}{len(self.workers) + 1}", "worker", "--queues", queues, "--concurrency", "1"
+            f"{kind}{len(self.workers) + 1}",
+            "worker",
+            "--queues",
+            queues,
+            "--concurrency",
+            "1",
+            env=env,
         )
         worker.queues = queues.split(",")
         self.workers.append(worker)

@@ -21,6 +21,9 @@ that nobody consumes. Results are not stored: state lives in the service's datab
 
 from __future__ import annotations
 
+import os
+import time
+
 from celery import Celery
 from kombu import Exchange, Queue
 
@@ -162,8 +165,33 @@ def _on_child_start(**_kwargs) -> None:
     get_engine().dispose(close=False)
 
 
+_task_started: dict[str, float] = {}  # task id -> monotonic start, in the process running it
+
+
+def _on_task_start(task_id: str | None = None, **_kwargs) -> None:
+    _task_started[task_id] = time.monotonic()
+
+
+def _on_task_end(task_id: str | None = None, task=None, state: str | None = None, **_kw) -> None:
+    from worker import metrics
+
+    started = _task_started.pop(task_id, None)
+    if task is not None and started is not None:
+        metrics.task_finished(task.name, state or "unknown", time.monotonic() - started)
+
+
+def _on_child_exit(pid: int | None = None, **_kwargs) -> None:
+    from worker import metrics
+
+    metrics.process_exited(pid or os.getpid())
+
+
 def _connect_signals() -> None:
     from celery import signals
+
+    signals.task_prerun.connect(_on_task_start, weak=False)
+    signals.task_postrun.connect(_on_task_end, weak=False)
+    signals.worker_process_shutdown.connect(_on_child_exit, weak=False)
 
     signals.worker_init.connect(_on_worker_init, weak=False)
     signals.worker_process_init.connect(_on_child_start, weak=False)

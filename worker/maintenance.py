@@ -14,6 +14,9 @@ loop:
 - `control.lifecycle.requeue_lost_jobs`, every third of `REPLAYFT_HEARTBEAT_TIMEOUT`: running jobs whose
   worker stopped heartbeating go back to the queue.
 
+With `REPLAYFT_WORKER_METRICS_PORT` set it also serves the worker's Prometheus metrics
+(worker.metrics), from a server thread of its own, so the worker's main process keeps no thread.
+
 Every check is a conditional UPDATE, so one such process per worker (several per deployment) is
 safe. The process leaves when the worker that started it goes away. `replayft maintenance` runs
 the same checks in the foreground, without a worker.
@@ -49,6 +52,12 @@ def run(parent_pid: int, send: Callable[..., None]) -> None:
     logging.basicConfig(
         level=logging.INFO, format="[%(asctime)s: %(levelname)s/maintenance] %(message)s"
     )
+    from control.settings import get_settings
+    from worker import metrics
+
+    port = get_settings().worker_metrics_port
+    if port is not None and metrics.enabled():
+        metrics.serve(port)  # the worker's processes' counts, from here: no thread in the worker
     check_forever(send, keep_going=lambda: os.getppid() == parent_pid)
 
 

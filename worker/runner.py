@@ -46,12 +46,13 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from control import lifecycle
+from control import lifecycle, scheduling
 from control.db.models import Checkpoint, File, Job, JobMetric, JobNode, Team, now
 from control.db.session import session_scope
 from control.lifecycle import add_event
 from control.queue import PREPARE_JOB, RUN_NODE, enqueue
 from control.settings import get_settings
+from worker import metrics as worker_metrics
 
 if TYPE_CHECKING:  # the engine is imported inside the functions that use it, as elsewhere here
     from replay_engine.data import Problems
@@ -307,6 +308,7 @@ class DBHooks:
         kind = record.get("type")
         self.buffer.append(record)
         if kind == "train":
+            worker_metrics.trained_step(self.tokens_per_step)
             self.last_train = record
             self.step_times = (self.step_times + [record["step_time"]])[-20:]
             if record["stage"] != self.stage:
@@ -539,20 +541,42 @@ def stop_interrupted(job_id: str, owner: str, hooks: DBHooks) -> None:
     lifecycle.release(job_id, owner, f"Training interrupted by the cancel, after step {step}.")
 
 
-def run_job(job_id: str) -> str | None:
-    """Claim and run (or resume) a job; returns RETRY_LATER if it must wait for a lease."""
+def run_job(offered_id: str) -> str | None:
+    """Claim and run (or resume) the queued job that fair share picks (control.scheduling; the
+    offered job, whose message this is, or another); RETRY_LATER when nothing could start and
+    the offered job waits for a lease its previous worker still holds."""
+    owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    job_id = scheduling.claim_next(offered_id, owner)
+    if job_id is None:
+        with session_scope() as session:
+            offered = session.execute(
+                select(Job.status, Job.lease_owner).where(Job.id == offered_id)
+            ).first()
+        # queued but leased: its previous worker is still stopping (pause then quick resume)
+        leased = offered is not None and offered.status == "queued" and offered.lease_owner
+        return RETRY_LATER if leased else None
+    log.info("job %s: claimed by %s (offered %s)", job_id, owner, offered_id)
+    worker_metrics.training(+1)
+    try:
+        train_claimed(job_id, owner)
+    finally:
+        worker_metrics.training(-1)
+        try:  # a running slot of the team is free again
+            with session_scope() as session:
+                team_id = session.scalar(select(Job.team_id).where(Job.id == job_id))
+                scheduling.wake_team(session, team_id)
+                session.commit()
+        except Exception:  # the relay sends the team's queued jobs again later anyway
+            log.exception("job %s: waking the team's queued jobs", job_id)
+    return None
+
+
+def train_claimed(job_id: str, owner: str) -> None:
+    """Train a job this worker has claimed as `owner`, to its end, a stop, or a failure."""
     from replay_engine import checkpoint as ckpt
     from replay_engine.launcher import NodesMissing, RankFailed, launch
     from replay_engine.spec import JobSpec, upgrade_spec_data
     from replay_engine.trainer import train
-
-    owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-    if not lifecycle.claim(job_id, owner):
-        with session_scope() as session:
-            status = session.scalar(select(Job.status).where(Job.id == job_id))
-        # queued but leased: its previous worker is still stopping (pause then quick resume)
-        return RETRY_LATER if status == "queued" else None
-    log.info("job %s: claimed by %s", job_id, owner)
 
     with session_scope() as session:
         job = session.scalar(select(Job).where(Job.id == job_id))

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from sqlalchemy.orm import Session
 
 from api.deps import AdminKey, SessionDep
 from api.openapi import error_responses
-from api.schemas.admin import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic, TeamCreate, TeamPublic
+from api.schemas.admin import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyPublic,
+    MonthUsage,
+    TeamCreate,
+    TeamLimits,
+    TeamPublic,
+    TeamUpdate,
+)
 from api.schemas.common import ListResponse
 from api.services import teams as service
 from control.db.models import ApiKey, Team
+from control.limits import TEAM_LIMITS, month_usage, team_limits
+from control.settings import get_settings
 
 router = APIRouter(prefix="/admin", tags=["admin"], responses=error_responses(403))
 
@@ -28,8 +40,15 @@ def key_public(key: ApiKey, team: Team) -> ApiKeyPublic:
     )
 
 
-def team_public(team: Team) -> TeamPublic:
-    return TeamPublic(id=team.id, name=team.name, created_at=team.created_at)
+def team_public(team: Team, session: Session) -> TeamPublic:
+    return TeamPublic(
+        id=team.id,
+        name=team.name,
+        created_at=team.created_at,
+        limits=TeamLimits(**{name: getattr(team, name) for name in TEAM_LIMITS}),
+        effective_limits=TeamLimits(**team_limits(team, get_settings())),
+        month_usage=MonthUsage(**month_usage(session, team.id)),
+    )
 
 
 @router.get("/keys", response_model=ListResponse[ApiKeyPublic])
@@ -63,9 +82,20 @@ def rotate_key(key_id: str, session: SessionDep, _admin: AdminKey) -> ApiKeyCrea
 
 @router.get("/teams", response_model=ListResponse[TeamPublic])
 def list_teams(session: SessionDep, _admin: AdminKey) -> ListResponse[TeamPublic]:
-    return ListResponse(data=[team_public(t) for t in service.list_teams(session=session)])
+    teams = service.list_teams(session=session)
+    return ListResponse(data=[team_public(t, session) for t in teams])
 
 
 @router.post("/teams", response_model=TeamPublic, responses=error_responses(400, 409))
 def create_team(body: TeamCreate, session: SessionDep, _admin: AdminKey) -> TeamPublic:
-    return team_public(service.create_team(session=session, name=body.name))
+    return team_public(service.create_team(session=session, name=body.name), session)
+
+
+@router.patch("/teams/{team_id}", response_model=TeamPublic, responses=error_responses(400, 404))
+def update_team(
+    team_id: str, body: TeamUpdate, session: SessionDep, _admin: AdminKey
+) -> TeamPublic:
+    """Set a team's limits: the fields given in `limits` (null: back to the default)."""
+    changes = body.limits.model_dump(include=body.limits.model_fields_set)
+    team = service.update_limits(session=session, team_id=team_id, changes=changes)
+    return team_public(team, session)

@@ -62,7 +62,7 @@ router = APIRouter(prefix="/fine_tuning", tags=["fine_tuning"])
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
-@router.post("/jobs", response_model=JobPublic, responses=error_responses(400, 409))
+@router.post("/jobs", response_model=JobPublic, responses=error_responses(400, 409, 429))
 def create_job(
     body: JobCreate,
     session: SessionDep,

@@ -17,7 +17,7 @@ from control.settings import get_settings
 router = APIRouter(prefix="/sweeps", tags=["sweeps"])
 
 
-@router.post("", response_model=SweepPublic, responses=error_responses(400, 409))
+@router.post("", response_model=SweepPublic, responses=error_responses(400, 409, 429))
 def create_sweep(
     body: SweepCreate,
     session: SessionDep,

@@ -167,6 +167,13 @@ class TrainingRequest(BaseModel):
     validation_file: FileId | None = None
     suffix: db_string(64) | None = None
     seed: Seed | None = None
+    priority: int = Field(
+        0,
+        ge=-100,
+        le=100,
+        description="ReplayFT extra: order among the team's own queued jobs (higher starts "
+        "first). Between teams the scheduler shares workers fairly, whatever the priorities.",
+    )
     metadata: dict[MetadataKey, MetadataValue] | None = None
     method: Method | None = None
     hyperparameters: Hyperparameters | None = Field(None, description="Deprecated OpenAI form.")
@@ -265,6 +272,7 @@ class JobPublic(BaseModel):
     result_files: list[str]
     trained_tokens: int | None
     seed: int
+    priority: int = 0
     estimated_finish: int | None
     integrations: list[Any] = Field(default_factory=list)
     metadata: dict[str, str] | None

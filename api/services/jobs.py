@@ -48,7 +48,7 @@ from control.db.models import (
     new_id,
 )
 from control.fields import HYPERPARAMETERS, api_param
-from control.limits import estimated_steps, plan_problem
+from control.limits import estimated_steps, plan_problem, submission_limit
 from control.queue import PREPARE_JOB, TaskQueue
 from control.settings import Settings
 
@@ -260,6 +260,23 @@ def check_limits(spec: Any, total_steps: int, settings: Settings, *, estimated: 
         raise invalid(f"{api_param(path)}: {message}", api_param(path), code="limit_exceeded")
 
 
+def check_team_limits(*, session: Session, team: Team, settings: Settings) -> None:
+    """A 429 naming the team limit that one more job would pass (control.limits), with
+    Retry-After when it is known to clear (a monthly quota: at the month's end). Called per job,
+    after the rows added before it are flushed: a sweep's members count against the queue limit
+    together, and the whole sweep is refused."""
+    session.flush()
+    reached = submission_limit(session, team, settings)
+    if reached is not None:
+        raise APIError(
+            429,
+            reached.message,
+            param=reached.limit,
+            code="team_limit_reached",
+            headers={"Retry-After": str(reached.retry_after)} if reached.retry_after else None,
+        )
+
+
 # ---------------------------------------------------------------------------- create
 def create_job(
     *,
@@ -287,6 +304,7 @@ def add_job(
     session, without committing (a sweep adds all its members in one transaction this way).
     Raises APIError(400) naming the field."""
     spec = build_spec(session=session, team=team, body=body, settings=settings, pending_ok=True)
+    check_team_limits(session=session, team=team, settings=settings)
     job_id = new_id("ftjob")
     job = Job(
         id=job_id,
@@ -297,6 +315,7 @@ def add_job(
         validation_file=body.validation_file,
         suffix=body.suffix,
         seed=spec["seed"],
+        priority=body.priority,
         job_metadata=body.metadata,
         hyperparameters=merged_hyperparameters(body),
         method=body.method.model_dump(exclude_none=True) if body.method else {},
@@ -546,6 +565,7 @@ def to_public(job: Job, summary: dict[str, Any] | None = None) -> JobPublic:
         result_files=job.result_files or [],
         trained_tokens=job.trained_tokens,
         seed=job.seed,
+        priority=job.priority or 0,
         estimated_finish=job.estimated_finish,
         metadata=job.job_metadata,
         suffix=job.suffix,

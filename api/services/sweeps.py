@@ -163,7 +163,13 @@ def _member_error(exc: APIError, member_body: JobCreate) -> APIError:
     where = member_body.metadata["sweep_member"]
     if param and not message.startswith(param):
         message = f"{param}: {message}"
-    return APIError(exc.status_code, f"{message} (member {where})", param=param, code=exc.code)
+    return APIError(
+        exc.status_code,
+        f"{message} (member {where})",
+        param=param,
+        code=exc.code,
+        headers=exc.headers,
+    )
 
 
 def _planned(body: SweepCreate) -> list[dict[str, Any]]:

@@ -4,19 +4,22 @@ first 8 characters after `rft-` (`prefix`) so that people can tell their keys ap
 A key's life: created (for a team, admin or not) -> used (`last_used_at`, recorded at most once a
 minute so that authentication is not a write per request) -> revoked (`revoked_at`; the next
 request with it is a 401). Rotating is revoke + create in one commit, same team and admin flag.
-Admin keys are deployment-wide: they manage every team's keys (`/v1/admin/*`).
+Admin keys are deployment-wide: they manage every team's keys (`/v1/admin/*`) and limits
+(control.limits).
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.errors import APIError, not_found
+from control import scheduling
 from control.db.models import ApiKey, Team, now
 
 KEY_PREFIX = "rft-"
@@ -162,3 +165,17 @@ def rotate_key(*, session: Session, key_id: str) -> tuple[ApiKey, Team, str]:
     row, key = _new_key(session, team.id, old.is_admin, old.name)
     session.commit()
     return row, team, key
+
+
+def update_limits(*, session: Session, team_id: str, changes: dict[str, Any]) -> Team:
+    """Set the team's own limits named in `changes` (None: back to the deployment's default);
+    404 for an unknown team. Its queued jobs are offered to the workers again, since a higher
+    running limit may let one start now."""
+    team = session.scalar(select(Team).where(Team.id == team_id))
+    if team is None:
+        raise not_found("team", team_id)
+    for name, value in changes.items():
+        setattr(team, name, value)
+    scheduling.wake_team(session, team.id)
+    session.commit()
+    return team

@@ -17,7 +17,17 @@ import secrets
 import time
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from control.db.base import Base
@@ -38,6 +48,11 @@ class Team(Base):
     id: Mapped[str] = mapped_column(String(64), unique=True, default=lambda: new_id("org"))
     name: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[int] = mapped_column(Integer, default=now)
+    # the team's own limits (control.limits); None = the deployment's default from settings
+    max_running_jobs: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_queued_jobs: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    monthly_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    monthly_gpu_hours: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class ApiKey(Base):
@@ -98,6 +113,7 @@ class Job(Base):
     validation_file: Mapped[str | None] = mapped_column(String(64), nullable=True)
     suffix: Mapped[str | None] = mapped_column(String(64), nullable=True)
     seed: Mapped[int] = mapped_column(Integer, default=0)
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # within a team
     job_metadata: Mapped[dict[str, str] | None] = mapped_column("metadata", JSON, nullable=True)
     # the request as the client sent it (echoed back) and the engine spec it resolved to
     hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
