@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
+from api import access_log
 from api.errors import install_error_handlers
 from api.frontend import mount_dashboard
 from api.metrics import RequestMetrics, build_registry
@@ -84,6 +85,7 @@ def create_app() -> FastAPI:
         generate_unique_id_function=_operation_id,
     )
     install_error_handlers(app)
+    access_log.install()  # download links carry a token in the query
     app.state.metrics_registry = build_registry()
     app.add_middleware(RequestMetrics, registry=app.state.metrics_registry)  # outermost: sees 500s
     app.include_router(health.router)

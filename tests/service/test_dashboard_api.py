@@ -171,7 +171,9 @@ def _token_for(key: str, key_id: str, job_id: str, checkpoint_id: str, expires_a
     return f"{key_id}.{expires_at}.{sig}"
 
 
-def test_checkpoint_download_link_works_without_the_key(team: Team, other_team: Team, team_files):
+def test_checkpoint_download_link_works_without_the_key(
+    service, team: Team, other_team: Team, team_files
+):
     target, replay = team_files
     job = team.wait_job(
         team.create_job(team.tiny_job(target, replay, n_epochs=0.2))["id"], "succeeded"
@@ -210,3 +212,7 @@ def test_checkpoint_download_link_works_without_the_key(team: Team, other_team: 
     assert team.get(f"{path}/download").status_code == 200
     assert_error(other_team.post(f"{path}/download_link"), 404)
     assert_error(other_team.get(f"{path}/download"), 404)
+    # the server's access log shows the downloads, but no token (a credential for 5 minutes)
+    access_log = service.api.log_text()
+    assert f"{path}/download?token=REDACTED" in access_log, access_log[-3000:]
+    assert sig not in access_log and tampered not in access_log
