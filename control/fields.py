@@ -15,6 +15,11 @@ here, and a test of what it does.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from control.db.models import Job
+
 # OpenAI's hyperparameters, where "auto" means the engine's default
 AUTO = ("n_epochs", "batch_size")
 
@@ -75,3 +80,15 @@ def api_param(spec_path: str) -> str:
     if head in REQUEST_FIELDS and head != "replay":
         return ".".join([REQUEST_FIELDS[head], *parts[1:]])
     return spec_path
+
+
+def job_files(job: Job) -> list[tuple[str, str]]:
+    """(request field, file id) of every uploaded file the job's request names (not corpus
+    names): what the job needs until it ends."""
+    replay = job.replay_request or {}
+    dataset = replay.get("dataset") or []
+    named = [("training_file", job.training_file), ("validation_file", job.validation_file)]
+    named += [("replay.dataset", d) for d in ([dataset] if isinstance(dataset, str) else dataset)]
+    named.append(("replay.validation_dataset", replay.get("validation_dataset")))
+    named += [(f"evals[{i}].file", e.get("file")) for i, e in enumerate(job.evals_request or [])]
+    return [(param, f) for param, f in named if f and f.startswith("file-")]

@@ -49,6 +49,7 @@ from sqlalchemy.orm import Session
 from control import lifecycle, scheduling
 from control.db.models import Checkpoint, File, Job, JobMetric, JobNode, Team, now
 from control.db.session import session_scope
+from control.fields import job_files
 from control.lifecycle import add_event
 from control.queue import PREPARE_JOB, RUN_NODE, enqueue
 from control.settings import get_settings
@@ -201,17 +202,6 @@ def validate_file(file_id: str) -> None:
             if any(named == file_id for _, named in job_files(job)):
                 enqueue(session, PREPARE_JOB, job.id)
         session.commit()
-
-
-def job_files(job: Job) -> list[tuple[str, str]]:
-    """(request field, file id) of every uploaded file the job names (not corpus names)."""
-    replay = job.replay_request or {}
-    dataset = replay.get("dataset") or []
-    named = [("training_file", job.training_file), ("validation_file", job.validation_file)]
-    named += [("replay.dataset", d) for d in ([dataset] if isinstance(dataset, str) else dataset)]
-    named.append(("replay.validation_dataset", replay.get("validation_dataset")))
-    named += [(f"evals[{i}].file", e.get("file")) for i, e in enumerate(job.evals_request or [])]
-    return [(param, f) for param, f in named if f and f.startswith("file-")]
 
 
 def unvalidated_files(session: Session, job: Job) -> list[str]:

@@ -34,6 +34,7 @@ from api.schemas.common import storable
 from api.schemas.files import FILENAME_MAX_LENGTH, PURPOSES
 from api.services.pages import page
 from control.db.models import File, Job, Team, new_id
+from control.fields import job_files
 from control.queue import VALIDATE_FILE, TaskQueue
 from control.settings import Settings
 
@@ -264,17 +265,24 @@ def list_files(
 
 
 def delete_file(*, session: Session, file: File) -> None:
-    active = session.scalar(
-        select(Job.id).where(
+    """Delete the file, unless an unfinished job (paused ones too: they resume) names it in any
+    of its fields: training, validation, replay or eval data (409)."""
+    unfinished = session.scalars(
+        select(Job).where(
             Job.team_id == file.team_id,
-            Job.status.in_(("validating_files", "queued", "running")),
-            Job.training_file == file.id,
+            Job.status.in_(("validating_files", "queued", "running", "paused")),
         )
     )
-    if active is not None:
-        raise APIError(
-            409, f"File is in use by active job {active}; cancel it first.", param="file_id"
-        )
+    for job in unfinished:
+        fields = [param for param, named in job_files(job) if named == file.id]
+        if fields:
+            raise APIError(
+                409,
+                f"File is in use by unfinished job {job.id} (as its {fields[0]}); cancel it "
+                f"first.",
+                param="file_id",
+                code="file_in_use",
+            )
     path = Path(file.path)
     session.delete(file)
     session.commit()

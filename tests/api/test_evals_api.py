@@ -144,7 +144,8 @@ def test_another_teams_eval_file_is_refused(team, other_team, processed_file, te
 def test_a_failed_eval_file_is_refused_and_a_pending_one_waited_for(
     team, processed_file, team_files, queue
 ):
-    from worker.runner import job_files, validate_file
+    from control.fields import job_files
+    from worker.runner import validate_file
 
     target, _ = team_files
     broken = processed_file(team, lines({"prompt": "p"}), "evals")

@@ -9,6 +9,7 @@ from appkit import (
     MAX_UPLOAD_BYTES,
     VALIDATE_FILE,
     outbox_rows,
+    set_job,
     stored_files,
     target_lines,
     tiny_job,
@@ -90,10 +91,16 @@ def test_delete_removes_the_row_and_the_stored_file(deployment, team):
 
 
 def test_a_file_in_use_by_an_active_job_cannot_be_deleted(team, team_files):
-    target, _ = team_files
-    job = team.create_job(tiny_job(target))
-    assert_error(team.delete(f"{FILES}/{target}"), 409, "file_id")
+    target, replay = team_files
+    job = team.create_job(tiny_job(target, replay))
+    for file_id, field in ((target, "training_file"), (replay, "replay.dataset")):
+        err = assert_error(team.delete(f"{FILES}/{file_id}"), 409, "file_id")
+        assert f"as its {field}" in err["message"], err
+    # a paused job resumes later, and needs its data then
+    set_job(job["id"], status="paused")
+    assert_error(team.delete(f"{FILES}/{replay}"), 409, "file_id")
     team.ok(team.post(f"{JOBS}/{job['id']}/cancel"))
+    team.ok(team.delete(f"{FILES}/{replay}"))
     team.ok(team.delete(f"{FILES}/{target}"))
 
 
