@@ -92,3 +92,13 @@ def job_files(job: Job) -> list[tuple[str, str]]:
     named.append(("replay.validation_dataset", replay.get("validation_dataset")))
     named += [(f"evals[{i}].file", e.get("file")) for i, e in enumerate(job.evals_request or [])]
     return [(param, f) for param, f in named if f and f.startswith("file-")]
+
+
+def file_field(job: Job, path: str) -> str | None:
+    """The request field that names the stored file at `path` (its name is the file id and a
+    suffix), for an error about its data; None for data the request does not name by file id
+    (a registered corpus)."""
+    from pathlib import Path
+
+    stored_id = Path(path).name.split(".")[0]
+    return next((param for param, file_id in job_files(job) if file_id == stored_id), None)

@@ -117,3 +117,24 @@ def test_a_specs_hyperparameters_survive_the_trip_through_a_request(tmp_path):
     back = parse_spec({"model": "replayft/llama-tiny", "training_file": [str(data)], **sent})
     for name in fields.HYPERPARAMETERS:
         assert getattr(back, name) == getattr(spec, name), name
+
+
+def test_a_stored_files_error_names_the_request_field_that_named_it():
+    from control.db.models import Job
+    from control.fields import file_field
+
+    job = Job(
+        training_file="file-aaa",
+        validation_file="file-bbb",
+        replay_request={"dataset": ["file-ccc", "file-ddd"], "validation_dataset": "file-eee"},
+        evals_request=[{"name": "x", "file": "file-fff"}],
+    )
+    where = {
+        "/data/files/file-aaa.jsonl": "training_file",
+        "/data/files/file-bbb": "validation_file",
+        "/data/files/file-ddd.parquet": "replay.dataset",
+        "/data/files/file-eee.jsonl": "replay.validation_dataset",
+        "/data/files/file-fff.jsonl": "evals[0].file",
+        "/data/corpora/c4/shard-0.parquet": None,  # a registered corpus: no file id
+    }
+    assert {path: file_field(job, path) for path in where} == where

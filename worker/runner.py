@@ -49,7 +49,7 @@ from sqlalchemy.orm import Session
 from control import lifecycle, scheduling
 from control.db.models import Checkpoint, File, Job, JobMetric, JobNode, Team, now
 from control.db.session import session_scope
-from control.fields import job_files
+from control.fields import file_field, job_files
 from control.lifecycle import add_event
 from control.queue import PREPARE_JOB, RUN_NODE, enqueue
 from control.settings import get_settings
@@ -72,8 +72,9 @@ class JobFileError(Exception):
         self.code, self.param = code, param
 
 
-def readable_error(exc: BaseException) -> tuple[str, str, str | None]:
-    """-> (code, message, param) for a client: no traceback and no server paths."""
+def readable_error(exc: BaseException, job: Job | None = None) -> tuple[str, str, str | None]:
+    """-> (code, message, param) for a client: no traceback and no server paths. With the
+    `job`, a data error names the request field of the file it is in."""
     from control.fields import api_param
     from replay_engine.data import DataFormatError
     from replay_engine.launcher import NodesMissing
@@ -88,7 +89,7 @@ def readable_error(exc: BaseException) -> tuple[str, str, str | None]:
     if isinstance(exc, DataFormatError):
         where = Path(exc.path).stem
         where += f", line {exc.line}" if exc.line else ""
-        return "invalid_file", f"{where}: {exc.reason}", None
+        return "invalid_file", f"{where}: {exc.reason}", file_field(job, exc.path) if job else None
     if isinstance(exc, NodesMissing):
         param = "hyperparameters.distributed.nodes"
         return "nodes_unavailable", f"{param}: {exc}", param
@@ -114,7 +115,10 @@ def transient_db_error(exc: BaseException) -> bool:
 
 
 def fail_job(job_id: str, exc: BaseException, *, owner: str | None = None) -> None:
-    code, message, param = readable_error(exc)
+    with session_scope() as session:
+        job = session.scalar(select(Job).where(Job.id == job_id))
+        session.expunge_all()
+    code, message, param = readable_error(exc, job)
     tb = "".join(traceback.format_exception(exc))
     log.error("job %s failed: %s\n%s", job_id, message, tb)
     lifecycle.fail(job_id, {"code": code, "message": message, "param": param}, tb, owner=owner)

@@ -47,7 +47,7 @@ from control.db.models import (
     Team,
     new_id,
 )
-from control.fields import HYPERPARAMETERS, api_param
+from control.fields import HYPERPARAMETERS, api_param, file_field
 from control.limits import estimated_steps, plan_problem, submission_limit
 from control.queue import PREPARE_JOB, TaskQueue
 from control.settings import Settings
@@ -349,7 +349,17 @@ def plan_job(*, session: Session, team: Team, body: JobCreate, settings: Setting
         path, message = exc.errors[0]
         raise invalid(f"{api_param(path)}: {message}", api_param(path)) from None
     except DataFormatError as exc:
-        raise invalid(f"data: {exc.reason}", "training_file", code="invalid_file") from None
+        # the job this request would create, for the field that names the file at fault
+        asked = Job(
+            training_file=body.training_file,
+            validation_file=body.validation_file,
+            replay_request=body.replay.model_dump(exclude_none=True) if body.replay else None,
+            evals_request=[e.model_dump(exclude_none=True) for e in body.evals or []],
+        )
+        param = file_field(asked, exc.path) or (
+            "replay.dataset" if body.replay else "training_file"
+        )
+        raise invalid(f"{param}: {exc.reason}", param, code="invalid_file") from None
     check_limits(spec, plan.total_steps, settings, estimated=False)
     return {**plan.summary(), "lr_curve": lr_curve(plan)}
 
