@@ -32,6 +32,8 @@ def check_url(url: str) -> str:
         raise invalid("url: must start with http:// or https://.", "url")
     if not parsed.host:
         raise invalid("url: names no host.", "url")
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise invalid(f"url: port {parsed.port} is out of range.", "url")
     if any(c.isspace() for c in url):
         raise invalid("url: must not contain spaces.", "url")
     return url
