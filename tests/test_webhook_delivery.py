@@ -2,9 +2,9 @@
 (`worker.webhooks.send_due`, what each worker's maintenance process runs) is called directly, on
 events recorded by the real state changes (control.lifecycle), with short retry delays.
 
-The receiver is a threaded http.server that verifies every request with the `standardwebhooks`
-library (what a team's receiver would use) and keeps what it got by `webhook-id`. It can be down
-(nothing listening on its port), answer an error for a while, or be up.
+The receiver (tests/webhook_receiver.py) verifies every request with the `standardwebhooks`
+library, as a team's receiver would. It can be down (nothing listening on its port), answer an
+error for a while, or be up.
 """
 
 from __future__ import annotations
@@ -14,9 +14,7 @@ import os
 import socket
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -24,6 +22,7 @@ from servicekit import free_port, own_database
 from sqlalchemy import select, update
 from standardwebhooks import Webhook as Verifier
 from standardwebhooks import WebhookVerificationError
+from webhook_receiver import Receiver
 
 ALL_EVENTS = [
     "fine_tuning.job.succeeded",
@@ -32,65 +31,6 @@ ALL_EVENTS = [
     "fine_tuning.job.checkpoint.created",
     "sweep.completed",
 ]
-
-
-# ---------------------------------------------------------------------------- the receiver
-class Receiver:
-    """A webhook endpoint on 127.0.0.1:`port`, started and stopped at will. Each request is
-    verified with `secret`; `answers` (a list of statuses, taken one per request; empty: 204)
-    lets it fail for a while."""
-
-    def __init__(self, port: int, secret: str):
-        self.port, self.secret = port, secret
-        self.url = f"http://127.0.0.1:{port}/hooks/replayft"
-        self.received: list[dict[str, Any]] = []  # verified events, in arrival order
-        self.headers: list[dict[str, str]] = []
-        self.refused: list[str] = []  # why a request failed verification
-        self.answers: list[int] = []
-        self.lock = threading.Lock()
-        self.server: ThreadingHTTPServer | None = None
-
-    def start(self) -> None:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["content-length"]))
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                try:
-                    event = Verifier(receiver.secret).verify(body, headers)
-                except WebhookVerificationError as exc:
-                    with receiver.lock:
-                        receiver.refused.append(str(exc))
-                    status = 400
-                else:
-                    with receiver.lock:
-                        status = receiver.answers.pop(0) if receiver.answers else 204
-                        if 200 <= status < 300:
-                            receiver.received.append(event)
-                            receiver.headers.append(headers)
-                self.send_response(status)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *_args) -> None:
-                pass
-
-        class Server(ThreadingHTTPServer):
-            request_queue_size = 128  # the senders' parallel posts, none refused by the backlog
-
-        self.server = Server(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
-
-    def ids(self) -> Counter:
-        with self.lock:
-            return Counter(e["id"] for e in self.received)
 
 
 # ---------------------------------------------------------------------------- the database
