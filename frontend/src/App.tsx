@@ -12,6 +12,7 @@ import { PlaygroundPage } from "./pages/Playground";
 import { SignInPage } from "./pages/SignIn";
 import { SweepDetailPage } from "./pages/SweepDetail";
 import { SweepsPage } from "./pages/Sweeps";
+import { WebhooksPage } from "./pages/Webhooks";
 
 export function App() {
   const { client, signOut } = useAuth();
@@ -32,6 +33,7 @@ export function App() {
           <NavLink to="/compare">Compare</NavLink>
           <NavLink to="/sweeps">Sweeps</NavLink>
           <NavLink to="/playground">Playground</NavLink>
+          <NavLink to="/settings/webhooks">Webhooks</NavLink>
         </nav>
         <button type="button" className="link-button" onClick={() => signOut()}>
           Sign out
@@ -50,6 +52,7 @@ export function App() {
           <Route path="/sweeps/new" element={<NewJobPage sweep />} />
           <Route path="/sweeps/:sweepId" element={<SweepDetailPage />} />
           <Route path="/playground" element={<PlaygroundPage />} />
+          <Route path="/settings/webhooks" element={<WebhooksPage />} />
           <Route path="*" element={<p className="state">No page here. <NavLink to="/jobs">Go to jobs</NavLink></p>} />
         </Routes>
       </main>
