@@ -58,6 +58,9 @@ describe("deliveryOutcome", () => {
     expect(deliveryOutcome(delivery({ attempts: 3, last_status_code: 503, last_error: "The receiver answered HTTP 503." }))).toMatch(
       /^Retrying .* after 3 attempts: The receiver answered HTTP 503\.$/,
     );
+    expect(deliveryOutcome(delivery({ attempts: 1, last_status_code: 204 }))).toBe(
+      "Sending again (1 attempt so far, the last answered HTTP 204)",
+    );
     expect(deliveryOutcome(delivery({ status: "failed", attempts: 17, last_error: "ConnectError: refused" }))).toBe(
       "Gave up after 17 attempts: ConnectError: refused",
     );

@@ -67,6 +67,8 @@ export function deliveryOutcome(d: Delivery): string {
   if (d.status === "delivered") return `Delivered ${formatTime(d.delivered_at)} (${tries})`;
   if (d.status === "failed") return `Gave up after ${tries}: ${last}`;
   if (d.attempts === 0) return "Waiting to be sent";
+  // pending after a 2xx: redelivered, by request
+  if (!d.last_error) return `Sending again (${tries} so far, the last answered ${last})`;
   return `Retrying ${formatTime(d.next_attempt_at)} after ${tries}: ${last}`;
 }
 
