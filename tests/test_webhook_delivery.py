@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -344,3 +345,56 @@ def test_a_state_change_rolled_back_records_no_delivery(database):
     with session_scope() as session:
         session.execute(update(Job).where(Job.id == job_id).values(status="running"))
         session.commit()
+
+
+def test_members_finishing_at_once_complete_their_sweep_exactly_once(database):
+    """Two workers end a sweep's last two members at the same moment, many times over: each
+    sweep gets one `sweep.completed`, never none (both reading the other as still running) and
+    never two."""
+    from control import lifecycle
+    from control.db.models import Sweep, SweepMember, WebhookDelivery
+    from control.db.session import session_scope
+
+    team = new_team(database, "race")
+    hook = subscribe(team, "http://127.0.0.1:9/", events=["sweep.completed"])
+    sweeps = []
+    for _ in range(15):
+        pair = [running_job(team), running_job(team)]
+        with session_scope() as session:
+            sweep = Sweep(
+                team_id=team,
+                model="replayft/llama-tiny",
+                training_file="file-x",
+                replay_fractions=[0, 0.25],
+                reference_subsets=[1.0],
+                request={},
+            )
+            session.add(sweep)
+            session.flush()
+            for job_id, r in zip(pair, (0.0, 0.25), strict=True):
+                session.add(SweepMember(sweep_id=sweep.id, job_id=job_id, replay_fraction=r))
+            session.commit()
+            sweeps.append((sweep.id, pair))
+
+    outcome = {"fine_tuned_model": "ft:r", "final_checkpoint": "/c", "trained_tokens": 1}
+    for _sweep_id, pair in sweeps:
+        start = threading.Barrier(2)
+
+        def finish(job_id: str, start=start) -> None:
+            start.wait()
+            lifecycle.succeed(job_id, "w1", outcome, summary={})
+
+        threads = [threading.Thread(target=finish, args=(job_id,)) for job_id in pair]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    with session_scope() as session:
+        completed = Counter(
+            json.loads(payload)["data"]["id"]
+            for payload in session.scalars(
+                select(WebhookDelivery.payload).where(WebhookDelivery.webhook_id == hook["id"])
+            )
+        )
+    assert completed == {sweep_id: 1 for sweep_id, _ in sweeps}, completed
