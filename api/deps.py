@@ -9,7 +9,7 @@
   the model-serving process); tests override them at that boundary.
 - `CurrentKey`: the `Authorization: Bearer` key's row (401 if missing, unknown or revoked);
   `CurrentTeam`: the team owning it; `AdminKey`: the key, if it is an admin key (403 otherwise).
-- `FileDep`, `JobDep`, `SweepDep`: the row named in the path, if it belongs to the caller's team. Another
+- `FileDep`, `JobDep`, `SweepDep`, `WebhookDep`: the row named in the path, if it belongs to the caller's team. Another
   team's id answers 404 exactly like a missing one, so ids never leak across teams.
 """
 
@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from api.errors import APIError, not_found, server_busy
 from api.schemas.common import PathId
 from api.services.teams import record_use, team_for_key
-from control.db.models import ApiKey, File, Job, Sweep, Team
+from control.db.models import ApiKey, File, Job, Sweep, Team, Webhook
 from control.db.session import get_sessionmaker
 from control.inference import HttpInference, Inference
 from control.queue import TaskQueue, outbox
@@ -181,3 +181,15 @@ def get_sweep(sweep_id: PathId, session: SessionDep, team: CurrentTeam) -> Sweep
 
 
 SweepDep = Annotated[Sweep, Depends(get_sweep)]
+
+
+def get_webhook(webhook_id: PathId, session: SessionDep, team: CurrentTeam) -> Webhook:
+    hook = session.scalar(
+        select(Webhook).where(Webhook.id == webhook_id, Webhook.team_id == team.id)
+    )
+    if hook is None:
+        raise not_found("webhook", webhook_id, param="webhook_id")
+    return hook
+
+
+WebhookDep = Annotated[Webhook, Depends(get_webhook)]

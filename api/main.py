@@ -30,6 +30,7 @@ from api.routes import (
     models,
     sweeps,
     usage,
+    webhooks,
 )
 from control.settings import get_settings
 
@@ -97,6 +98,7 @@ def create_app() -> FastAPI:
     v1.include_router(sweeps.router)
     v1.include_router(admin.router)
     v1.include_router(usage.router)
+    v1.include_router(webhooks.router)
     app.include_router(v1)
     install_openapi(app)
     mount_dashboard(app)  # last: its fallback route must not shadow the API

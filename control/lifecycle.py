@@ -14,7 +14,8 @@ takes it with one conditional UPDATE, only if no live worker holds it, so a job 
 at once; every worker-side transition names its owner, so a worker that lost the lease changes
 nothing. The API's transitions act on the request's session and leave the commit to the caller;
 the worker's open their own session and commit. Every task a transition makes necessary is
-enqueued in the same transaction (control.queue), so a committed state always has its task.
+enqueued in the same transaction (control.queue), so a committed state always has its task, and
+every final status records its webhook events in that transaction too (control.webhooks).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from control import webhooks
 from control.db.models import Job, JobEvent, Team, now
 from control.db.session import session_scope
 from control.queue import RUN_JOB, TaskQueue, outbox
@@ -51,13 +53,24 @@ def fine_tuned_name(*, base: str, team: Team, suffix: str | None, job_id: str) -
 # ---------------------------------------------------------------------------- asked by the API
 def cancel(session: Session, job: Job, reason: str = "by request") -> None:
     """Cancel an unfinished job in the session (uncommitted)."""
-    if job.status in TERMINAL_STATUSES:
-        raise InvalidTransition(f"Job {job.id} has already {job.status}; it cannot be cancelled.")
-    if job.status == "running":
-        job.control = "cancel"  # the worker stops at the next step and releases the job
-    job.status = "cancelled"
-    job.finished_at = now()
-    add_event(session, job.id, f"Job cancelled {reason}.")
+    cancel_all(session, [job], reason)
+
+
+def cancel_all(session: Session, jobs: list[Job], reason: str = "by request") -> None:
+    """Cancel unfinished jobs in the session (uncommitted): all their rows change before the
+    webhook events are recorded (see control.webhooks.jobs_finished for why that order)."""
+    for job in jobs:
+        if job.status in TERMINAL_STATUSES:
+            raise InvalidTransition(
+                f"Job {job.id} has already {job.status}; it cannot be cancelled."
+            )
+    for job in jobs:
+        if job.status == "running":
+            job.control = "cancel"  # the worker stops at the next step and releases the job
+        job.status = "cancelled"
+        job.finished_at = now()
+        add_event(session, job.id, f"Job cancelled {reason}.")
+    webhooks.jobs_finished(session, [job.id for job in jobs])
 
 
 def pause(session: Session, job: Job) -> None:
@@ -153,6 +166,7 @@ def fail(job_id: str, error: dict[str, Any], traceback: str, *, owner: str | Non
         )
         if result.rowcount:
             add_event(session, job_id, error["message"], level="error", traceback=traceback)
+            webhooks.jobs_finished(session, [job_id])
         session.commit()
 
 
@@ -179,6 +193,7 @@ def succeed(job_id: str, owner: str, values: dict[str, Any], summary: dict[str, 
             detail = f" Final val_loss_target {loss:.4f}." if loss is not None else ""
             add_event(session, job_id, f"New fine-tuned model created: {name}.{detail}")
             add_event(session, job_id, "The job has successfully completed.", summary=summary)
+            webhooks.jobs_finished(session, [job_id])
         else:
             session.execute(update(Job).where(*mine).values(lease_owner=None))
         session.commit()
@@ -281,6 +296,8 @@ def requeue_lost_jobs() -> list[str]:
                 if values["status"] == "queued":
                     outbox.enqueue(session, RUN_JOB, job_id)
                     requeued.append(job_id)
+                else:
+                    webhooks.jobs_finished(session, [job_id])
                 session.commit()
         session.commit()
     return requeued

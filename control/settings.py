@@ -96,6 +96,27 @@ class Settings(BaseSettings):
         30.0,
         description="Seconds between sweeps for files and jobs in a waiting state with no task.",
     )
+    webhook_interval: float = Field(
+        1.0, gt=0, description="Seconds between the webhook sender's looks for due deliveries."
+    )
+    webhook_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a webhook receiver has to answer one delivery before it counts as "
+        "a failed attempt.",
+    )
+    webhook_retry_base: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds before the first retry of a webhook delivery that failed; each "
+        "further retry waits twice as long, at most an hour.",
+    )
+    webhook_retry_for: float = Field(
+        86400.0,
+        gt=0,
+        description="Seconds a webhook delivery is retried (from its event, or from a "
+        "redelivery) before it is marked failed.",
+    )
     default_tokenizer_model: str = Field(
         "replayft/llama-tiny", description="Tokenizer used for the token counts in file stats."
     )

@@ -12,7 +12,11 @@ loop:
 - `delivery.sweep_states`, every `REPLAYFT_SWEEP_INTERVAL` seconds: waiting files and jobs with no
   task get one;
 - `control.lifecycle.requeue_lost_jobs`, every third of `REPLAYFT_HEARTBEAT_TIMEOUT`: running jobs whose
-  worker stopped heartbeating go back to the queue.
+  worker stopped heartbeating go back to the queue;
+- `webhooks.send_due`, every `REPLAYFT_WEBHOOK_INTERVAL` seconds, in a thread of its own (this
+  process never forks, so threads are safe here): the webhook deliveries that are due, whose
+  receivers may take up to `REPLAYFT_WEBHOOK_TIMEOUT` each to answer, which must not delay the
+  checks above.
 
 With `REPLAYFT_WORKER_METRICS_PORT` set it also serves the worker's Prometheus metrics
 (worker.metrics), from a server thread of its own, so the worker's main process keeps no thread.
@@ -27,6 +31,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Callable
 
@@ -67,6 +72,7 @@ def check_forever(send: Callable[..., None], keep_going: Callable[[], bool]) -> 
     from control.lifecycle import requeue_lost_jobs
     from control.settings import get_settings
     from worker.delivery import relay_outbox, sweep_states
+    from worker.webhooks import send_due
 
     settings = get_settings()
     checks = [  # (what, how often, the check)
@@ -74,6 +80,21 @@ def check_forever(send: Callable[..., None], keep_going: Callable[[], bool]) -> 
         ("state sweep", settings.sweep_interval, sweep_states),
         ("lost-job check", max(1.0, min(30.0, settings.heartbeat_timeout / 3)), requeue_lost_jobs),
     ]
+    webhook_sender = threading.Thread(
+        target=run_checks,
+        args=([("webhook sender", settings.webhook_interval, send_due)], keep_going),
+        name="replayft-webhooks",
+        daemon=True,
+    )
+    webhook_sender.start()
+    run_checks(checks, keep_going)
+    webhook_sender.join(timeout=5)  # a claimed delivery left unrecorded is only due again later
+
+
+def run_checks(
+    checks: list[tuple[str, float, Callable[[], object]]], keep_going: Callable[[], bool]
+) -> None:
+    """Run each (what, how often, check) on its interval while `keep_going()`."""
     next_due = [0.0] * len(checks)
     while keep_going():
         for i, (what, every, check) in enumerate(checks):

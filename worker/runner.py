@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from control import lifecycle, scheduling
+from control import lifecycle, scheduling, webhooks
 from control.db.models import Checkpoint, File, Job, JobMetric, JobNode, Team, now
 from control.db.session import session_scope
 from control.fields import file_field, job_files
@@ -281,6 +281,7 @@ class DBHooks:
 
     def __init__(self, *, job: Job, owner: str, model_name: str, batch_size: int, seq_len: int):
         self.job_id = job.id
+        self.team_id = job.team_id
         self.owner = owner
         self.ckpt_prefix = f"{model_name}:ckpt-step-"
         self.tokens_per_step = batch_size * seq_len
@@ -380,6 +381,7 @@ class DBHooks:
                 if not Path(old.path).is_dir():
                     session.delete(old)
             add_event(session, self.job_id, f"Checkpoint saved at step {step}.", step=step)
+            webhooks.checkpoint_created(session, self.team_id, ckpt)
             session.commit()
 
     def should_stop(self, step: int) -> bool:

@@ -29,6 +29,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from control.statuses import TERMINAL_STATUSES as TERMINAL
+from control.statuses import sweep_status
 from replay_engine.efficiency import (
     LOG_LINEAR,
     POWER,
@@ -53,8 +55,6 @@ EXPLAIN = {
     "loss_spike_height": "How far the training loss on target data rose above its first value "
     "early in fine-tuning, before coming back down (the paper's loss spike); replay dampens it.",
 }
-
-TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -96,17 +96,6 @@ class MemberResult:
     @property
     def done(self) -> bool:
         return self.status == "succeeded" and self.final_val_loss_target is not None
-
-
-def sweep_status(statuses: list[str]) -> str:
-    """One status for a family of jobs."""
-    if all(s in ("validating_files", "queued") for s in statuses):
-        return "queued"
-    if any(s not in TERMINAL for s in statuses):
-        return "running"
-    if all(s == "succeeded" for s in statuses):
-        return "succeeded"
-    return "failed" if "failed" in statuses else "cancelled"
 
 
 def count_statuses(statuses: list[str]) -> dict[str, int]:

@@ -287,8 +287,7 @@ def cancel_sweep(*, session: Session, sweep: Sweep) -> Sweep:
             f"Sweep {sweep.id} has no unfinished jobs left to cancel.",
             code="invalid_state",
         )
-    for job in unfinished:
-        lifecycle.cancel(session, job, reason=f"with sweep {sweep.id}")
+    lifecycle.cancel_all(session, unfinished, reason=f"with sweep {sweep.id}")
     session.commit()
     return sweep
 

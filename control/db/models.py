@@ -23,6 +23,7 @@ from sqlalchemy import (
     Boolean,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -270,3 +271,51 @@ class OutboxMessage(Base):
     due_at: Mapped[float] = mapped_column(Float, default=time.time, index=True)
     sent_count: Mapped[int] = mapped_column(Integer, default=0)
     sent_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Webhook(Base):
+    """A team's subscription: events of the types in `events` are posted to `url`, signed with
+    `secret` (Standard Webhooks: `whsec_` + base64 of the key). The secret is stored as is
+    because every delivery is signed with it; the API shows it once, when the webhook is made."""
+
+    __tablename__ = "webhooks"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True, default=lambda: new_id("wh"))
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    events: Mapped[list[str]] = mapped_column(JSON)
+    description: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    secret: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[int] = mapped_column(Integer, default=now)
+
+
+class WebhookDelivery(Base):
+    """One event for one webhook: the durable outbox of webhook deliveries (control.webhooks).
+    Written in the transaction of the state change it reports; sent, and again with a growing
+    delay until the receiver answers 2xx or `webhook_retry_for` has passed. `event_id` (the
+    `webhook-id` header) and `payload` (the body, exactly as signed) never change, so a receiver
+    recognises a retry or a redelivery as the same event."""
+
+    __tablename__ = "webhook_deliveries"
+    # the sender's question: pending rows that are due (delivered ones pile up beside them)
+    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),)
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True, default=lambda: new_id("whdel"))
+    webhook_id: Mapped[str] = mapped_column(
+        ForeignKey("webhooks.id", ondelete="CASCADE"), index=True
+    )
+    event_id: Mapped[str] = mapped_column(String(64), index=True)
+    event_type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[str] = mapped_column(Text)  # the JSON body, as signed and sent
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|delivered|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    pending_since: Mapped[float] = mapped_column(Float, default=time.time)  # created or redelivered
+    next_attempt_at: Mapped[float] = mapped_column(Float, default=time.time)
+    last_attempt_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    delivered_at: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -13,6 +13,7 @@ import { SignInPage } from "./pages/SignIn";
 import { SweepDetailPage } from "./pages/SweepDetail";
 import { SweepsPage } from "./pages/Sweeps";
 import { UsagePage } from "./pages/Usage";
+import { WebhooksPage } from "./pages/Webhooks";
 
 export function App() {
   const { client, signOut } = useAuth();
@@ -34,6 +35,7 @@ export function App() {
           <NavLink to="/sweeps">Sweeps</NavLink>
           <NavLink to="/playground">Playground</NavLink>
           <NavLink to="/usage">Usage</NavLink>
+          <NavLink to="/settings/webhooks">Webhooks</NavLink>
         </nav>
         <button type="button" className="link-button" onClick={() => signOut()}>
           Sign out
@@ -53,6 +55,7 @@ export function App() {
           <Route path="/sweeps/:sweepId" element={<SweepDetailPage />} />
           <Route path="/playground" element={<PlaygroundPage />} />
           <Route path="/usage" element={<UsagePage />} />
+          <Route path="/settings/webhooks" element={<WebhooksPage />} />
           <Route path="*" element={<p className="state">No page here. <NavLink to="/jobs">Go to jobs</NavLink></p>} />
         </Routes>
       </main>

@@ -182,6 +182,36 @@ export interface paths {
      */
     get: operations["usage-get_usage"];
   };
+  "/v1/webhooks": {
+    /** List Webhooks */
+    get: operations["webhooks-list_webhooks"];
+    /**
+     * Create Webhook
+     * @description The answer holds the signing `secret`; it is never shown again.
+     */
+    post: operations["webhooks-create_webhook"];
+  };
+  "/v1/webhooks/{webhook_id}": {
+    /** Retrieve Webhook */
+    get: operations["webhooks-retrieve_webhook"];
+    /** Delete Webhook */
+    delete: operations["webhooks-delete_webhook"];
+  };
+  "/v1/webhooks/{webhook_id}/deliveries": {
+    /**
+     * List Deliveries
+     * @description The delivery log, newest first: each event sent to this webhook, its status, attempts and
+     * last error.
+     */
+    get: operations["webhooks-list_deliveries"];
+  };
+  "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver": {
+    /**
+     * Redeliver
+     * @description Send the event again now, with the same `webhook-id` and body, whatever its status.
+     */
+    post: operations["webhooks-redeliver"];
+  };
 }
 
 export type webhooks = Record<string, never>;
@@ -1297,6 +1327,38 @@ export interface components {
        */
       has_more?: boolean;
     };
+    /** ListResponse[WebhookDeliveryPublic] */
+    ListResponse_WebhookDeliveryPublic_: {
+      /**
+       * Object
+       * @default list
+       * @constant
+       */
+      object?: "list";
+      /** Data */
+      data: components["schemas"]["WebhookDeliveryPublic"][];
+      /**
+       * Has More
+       * @default false
+       */
+      has_more?: boolean;
+    };
+    /** ListResponse[WebhookPublic] */
+    ListResponse_WebhookPublic_: {
+      /**
+       * Object
+       * @default list
+       * @constant
+       */
+      object?: "list";
+      /** Data */
+      data: components["schemas"]["WebhookPublic"][];
+      /**
+       * Has More
+       * @default false
+       */
+      has_more?: boolean;
+    };
     /**
      * LossSpike
      * @description The initial rise of train_loss_target above its first value (the engine's SpikeTracker).
@@ -1917,6 +1979,132 @@ export interface components {
        * @default 0
        */
       gpu_seconds?: number;
+    };
+    /** WebhookCreate */
+    WebhookCreate: {
+      /**
+       * Url
+       * @description Where events are posted: an http:// or https:// URL the workers can reach.
+       */
+      url: string;
+      /**
+       * Events
+       * @description Event types to receive: fine_tuning.job.succeeded, fine_tuning.job.failed, fine_tuning.job.cancelled, fine_tuning.job.checkpoint.created (every checkpoint), sweep.completed.
+       */
+      events: string[];
+      /**
+       * Description
+       * @description A label, for people.
+       */
+      description?: string | null;
+      /**
+       * Enabled
+       * @description A disabled webhook records no deliveries.
+       * @default true
+       */
+      enabled?: boolean;
+    };
+    /** WebhookCreated */
+    WebhookCreated: {
+      /** Id */
+      id: string;
+      /**
+       * Object
+       * @default webhook
+       * @constant
+       */
+      object?: "webhook";
+      /** Url */
+      url: string;
+      /** Events */
+      events: ("fine_tuning.job.succeeded" | "fine_tuning.job.failed" | "fine_tuning.job.cancelled" | "fine_tuning.job.checkpoint.created" | "sweep.completed")[];
+      /** Description */
+      description: string | null;
+      /** Enabled */
+      enabled: boolean;
+      /** Created At */
+      created_at: number;
+      /**
+       * Secret
+       * @description The signing secret (`whsec_` + base64), shown only in this answer: verify each delivery's `webhook-signature` with it (Standard Webhooks).
+       */
+      secret: string;
+    };
+    /** WebhookDeliveryPublic */
+    WebhookDeliveryPublic: {
+      /** Id */
+      id: string;
+      /**
+       * Object
+       * @default webhook.delivery
+       * @constant
+       */
+      object?: "webhook.delivery";
+      /** Webhook Id */
+      webhook_id: string;
+      /**
+       * Event Id
+       * @description The `webhook-id` header: the same on every attempt.
+       */
+      event_id: string;
+      /**
+       * Event Type
+       * @enum {string}
+       */
+      event_type: "fine_tuning.job.succeeded" | "fine_tuning.job.failed" | "fine_tuning.job.cancelled" | "fine_tuning.job.checkpoint.created" | "sweep.completed";
+      /**
+       * Status
+       * @enum {string}
+       */
+      status: "pending" | "delivered" | "failed";
+      /** Attempts */
+      attempts: number;
+      /** Created At */
+      created_at: number;
+      /**
+       * Next Attempt At
+       * @description When it is sent next; null unless pending.
+       */
+      next_attempt_at: number | null;
+      /** Last Attempt At */
+      last_attempt_at: number | null;
+      /**
+       * Last Status Code
+       * @description The receiver's last HTTP status, if any.
+       */
+      last_status_code: number | null;
+      /** Last Error */
+      last_error: string | null;
+      /** Delivered At */
+      delivered_at: number | null;
+      /**
+       * Payload
+       * @description The event, as the body posted.
+       */
+      payload: {
+        [key: string]: unknown;
+      };
+    };
+    /** WebhookPublic */
+    WebhookPublic: {
+      /** Id */
+      id: string;
+      /**
+       * Object
+       * @default webhook
+       * @constant
+       */
+      object?: "webhook";
+      /** Url */
+      url: string;
+      /** Events */
+      events: ("fine_tuning.job.succeeded" | "fine_tuning.job.failed" | "fine_tuning.job.cancelled" | "fine_tuning.job.checkpoint.created" | "sweep.completed")[];
+      /** Description */
+      description: string | null;
+      /** Enabled */
+      enabled: boolean;
+      /** Created At */
+      created_at: number;
     };
   };
   responses: never;
@@ -3697,6 +3885,277 @@ export interface operations {
       };
       /** @description This key may not do this (the admin endpoints need an admin key). */
       403: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description No such object for this team. */
+      404: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description The service cannot answer now (database unreachable or saturated): retry after `Retry-After` seconds. */
+      503: {
+        headers: {
+          /** @description seconds to wait */
+          "Retry-After"?: number;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+    };
+  };
+  /** List Webhooks */
+  "webhooks-list_webhooks": {
+    parameters: {
+      query?: {
+        /** @description The id of the last item of the previous page. */
+        after?: string | null;
+        limit?: number;
+      };
+    };
+    responses: {
+      /** @description Successful Response */
+      200: {
+        content: {
+          "application/json": components["schemas"]["ListResponse_WebhookPublic_"];
+        };
+      };
+      /** @description Invalid request: `error.param` names the field. */
+      400: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description Missing, unknown or revoked API key. */
+      401: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description The service cannot answer now (database unreachable or saturated): retry after `Retry-After` seconds. */
+      503: {
+        headers: {
+          /** @description seconds to wait */
+          "Retry-After"?: number;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+    };
+  };
+  /**
+   * Create Webhook
+   * @description The answer holds the signing `secret`; it is never shown again.
+   */
+  "webhooks-create_webhook": {
+    requestBody: {
+      content: {
+        "application/json": components["schemas"]["WebhookCreate"];
+      };
+    };
+    responses: {
+      /** @description Successful Response */
+      200: {
+        content: {
+          "application/json": components["schemas"]["WebhookCreated"];
+        };
+      };
+      /** @description Invalid request: `error.param` names the field. */
+      400: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description Missing, unknown or revoked API key. */
+      401: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description The service cannot answer now (database unreachable or saturated): retry after `Retry-After` seconds. */
+      503: {
+        headers: {
+          /** @description seconds to wait */
+          "Retry-After"?: number;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+    };
+  };
+  /** Retrieve Webhook */
+  "webhooks-retrieve_webhook": {
+    parameters: {
+      path: {
+        webhook_id: string;
+      };
+    };
+    responses: {
+      /** @description Successful Response */
+      200: {
+        content: {
+          "application/json": components["schemas"]["WebhookPublic"];
+        };
+      };
+      /** @description Invalid request: `error.param` names the field. */
+      400: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description Missing, unknown or revoked API key. */
+      401: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description No such object for this team. */
+      404: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description The service cannot answer now (database unreachable or saturated): retry after `Retry-After` seconds. */
+      503: {
+        headers: {
+          /** @description seconds to wait */
+          "Retry-After"?: number;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+    };
+  };
+  /** Delete Webhook */
+  "webhooks-delete_webhook": {
+    parameters: {
+      path: {
+        webhook_id: string;
+      };
+    };
+    responses: {
+      /** @description Successful Response */
+      200: {
+        content: {
+          "application/json": components["schemas"]["DeletedResponse"];
+        };
+      };
+      /** @description Invalid request: `error.param` names the field. */
+      400: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description Missing, unknown or revoked API key. */
+      401: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description No such object for this team. */
+      404: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description The service cannot answer now (database unreachable or saturated): retry after `Retry-After` seconds. */
+      503: {
+        headers: {
+          /** @description seconds to wait */
+          "Retry-After"?: number;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+    };
+  };
+  /**
+   * List Deliveries
+   * @description The delivery log, newest first: each event sent to this webhook, its status, attempts and
+   * last error.
+   */
+  "webhooks-list_deliveries": {
+    parameters: {
+      query?: {
+        status?: ("pending" | "delivered" | "failed") | null;
+        /** @description The id of the last item of the previous page. */
+        after?: string | null;
+        limit?: number;
+      };
+      path: {
+        webhook_id: string;
+      };
+    };
+    responses: {
+      /** @description Successful Response */
+      200: {
+        content: {
+          "application/json": components["schemas"]["ListResponse_WebhookDeliveryPublic_"];
+        };
+      };
+      /** @description Invalid request: `error.param` names the field. */
+      400: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description Missing, unknown or revoked API key. */
+      401: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description No such object for this team. */
+      404: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description The service cannot answer now (database unreachable or saturated): retry after `Retry-After` seconds. */
+      503: {
+        headers: {
+          /** @description seconds to wait */
+          "Retry-After"?: number;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+    };
+  };
+  /**
+   * Redeliver
+   * @description Send the event again now, with the same `webhook-id` and body, whatever its status.
+   */
+  "webhooks-redeliver": {
+    parameters: {
+      path: {
+        delivery_id: string;
+        webhook_id: string;
+      };
+    };
+    responses: {
+      /** @description Successful Response */
+      200: {
+        content: {
+          "application/json": components["schemas"]["WebhookDeliveryPublic"];
+        };
+      };
+      /** @description Invalid request: `error.param` names the field. */
+      400: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description Missing, unknown or revoked API key. */
+      401: {
         content: {
           "application/json": components["schemas"]["ErrorResponse"];
         };

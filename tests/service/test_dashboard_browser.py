@@ -6,7 +6,8 @@ the last good plan kept, a short WSD plan that decays), watch it succeed, read i
 it ran with, download its checkpoint through a keyless link, clone it, compare it with a second
 job; train LoRA adapters chosen in the form; and, on a running job's page, see the header move,
 pause (at once "Pausing…"), resume and cancel it; in the Playground, stream two presets' answers
-to one prompt side by side from the real serving process, see one model refuse and stop the other. With REPLAYFT_SCREENSHOTS=<dir> the tests save a
+to one prompt side by side from the real serving process, see one model refuse and stop the other;
+add a webhook (its secret shown once), see a cancelled job's event delivered and redeliver it. With REPLAYFT_SCREENSHOTS=<dir> the tests save a
 PNG of each main page there (docs/screenshots/ holds the committed ones).
 """
 
@@ -20,7 +21,8 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
-from servicekit import JOB_TIMEOUT_S, JOBS, TINY, Team, dashboard_browser
+from servicekit import JOB_TIMEOUT_S, JOBS, TINY, Team, dashboard_browser, free_port
+from webhook_receiver import Receiver
 
 UI_TIMEOUT_MS = 30_000
 
@@ -580,3 +582,47 @@ def test_playground_streams_two_models_side_by_side(service, serving, signed_in,
         "does not exist or you do not have access"
     ).wait_for()
     page.locator('[data-testid="answer-a"][data-state="done"]').wait_for()
+
+
+def test_webhooks_page_creates_shows_the_secret_once_and_redelivers(
+    service, signed_in, team: Team, team_files
+):
+    page = signed_in
+    receiver = Receiver(free_port(), secret="")
+    page.goto(f"{service.url}/settings/webhooks")
+    page.get_by_role("heading", name="Webhooks").wait_for()
+    page.get_by_text("No webhooks yet").wait_for()
+
+    # a URL the API refuses: its message under the URL field
+    page.get_by_label("Endpoint URL").fill("ftp://example.com/hook")
+    page.get_by_role("button", name="Add webhook").click()
+    page.locator(".field.has-error", has_text="must start with http").wait_for()
+
+    page.get_by_label("Endpoint URL").fill(receiver.url)
+    page.get_by_label("Description").fill("browser test")
+    page.get_by_role("button", name="Add webhook").click()
+    secret = page.get_by_test_id("webhook-secret").locator("code").inner_text().strip()
+    assert secret.startswith("whsec_"), secret
+    receiver.secret = secret
+    receiver.start()
+    try:
+        job = team.create_job(team.tiny_job(team_files[0]))
+        team.ok(team.post(f"{JOBS}/{job['id']}/cancel"))
+        row = page.locator("tr", has_text=receiver.url)
+        row.get_by_role("button", name="Deliveries").click()
+        log = page.locator("tr[data-delivery-id]", has_text="fine_tuning.job.cancelled")
+        log.locator(".badge", has_text="delivered").wait_for(timeout=60_000)
+        [event_id] = receiver.ids()
+        log.get_by_role("button", name=f"Redeliver {event_id}").click()
+        deadline = time.monotonic() + 60
+        while receiver.ids()[event_id] < 2:  # the same event id, posted again
+            assert time.monotonic() < deadline, receiver.received
+            time.sleep(0.2)
+        shot(page, "webhooks")
+    finally:
+        receiver.stop()
+    assert receiver.refused == []
+
+    page.reload()  # the secret was shown once: it is in no answer the page can fetch again
+    page.locator("tr", has_text=receiver.url).wait_for()
+    assert secret not in page.content()
