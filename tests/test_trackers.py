@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import socket
-import struct
 import tarfile
 import time
 from pathlib import Path
 
 import pytest
+from trackerkit import scalars, wandb_records
 
 from control.settings import Settings
 from replay_engine.spec import parse_spec
@@ -96,35 +96,6 @@ def assert_same(got, want, what=""):
 
 
 # ---------------------------------------------------------------------------- W&B
-def wandb_records(run_dir: Path) -> list:
-    """The records of an offline run's transaction log (`run-<id>.wandb`): LevelDB's log
-    format (32 KiB blocks of chunks: crc32, length, type) after W&B's 7-byte header, each
-    record a `wandb_internal_pb2.Record`."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    data = next(run_dir.glob("run-*.wandb")).read_bytes()
-    assert data[:4] == b":W&B"
-    block, position, pending, records = 32768, 7, b"", []
-    while position + 7 <= len(data):
-        left = block - position % block
-        if left < 7:  # a block's tail too short for a header is padding
-            position += left
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[position : position + 7])
-        if kind == 0:
-            position += left
-            continue
-        chunk = data[position + 7 : position + 7 + length]
-        position += 7 + length
-        pending = chunk if kind == 2 else pending + chunk  # 2: first chunk, 3: middle, 4: last
-        if kind in (1, 4):  # 1: a whole record
-            record = pb.Record()
-            record.ParseFromString(pending)
-            records.append(record)
-            pending = b""
-    return records
-
-
 def test_wandb_offline_run_holds_every_metric_the_config_and_the_summary(tmp_path, run):
     integrations = [{"type": "wandb", "wandb": {"project": "replay", "tags": ["t1", "t2"]}}]
     ctx = context(tmp_path, run)
@@ -207,16 +178,6 @@ def test_mlflow_run_holds_every_metric_and_the_config_and_a_resume_continues_it(
 
 
 # ---------------------------------------------------------------------------- TensorBoard
-def scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(log_dir))
-    events.Reload()
-    return {
-        tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]
-    }
-
-
 def test_tensorboard_event_files_hold_every_metric_and_pack_as_a_tarball(tmp_path, run):
     ctx = context(tmp_path, run)
     trackers = build_trackers([{"type": "tensorboard", "tensorboard": {}}], ctx, settings(tmp_path))
