@@ -597,7 +597,11 @@ def run_job(job_id: str) -> str | None:
         session.commit()
         spec = JobSpec.model_validate(upgrade_spec_data(job.spec))
         artifact_dir = job.artifact_dir
-        trackers = job_trackers(job, start_step)
+        try:
+            trackers = job_trackers(job, start_step)
+        except Exception:  # never a reason not to train: the job runs without them
+            log.exception("job %s: its trackers could not be set up", job_id)
+            trackers = None
 
     hooks = DBHooks(
         job=job,
@@ -611,6 +615,8 @@ def run_job(job_id: str) -> str | None:
     def end_trackers(outcome: str) -> None:
         from worker.trackers import close_for_job
 
+        if trackers is None:
+            return
         timeout = get_settings().tracker_close_timeout
         close_for_job(trackers, job_id=job_id, outcome=outcome, timeout=timeout)
 
