@@ -134,7 +134,12 @@ def install_error_handlers(app: FastAPI) -> None:
                 "constrained-int",
             )
         ]
-        param = field_path(loc) or None
+        # a discriminated union in the `{"type": X, X: {...}}` shape (integrations) labels the
+        # branch with its tag X right before the branch's own field X: drop the label
+        loc = [p for i, p in enumerate(loc) if i + 1 == len(loc) or loc[i + 1] != p]
+        if first.get("type") in ("union_tag_invalid", "union_tag_not_found"):
+            loc.append(str(first.get("ctx", {}).get("discriminator", "type")).strip("'"))
+        param = field_path(loc, lists=("evals", "integrations")) or None
         message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
         return JSONResponse(
             error_body(400, message, param=param, code="invalid_value"), status_code=400

@@ -15,6 +15,7 @@ import os
 import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -160,6 +161,30 @@ class Settings(BaseSettings):
         "steps and tokens, GPUs through NVML), summed over its processes; unset = none. One "
         "port per worker on a machine.",
     )
+    # Experiment trackers (worker.trackers). Credentials are never settings of a job: W&B reads
+    # WANDB_API_KEY (and WANDB_BASE_URL) from the worker's environment, MLflow its
+    # MLFLOW_TRACKING_USERNAME / _PASSWORD / _TOKEN.
+    wandb_mode: Literal["online", "offline", "disabled"] | None = Field(
+        None,
+        description="W&B mode of jobs' wandb integrations; unset = W&B's own (WANDB_MODE, else "
+        "online). offline writes the run under the job's folder only (`wandb sync` uploads it).",
+    )
+    mlflow_tracking_uri: str = Field(
+        "",
+        description="The MLflow tracking server a job's mlflow integration logs to when it names "
+        "none; empty = a job must name one of mlflow_tracking_uris.",
+    )
+    mlflow_tracking_uris: list[str] = Field(
+        default_factory=list,
+        description="More MLflow tracking URIs a job may name (JSON list); a request never "
+        "makes a worker log anywhere else.",
+    )
+    tracker_close_timeout: float = Field(
+        60.0,
+        ge=0,
+        description="Seconds the end of a job waits for its trackers to send what they still "
+        "hold; training itself never waits for them.",
+    )
 
     inference_url: str = Field(
         "http://127.0.0.1:8001",
@@ -207,6 +232,12 @@ class Settings(BaseSettings):
     @property
     def serve_memory_bytes(self) -> int:
         return parse_bytes(self.serve_memory)
+
+    @property
+    def allowed_mlflow_uris(self) -> list[str]:
+        """Tracking URIs a job's mlflow integration may log to: the default first."""
+        uris = [self.mlflow_tracking_uri, *self.mlflow_tracking_uris]
+        return list(dict.fromkeys(uri for uri in uris if uri))
 
     @property
     def files_dir(self) -> Path:

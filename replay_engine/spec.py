@@ -505,12 +505,12 @@ def upgrade_spec_data(data: dict[str, Any]) -> dict[str, Any]:
     return {**_ADDED_FIELDS, **data}
 
 
-def field_path(loc: Sequence[Any]) -> str:
+def field_path(loc: Sequence[Any], lists: Sequence[str] = ("evals",)) -> str:
     """An error location as a field path: `replay.fraction`, `adam_betas.1`, and an item of
-    the list of evals as `evals[0].scorer`."""
+    the list of evals (or another of `lists`) as `evals[0].scorer`."""
     path, previous = "", None
     for part in loc:
-        if str(part).isdigit() and previous == "evals":
+        if str(part).isdigit() and previous in lists:
             path += f"[{part}]"
         else:
             path += f".{part}" if path else str(part)

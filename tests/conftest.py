@@ -14,6 +14,7 @@ from servicekit import (
     Service,
     Team,
     end_survivors,
+    free_port,
     own_database,
     own_redis_db,
     service_env,
@@ -155,6 +156,16 @@ def service(tmp_path_factory, cache_dir):
             REPLAYFT_HEARTBEAT_TIMEOUT=str(HEARTBEAT_TIMEOUT_S),
             REPLAYFT_RENDEZVOUS_TIMEOUT=str(RENDEZVOUS_TIMEOUT_S),
             TMPDIR=root / "tmp",  # where the server spools uploads: checked for leftovers
+            # experiment trackers: W&B offline, MLflow on a local store, and one allowed
+            # tracking server where nothing listens (refused at once: no retries)
+            REPLAYFT_WANDB_MODE="offline",
+            WANDB_CONFIG_DIR=root / "wandb-config",
+            WANDB_CACHE_DIR=root / "wandb-cache",
+            REPLAYFT_MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow.db'}",
+            REPLAYFT_MLFLOW_TRACKING_URIS=json.dumps(
+                [f"http://e2e:pw-e2e@127.0.0.1:{free_port()}"]
+            ),
+            MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
         )
         svc = Service(root, env)
         try:

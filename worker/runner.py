@@ -57,6 +57,7 @@ from worker import metrics as worker_metrics
 
 if TYPE_CHECKING:  # the engine is imported inside the functions that use it, as elsewhere here
     from replay_engine.data import Problems
+    from worker.trackers import Trackers
 
 log = logging.getLogger("replayft.worker")
 
@@ -279,9 +280,21 @@ class DBHooks:
     FLUSH_SECONDS = 2.0
     CONTROL_POLL_SECONDS = 0.5
 
-    def __init__(self, *, job: Job, owner: str, model_name: str, batch_size: int, seq_len: int):
+    def __init__(
+        self,
+        *,
+        job: Job,
+        owner: str,
+        model_name: str,
+        batch_size: int,
+        seq_len: int,
+        trackers: Trackers | None = None,
+    ):
+        from worker.trackers import Trackers
+
         self.job_id = job.id
         self.team_id = job.team_id
+        self.trackers = trackers or Trackers([])  # the job's integrations: W&B, MLflow, ...
         self.owner = owner
         self.ckpt_prefix = f"{model_name}:ckpt-step-"
         self.tokens_per_step = batch_size * seq_len
@@ -301,6 +314,7 @@ class DBHooks:
     # -- engine callbacks
     def on_metrics(self, record: dict[str, Any]) -> None:
         kind = record.get("type")
+        self.trackers.on_metrics(record)  # only queued: trackers send from threads of their own
         self.buffer.append(record)
         if kind == "train":
             worker_metrics.trained_step(self.tokens_per_step)
@@ -420,6 +434,7 @@ class DBHooks:
 
     def flush(self) -> None:
         self.last_flush = time.monotonic()
+        self.pending_events += [("warn", m, {}) for m in self.trackers.take_warnings()]
         if not self.buffer and not self.pending_events:
             return
         eta = self.progress.get("eta_seconds")
@@ -603,10 +618,29 @@ def train_claimed(job_id: str, owner: str) -> None:
         session.commit()
         spec = JobSpec.model_validate(upgrade_spec_data(job.spec))
         artifact_dir = job.artifact_dir
+        try:
+            trackers = job_trackers(job, start_step)
+        except Exception:  # never a reason not to train: the job runs without them
+            log.exception("job %s: its trackers could not be set up", job_id)
+            trackers = None
 
     hooks = DBHooks(
-        job=job, owner=owner, model_name=name, batch_size=spec.batch_size, seq_len=spec.seq_len
+        job=job,
+        owner=owner,
+        model_name=name,
+        batch_size=spec.batch_size,
+        seq_len=spec.seq_len,
+        trackers=trackers,
     )
+
+    def end_trackers(outcome: str) -> None:
+        from worker.trackers import close_for_job
+
+        if trackers is None:
+            return
+        timeout = get_settings().tracker_close_timeout
+        close_for_job(trackers, job_id=job_id, outcome=outcome, timeout=timeout)
+
     interrupt, disarm = interrupter()
     heartbeat = Heartbeat(job_id, owner, hooks, interrupt)
     heartbeat.start()
@@ -633,9 +667,14 @@ def train_claimed(job_id: str, owner: str) -> None:
             result = train(spec, artifact_dir, hooks)
         disarm()
         hooks.flush()
+        # the trackers end first (the heartbeat still beating), so a job that has succeeded
+        # already lists its result files
+        stopped = {"cancel": "cancelled", "pause": "paused"}.get(hooks.stop_reason or "", "lost")
+        end_trackers(stopped if result.stopped else "succeeded")
     except JobInterrupted:
         disarm()
         stop_interrupted(job_id, owner, hooks)
+        end_trackers("cancelled")
         return None
     except Exception as exc:
         disarm()
@@ -645,7 +684,10 @@ def train_claimed(job_id: str, owner: str) -> None:
             log.exception("flushing metrics of failed job %s", job_id)
         lost_machine = spec.distributed.nodes > 1 and type(exc) is RankFailed
         requeue = lost_machine or transient_db_error(exc)
-        if not (requeue and requeue_after_failure(job_id, owner, exc)):
+        if requeue and requeue_after_failure(job_id, owner, exc):
+            end_trackers("requeued")
+        else:
+            end_trackers("failed")  # first, so the job's result files are there when it fails
             fail_job(job_id, exc, owner=owner)
         return None
     finally:
@@ -666,6 +708,35 @@ def train_claimed(job_id: str, owner: str) -> None:
     else:
         log.warning("job %s: lease lost to another worker; stopped", job_id)
     return None
+
+
+def job_trackers(job: Job, start_step: int) -> Trackers:
+    """The experiment trackers the job asked for (`integrations`), started; see worker.trackers."""
+    from worker.trackers import RunContext, Trackers, build_trackers, public_config
+
+    if not job.integrations:
+        return Trackers([])
+    settings = get_settings()
+    metadata = job.job_metadata or {}
+    member = metadata.get("sweep_member")
+    context = RunContext(
+        job_id=job.id,
+        name=f"{job.suffix or job.id} {member}" if member else job.suffix or job.id,
+        config=public_config(
+            job.spec,
+            job.plan,
+            settings.data_dir,
+            job_id=job.id,
+            model=job.model,
+            training_file=job.training_file,
+            metadata=metadata,
+        ),
+        artifact_dir=Path(job.artifact_dir),
+        resume_step=start_step,
+        group=metadata.get("sweep_id"),
+        tags={"replayft.model": job.model},
+    )
+    return build_trackers(job.integrations, context, settings)
 
 
 # ---------------------------------------------------------------------------- several machines

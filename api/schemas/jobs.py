@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
 from api.schemas.common import ID_MAX_LENGTH, db_string
 from control import fields
@@ -159,6 +159,65 @@ Eval = create_model(
 )
 
 
+# Experiment trackers (ReplayFT extra beside OpenAI's wandb shape): each item names its kind in
+# `type` and holds its options under a key of that name. Nothing here can carry a credential or
+# a local path: keys come from the workers' environment, an MLflow URI must be one the
+# deployment allows (checked in api.services.jobs), and TensorBoard writes in the job's folder.
+WandbName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=128, pattern=r"^[^/\\#?%:\x00]+$"),
+]
+
+
+class WandbOptions(_Strict):
+    """OpenAI's W&B integration: the run goes to `entity/project` under the job's id."""
+
+    project: WandbName = Field(description="The W&B project the run is created in.")
+    name: db_string(128) | None = Field(None, description="Display name; default: the job id.")
+    entity: WandbName | None = Field(
+        None, description="Team or user; default: the worker's W&B default entity."
+    )
+    tags: list[db_string(64)] | None = Field(None, max_length=64, description="Run tags.")
+
+
+class WandbIntegration(_Strict):
+    type: Literal["wandb"]
+    wandb: WandbOptions
+
+
+class MlflowOptions(_Strict):
+    """ReplayFT extra: one MLflow run per job (resumed jobs continue it)."""
+
+    tracking_uri: db_string(1000) | None = Field(
+        None,
+        description="One of the tracking URIs this deployment allows "
+        "(REPLAYFT_MLFLOW_TRACKING_URI, REPLAYFT_MLFLOW_TRACKING_URIS); default: its default.",
+    )
+    experiment: db_string(256) = Field("replayft", min_length=1, description="Experiment name.")
+    run_name: db_string(250) | None = Field(None, description="Default: the job id.")
+
+
+class MlflowIntegration(_Strict):
+    type: Literal["mlflow"]
+    mlflow: MlflowOptions = Field(default_factory=MlflowOptions)
+
+
+class TensorBoardOptions(_Strict):
+    """ReplayFT extra: event files written in the job's folder and, once the job has ended,
+    one of its `result_files` (a tar.gz of the log directory)."""
+
+
+class TensorBoardIntegration(_Strict):
+    type: Literal["tensorboard"]
+    tensorboard: TensorBoardOptions = Field(default_factory=TensorBoardOptions)
+
+
+Integration = Annotated[
+    WandbIntegration | MlflowIntegration | TensorBoardIntegration, Field(discriminator="type")
+]
+INTEGRATION_TYPES = ("wandb", "mlflow", "tensorboard")
+
+
 class TrainingRequest(BaseModel):
     """The fields a fine-tuning job and a sweep of jobs share: what to train, on what, how."""
 
@@ -182,6 +241,12 @@ class TrainingRequest(BaseModel):
         max_length=EVAL_LIMIT,
         description="ReplayFT extra: task evals (files of purpose `evals`) scored before "
         "training, at each checkpoint and at the end.",
+    )
+    integrations: list[Integration] | None = Field(
+        None,
+        max_length=len(INTEGRATION_TYPES),
+        description="Experiment trackers the run's metrics, plan and spec are logged to: wandb "
+        "(OpenAI's shape), mlflow and tensorboard (ReplayFT extras), at most one of each.",
     )
 
 
@@ -274,7 +339,9 @@ class JobPublic(BaseModel):
     seed: int
     priority: int = 0
     estimated_finish: int | None
-    integrations: list[Any] = Field(default_factory=list)
+    integrations: list[Integration] = Field(
+        default_factory=list, description="The experiment trackers as requested."
+    )
     metadata: dict[str, str] | None
     suffix: str | None = None
     progress: Progress

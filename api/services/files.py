@@ -278,8 +278,7 @@ def delete_file(*, session: Session, file: File) -> None:
         if fields:
             raise APIError(
                 409,
-                f"File is in use by unfinished job {job.id} (as its {fields[0]}); cancel it "
-                f"first.",
+                f"File is in use by unfinished job {job.id} (as its {fields[0]}); cancel it first.",
                 param="file_id",
                 code="file_in_use",
             )

@@ -252,6 +252,42 @@ def build_spec(
     return checked.model_dump(mode="json")
 
 
+def checked_integrations(body: JobCreate, settings: Settings) -> list[dict[str, Any]] | None:
+    """The request's experiment trackers as stored on the job; a 400 naming the field for a
+    second tracker of one kind, or an MLflow tracking URI the deployment does not allow (a
+    request never chooses where a worker writes: no local path, no server of its own). The
+    messages never show a configured URI, which may hold credentials."""
+    if not body.integrations:
+        return None
+    seen: dict[str, int] = {}
+    for index, item in enumerate(body.integrations):
+        if item.type in seen:
+            param = f"integrations[{index}].type"
+            raise invalid(
+                f"{param}: a job takes one {item.type} integration "
+                f"(integrations[{seen[item.type]}] is one).",
+                param,
+            )
+        seen[item.type] = index
+        if item.type == "mlflow":
+            param = f"integrations[{index}].mlflow.tracking_uri"
+            allowed = settings.allowed_mlflow_uris
+            if item.mlflow.tracking_uri is None and not allowed:
+                raise invalid(
+                    f"{param}: this deployment has no MLflow tracking server "
+                    "(REPLAYFT_MLFLOW_TRACKING_URI is not set).",
+                    param,
+                    code="integration_unavailable",
+                )
+            if item.mlflow.tracking_uri is not None and item.mlflow.tracking_uri not in allowed:
+                raise invalid(
+                    f"{param}: not a tracking URI this deployment allows (its operator lists "
+                    "them in REPLAYFT_MLFLOW_TRACKING_URIS); leave it out for the default.",
+                    param,
+                )
+    return [item.model_dump(exclude_none=True) for item in body.integrations]
+
+
 def check_limits(spec: Any, total_steps: int, settings: Settings, *, estimated: bool) -> None:
     """A 400 naming the setting when `total_steps` puts the job over a deployment limit."""
     problem = plan_problem(spec, total_steps, settings, estimated=estimated)
@@ -304,6 +340,7 @@ def add_job(
     session, without committing (a sweep adds all its members in one transaction this way).
     Raises APIError(400) naming the field."""
     spec = build_spec(session=session, team=team, body=body, settings=settings, pending_ok=True)
+    integrations = checked_integrations(body, settings)
     check_team_limits(session=session, team=team, settings=settings)
     job_id = new_id("ftjob")
     job = Job(
@@ -321,6 +358,7 @@ def add_job(
         method=body.method.model_dump(exclude_none=True) if body.method else {},
         replay_request=body.replay.model_dump(exclude_none=True) if body.replay else None,
         evals_request=[e.model_dump(exclude_none=True) for e in body.evals] if body.evals else None,
+        integrations=integrations,
         spec=spec,
         artifact_dir=str(settings.jobs_dir / job_id),
         result_files=[],
@@ -583,6 +621,7 @@ def to_public(job: Job, summary: dict[str, Any] | None = None) -> JobPublic:
         pausing=job.status == "running" and job.control == "pause",
         replay=_public_replay(job),
         evals=job.evals_request,
+        integrations=job.integrations or [],
         summary=JobSummary.model_validate(summary) if summary else None,
     )
 

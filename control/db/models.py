@@ -121,6 +121,8 @@ class Job(Base):
     method: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     replay_request: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     evals_request: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    # experiment trackers as requested ({"type": "wandb", "wandb": {...}}, ...); no credentials
+    integrations: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     plan: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     progress: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

@@ -1003,6 +1003,11 @@ export interface components {
        * @description ReplayFT extra: task evals (files of purpose `evals`) scored before training, at each checkpoint and at the end.
        */
       evals?: components["schemas"]["Eval"][] | null;
+      /**
+       * Integrations
+       * @description Experiment trackers the run's metrics, plan and spec are logged to: wandb (OpenAI's shape), mlflow and tensorboard (ReplayFT extras), at most one of each.
+       */
+      integrations?: ((components["schemas"]["WandbIntegration"] | components["schemas"]["MlflowIntegration"] | components["schemas"]["TensorBoardIntegration"])[]) | null;
       replay?: components["schemas"]["Replay"] | null;
     };
     /** JobError */
@@ -1094,8 +1099,11 @@ export interface components {
       priority?: number;
       /** Estimated Finish */
       estimated_finish: number | null;
-      /** Integrations */
-      integrations?: unknown[];
+      /**
+       * Integrations
+       * @description The experiment trackers as requested.
+       */
+      integrations?: (components["schemas"]["WandbIntegration"] | components["schemas"]["MlflowIntegration"] | components["schemas"]["TensorBoardIntegration"])[];
       /** Metadata */
       metadata: {
         [key: string]: string;
@@ -1400,6 +1408,37 @@ export interface components {
           [key: string]: unknown;
         }[];
     };
+    /** MlflowIntegration */
+    MlflowIntegration: {
+      /**
+       * Type
+       * @constant
+       */
+      type: "mlflow";
+      mlflow?: components["schemas"]["MlflowOptions"];
+    };
+    /**
+     * MlflowOptions
+     * @description ReplayFT extra: one MLflow run per job (resumed jobs continue it).
+     */
+    MlflowOptions: {
+      /**
+       * Tracking Uri
+       * @description One of the tracking URIs this deployment allows (REPLAYFT_MLFLOW_TRACKING_URI, REPLAYFT_MLFLOW_TRACKING_URIS); default: its default.
+       */
+      tracking_uri?: string | null;
+      /**
+       * Experiment
+       * @description Experiment name.
+       * @default replayft
+       */
+      experiment?: string;
+      /**
+       * Run Name
+       * @description Default: the job id.
+       */
+      run_name?: string | null;
+    };
     /** ModelPublic */
     ModelPublic: {
       /** Id */
@@ -1524,6 +1563,11 @@ export interface components {
        * @description ReplayFT extra: task evals (files of purpose `evals`) scored before training, at each checkpoint and at the end.
        */
       evals?: components["schemas"]["Eval"][] | null;
+      /**
+       * Integrations
+       * @description Experiment trackers the run's metrics, plan and spec are logged to: wandb (OpenAI's shape), mlflow and tensorboard (ReplayFT extras), at most one of each.
+       */
+      integrations?: ((components["schemas"]["WandbIntegration"] | components["schemas"]["MlflowIntegration"] | components["schemas"]["TensorBoardIntegration"])[]) | null;
       replay?: components["schemas"]["SweepReplay"] | null;
       /**
        * Replay Fractions
@@ -1864,6 +1908,21 @@ export interface components {
       /** @description the limits to change: a field given is set (null: back to the default), one left out is kept */
       limits: components["schemas"]["TeamLimits"];
     };
+    /** TensorBoardIntegration */
+    TensorBoardIntegration: {
+      /**
+       * Type
+       * @constant
+       */
+      type: "tensorboard";
+      tensorboard?: components["schemas"]["TensorBoardOptions"];
+    };
+    /**
+     * TensorBoardOptions
+     * @description ReplayFT extra: event files written in the job's folder and, once the job has ended,
+     * one of its `result_files` (a tar.gz of the log directory).
+     */
+    TensorBoardOptions: Record<string, never>;
     /** TextChoice */
     TextChoice: {
       /** Index */
@@ -1979,6 +2038,41 @@ export interface components {
        * @default 0
        */
       gpu_seconds?: number;
+    };
+    /** WandbIntegration */
+    WandbIntegration: {
+      /**
+       * Type
+       * @constant
+       */
+      type: "wandb";
+      wandb: components["schemas"]["WandbOptions"];
+    };
+    /**
+     * WandbOptions
+     * @description OpenAI's W&B integration: the run goes to `entity/project` under the job's id.
+     */
+    WandbOptions: {
+      /**
+       * Project
+       * @description The W&B project the run is created in.
+       */
+      project: string;
+      /**
+       * Name
+       * @description Display name; default: the job id.
+       */
+      name?: string | null;
+      /**
+       * Entity
+       * @description Team or user; default: the worker's W&B default entity.
+       */
+      entity?: string | null;
+      /**
+       * Tags
+       * @description Run tags.
+       */
+      tags?: string[] | null;
     };
     /** WebhookCreate */
     WebhookCreate: {

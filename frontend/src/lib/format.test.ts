@@ -4,6 +4,7 @@ import {
   formatCount,
   formatEta,
   formatHardware,
+  formatIntegrations,
   formatLoss,
   formatLr,
   formatMethod,
@@ -89,5 +90,20 @@ describe("formatLr", () => {
     [0, "0"],
   ])("%s -> %s", (v, text) => {
     expect(formatLr(v)).toBe(text);
+  });
+});
+
+describe("formatIntegrations", () => {
+  it("names each tracker, W&B with its entity and project", () => {
+    expect(formatIntegrations([])).toBe("none");
+    expect(formatIntegrations(undefined)).toBe("none");
+    expect(
+      formatIntegrations([
+        { type: "wandb", wandb: { project: "replay", entity: "team-a", name: null, tags: null } },
+        { type: "mlflow", mlflow: { experiment: "exp", tracking_uri: null, run_name: null } },
+        { type: "tensorboard", tensorboard: {} },
+      ]),
+    ).toBe("W&B team-a/replay · MLflow exp · TensorBoard");
+    expect(formatIntegrations([{ type: "wandb", wandb: { project: "p" } }])).toBe("W&B p");
   });
 });

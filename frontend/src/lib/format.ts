@@ -1,5 +1,7 @@
 // Human-readable numbers for the tables and cards.
 
+import type { Schemas } from "../api";
+
 export function formatEta(seconds: number | null | undefined): string {
   if (seconds === null || seconds === undefined || !Number.isFinite(seconds) || seconds < 0)
     return "—";
@@ -101,4 +103,21 @@ export function formatSchedule(scheduler: unknown): string {
   if (s.min_lr_ratio) parts.push(`to ${formatPercent(s.min_lr_ratio)} of the peak`);
   const name = s.type === "wsd" ? "WSD" : String(s.type ?? "—");
   return parts.length ? `${name} (${parts.join(", ")})` : name;
+}
+
+type Integration = Schemas["JobPublic"]["integrations"] extends (infer I)[] | undefined ? I : never;
+
+/** A job's experiment trackers as one line: "W&B team-a/replay · MLflow replay-exp · TensorBoard". */
+export function formatIntegrations(integrations: Integration[] | null | undefined): string {
+  if (!integrations?.length) return "none";
+  return integrations
+    .map((item) => {
+      if (item.type === "wandb") {
+        const { entity, project } = item.wandb;
+        return `W&B ${entity ? `${entity}/` : ""}${project}`;
+      }
+      if (item.type === "mlflow") return `MLflow ${item.mlflow?.experiment ?? "replayft"}`;
+      return "TensorBoard";
+    })
+    .join(" · ");
 }

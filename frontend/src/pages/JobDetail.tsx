@@ -26,6 +26,7 @@ import {
   formatCount,
   formatEta,
   formatHardware,
+  formatIntegrations,
   formatLoss,
   formatLr,
   formatMethod,
@@ -394,6 +395,15 @@ export function JobDetailPage() {
             <div><dt>Seed</dt><dd data-testid="setting-seed">{job.seed}</dd></div>
             <div><dt>Priority</dt><dd data-testid="setting-priority">{job.priority ?? 0}</dd></div>
             <div><dt>Suffix</dt><dd data-testid="setting-suffix">{job.suffix ?? "—"}</dd></div>
+            <div>
+              <dt>Trackers</dt>
+              <dd data-testid="setting-integrations">
+                {formatIntegrations(job.integrations)}
+                {job.result_files.length > 0 && (
+                  <span className="muted small"> · result files {job.result_files.join(", ")}</span>
+                )}
+              </dd>
+            </div>
           </dl>
         </div>
         <div className="card" data-testid="job-model">
