@@ -398,3 +398,52 @@ def test_members_finishing_at_once_complete_their_sweep_exactly_once(database):
             )
         )
     assert completed == {sweep_id: 1 for sweep_id, _ in sweeps}, completed
+
+
+def test_a_cancel_racing_a_workers_succeed_leaves_one_final_status_and_one_event(database):
+    """The API's cancel locks the job's row before it looks at its status
+    (api.services.jobs._transition), so a worker's succeed at the same moment waits for it and
+    then finds the job cancelled: the job is not `succeeded` over `cancelled` (or the reverse),
+    and only the cancelled event is recorded."""
+    from api.errors import APIError
+    from api.services.jobs import cancel_job
+    from control import lifecycle
+    from control.db.models import Job, WebhookDelivery
+    from control.db.session import session_scope
+
+    team_id = new_team(database, "cancel-race")
+    hook = subscribe(team_id, "http://127.0.0.1:9/never")
+    job_id = running_job(team_id)
+    values = {"fine_tuned_model": "ft:x", "final_checkpoint": "/c", "trained_tokens": 8}
+
+    api_session = session_scope().__enter__()
+    job = api_session.scalar(select(Job).where(Job.id == job_id))
+    api_session.refresh(job, with_for_update=True)  # what cancel_job does first: the lock
+    worker = threading.Thread(target=lifecycle.succeed, args=(job_id, "w1", values, {}))
+    worker.start()
+    time.sleep(1.0)
+    assert worker.is_alive(), "the worker's succeed must wait for the API's lock"
+    cancel_job(session=api_session, job=job)  # commits: the lock is released
+    api_session.close()
+    worker.join(timeout=30)
+    with session_scope() as session:
+        row = session.scalar(select(Job).where(Job.id == job_id))
+        assert (row.status, row.fine_tuned_model) == ("cancelled", None)
+        events = session.scalars(
+            select(WebhookDelivery.event_type).where(WebhookDelivery.webhook_id == hook["id"])
+        ).all()
+    assert events == ["fine_tuning.job.cancelled"], events
+
+    # the other order: the API read the job while it ran, the worker committed its succeed
+    # before the cancel: the cancel reads the row again, answers 409 and changes nothing
+    done = running_job(team_id)
+    with session_scope() as session:
+        job = session.scalar(select(Job).where(Job.id == done))
+        assert job.status == "running"
+        session.commit()  # as a request whose read transaction ended before the cancel
+        lifecycle.succeed(done, "w1", values, {})
+        with pytest.raises(APIError) as refused:
+            cancel_job(session=session, job=job)
+    assert refused.value.status_code == 409
+    with session_scope() as session:
+        assert session.scalar(select(Job.status).where(Job.id == done)) == "succeeded"

@@ -414,7 +414,12 @@ def lr_curve(plan: Any, max_points: int = LR_CURVE_POINTS) -> dict[str, list]:
 
 # ---------------------------------------------------------------------------- transitions
 def _transition(change: Callable[[], None], session: Session, job: Job) -> Job:
-    """Apply a lifecycle transition and commit it; a status that does not allow it is a 409."""
+    """Apply a lifecycle transition and commit it; a status that does not allow it is a 409.
+    The job's row is read again and locked first (PostgreSQL), so a worker finishing the job at
+    the same moment either commits before (and the transition sees its status) or waits for
+    this commit (and its conditional UPDATE then finds the job cancelled): never a cancel that
+    overwrites `succeeded`."""
+    session.refresh(job, with_for_update=True)
     try:
         change()
     except lifecycle.InvalidTransition as exc:

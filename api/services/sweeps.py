@@ -277,10 +277,13 @@ def list_sweeps(
 
 
 def cancel_sweep(*, session: Session, sweep: Sweep) -> Sweep:
-    """Cancel every unfinished member in one transaction; 409 when none is left to cancel."""
-    unfinished = [
-        j for _, j in members_of(session, sweep) if j.status not in lifecycle.TERMINAL_STATUSES
-    ]
+    """Cancel every unfinished member in one transaction; 409 when none is left to cancel. The
+    members' rows are read again and locked (in id order) first, as a single job's cancel does
+    (api.services.jobs._transition)."""
+    members = sorted((j for _, j in members_of(session, sweep)), key=lambda j: j.pk)
+    for job in members:
+        session.refresh(job, with_for_update=True)
+    unfinished = [j for j in members if j.status not in lifecycle.TERMINAL_STATUSES]
     if not unfinished:
         raise APIError(
             409,
