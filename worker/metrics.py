@@ -92,6 +92,13 @@ def process_exited(pid: int) -> None:
         multiprocess.mark_process_dead(pid)
 
 
+GPU_SERIES = (
+    "replayft_gpu_utilization_ratio",
+    "replayft_gpu_memory_used_bytes",
+    "replayft_gpu_memory_total_bytes",
+)
+
+
 class GpuCollector:
     """The machine's GPUs as NVML sees them (the `nvidia-ml-py` package), read at each scrape;
     nothing where it is not installed or finds no GPU. NVML opens no CUDA context."""
@@ -131,6 +138,7 @@ def serve(port: int) -> None:
     """In the maintenance process: serve the sum of this worker's counts, plus its GPUs."""
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
+    _series()  # this process's zeros: every series shows from the start, not at first use
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
     registry.register(GpuCollector())

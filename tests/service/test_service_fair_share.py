@@ -6,7 +6,9 @@ others, instead of in arrival order, which would give A the worker for its three
 The worker serves its Prometheus metrics (worker.metrics, multiprocess mode): they count what its
 pool child trained, as the jobs report it."""
 
+import json
 import re
+from pathlib import Path
 
 import httpx
 import pytest
@@ -73,5 +75,20 @@ def test_one_worker_trains_three_teams_in_turn(deployment: Service, target_jsonl
     assert samples[("replayft_worker_steps_total", ())] == steps, samples
     tokens = sum(job["trained_tokens"] for job in finished)
     assert samples[("replayft_worker_tokens_total", ())] == tokens == steps * 4 * 64, samples
-    # training now: none (a child that exited is dropped from the live sum altogether)
-    assert samples.get(("replayft_worker_training_jobs", ()), 0) == 0, samples
+    assert samples[("replayft_worker_training_jobs", ())] == 0, samples  # training now: none
+
+    # the Grafana dashboard's worker panels query series that a worker exports (the GPU ones
+    # where NVML sees a GPU)
+    from worker.metrics import GPU_SERIES
+
+    board = json.loads(
+        (Path(__file__).parents[2] / "deploy" / "grafana-dashboard.json").read_text()
+    )
+    queried = {
+        re.sub(r"_(bucket|count|sum)$", "", name)
+        for panel in board["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"replayft_(?:worker|gpu)_\w+", target["expr"])
+    }
+    exported = {re.sub(r"_(bucket|count|sum|created)$", "", name) for name, _ in samples}
+    assert queried and queried <= exported | set(GPU_SERIES), queried - exported
