@@ -61,6 +61,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
@@ -503,18 +504,18 @@ def explain(spec_dict: dict[str, Any], device: str, reps: int = 10) -> dict[str,
     """Time, on this run's shapes and device, the two pieces of step code that differ between
     the engines (the model forward/backward itself is the same call):
 
-    - the loss head, forward + backward: the LM head's matmul on random hidden states (the
-      same in both), then ReplayFT's `token_losses` (`loss.token_cross_entropy`, which keeps
-      only the logits and turns them into their gradient in place) times the mask, against
-      transformers' `ForCausalLMLoss` (`F.cross_entropy`: a saved log-softmax and two more
-      full-size tensors in backward);
+    - the loss head, forward + backward, on random hidden states: ReplayFT's `token_losses`
+      with the label mask (the LM head's matmul on the counted tokens only, then
+      `loss.token_cross_entropy`, which keeps only the logits and turns them into their
+      gradient in place), against the LM head on every token and transformers'
+      `ForCausalLMLoss` (`F.cross_entropy`: a saved log-softmax and two more full-size
+      tensors in backward);
     - one AdamW step: ReplayFT's `build_optimizer` against the fused AdamW that Trainer uses
       by default (torch >= 2.8), with the same parameter groups.
 
     Runs alternate between the two, each first as often as second, so that load from other
     processes and warm caches favour neither."""
     import torch
-    import torch.nn.functional as F
     from transformers.loss.loss_utils import ForCausalLMLoss
 
     from replay_engine.models import load_model
@@ -532,18 +533,30 @@ def explain(spec_dict: dict[str, Any], device: str, reps: int = 10) -> dict[str,
     n_label = mask[:, 1:].sum()
     hidden = torch.randn(B, L, model.config.hidden_size, generator=gen).to(dev)
     hidden.requires_grad_(True)
-    head = model.get_output_embeddings().weight
+    head = model.get_output_embeddings()
+    label_mask = mask[:, 1:].cpu()  # token_losses takes it on the CPU
 
-    class Output:  # what token_losses reads from a model's output
+    class HeadOnly(torch.nn.Module):
+        """A model whose decoder is `hidden`: token_losses runs its head as in the engine."""
+
         def __init__(self) -> None:
-            self.logits = F.linear(hidden, head)
+            super().__init__()
+            self.lm_head = head
+
+        def get_output_embeddings(self) -> torch.nn.Module:
+            return self.lm_head
+
+        def forward(self, **_: Any) -> SimpleNamespace:
+            return SimpleNamespace(logits=self.lm_head(hidden))
+
+    head_only = HeadOnly()
 
     def ours_loss() -> None:
-        losses = token_losses(lambda **_: Output(), ids) * mask[:, 1:]
+        losses = token_losses(head_only, ids, None, label_mask)
         (losses.sum() / n_label).backward()
 
     def hf_loss() -> None:
-        ForCausalLMLoss(Output().logits, labels, V, num_items_in_batch=n_label).backward()
+        ForCausalLMLoss(head(hidden), labels, V, num_items_in_batch=n_label).backward()
 
     for p in model.parameters():
         p.grad = torch.randn(p.shape, generator=gen).to(dev) * 1e-3

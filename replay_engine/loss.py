@@ -48,6 +48,7 @@ class TokenCrossEntropy(torch.autograd.Function):
         logits, labels, log_normalizer = ctx.saved_tensors
         blocks = _row_blocks(logits)
         grad = grad.float()
+        minus_grad = grad.neg().unsqueeze(1)
         for lo in blocks:
             rows = slice(lo, lo + blocks.step)
             block = logits[rows]
@@ -55,7 +56,7 @@ class TokenCrossEntropy(torch.autograd.Function):
             # once, so the gradient is rounded to the logits' dtype once, as an upcast's would be
             probs = block.float()
             probs.sub_(log_normalizer[rows, None]).exp_().mul_(grad[rows, None])
-            probs[torch.arange(len(probs), device=probs.device), labels[rows]] -= grad[rows]
+            probs.scatter_add_(1, labels[rows, None], minus_grad[rows])  # the one-hot part
             if probs is not block:
                 block.copy_(probs)
         return logits, None

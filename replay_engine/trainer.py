@@ -22,6 +22,7 @@ s updates (step 0 is the model before training), and `checkpoints/step-s` holds 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -219,7 +220,10 @@ def gather_batch(
 
 
 def token_losses(
-    model: torch.nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    position_ids: torch.Tensor | None = None,
+    label_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-token next-token cross-entropy, shape (batch, seq_len - 1), in fp32.
 
@@ -227,13 +231,51 @@ def token_losses(
     documents: given them and no attention mask, transformers builds a block-diagonal causal mask
     for SDPA (masking_utils.find_packed_sequence_indices; its flash-attention backends would need
     one flattened row). None: positions 0..L-1, attention across the whole row. No KV cache:
-    with one, transformers skips the packed-sequence detection, and training has no use for it."""
-    logits = model(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits
+    with one, transformers skips the packed-sequence detection, and training has no use for it.
+
+    `label_mask` (batch, seq_len - 1), bool, on the CPU: the tokens whose loss counts. Given it,
+    the LM head and the loss run on those positions only and the other losses are 0: the same
+    counted losses and the same gradients (the others' are exactly 0 either way) for less work.
+    The head is a small model's largest matmul (vocabulary x hidden), and prompts and padding
+    are a third of a prompt/completion batch. The indices are made on the CPU: no GPU sync."""
+    batch, seq_len = input_ids.shape
     # Shift the labels, not the logits: slicing the (B, L, V) logits would make reshape copy
     # them, and the slice's backward would fill another full-size gradient.
-    labels = torch.roll(input_ids, shifts=-1, dims=1)
-    loss = token_cross_entropy(logits.view(-1, logits.size(-1)), labels.view(-1))
-    return loss.view(input_ids.shape)[:, :-1]  # the last position has no next token
+    labels = torch.roll(input_ids, shifts=-1, dims=1).view(-1)
+    if label_mask is None:
+        logits = model(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits
+        loss = token_cross_entropy(logits.view(-1, logits.size(-1)), labels)
+        return loss.view(batch, seq_len)[:, :-1]  # the last position has no next token
+    counted = torch.zeros(batch, seq_len, dtype=torch.bool)
+    counted[:, :-1] = label_mask
+    rows = counted.view(-1).nonzero().squeeze(1).to(input_ids.device, non_blocking=True)
+    with _head_on_rows(model, rows):
+        logits = model(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits
+    if logits.dim() > 2:  # a model that calls its head otherwise: select from the full logits
+        logits = logits.flatten(0, -2).index_select(0, rows)
+    loss = token_cross_entropy(logits, labels.index_select(0, rows))
+    losses = loss.new_zeros(batch * seq_len).index_copy(0, rows, loss)
+    return losses.view(batch, seq_len)[:, :-1]
+
+
+@contextlib.contextmanager
+def _head_on_rows(model: torch.nn.Module, rows: torch.Tensor):
+    """Within: the model's LM head gets only `rows` of its input, flattened to (tokens, hidden),
+    and so returns (len(rows), vocab) logits. A forward pre-hook on the head works inside every
+    wrapper (DDP, FSDP2, peft) and keeps what a model does after its head (logit soft-capping)."""
+    head = distributed.unwrap(model).get_output_embeddings()
+
+    def select(_head: torch.nn.Module, args: tuple) -> tuple | None:
+        if not args:  # called with keyword arguments only: leave it (token_losses selects after)
+            return None
+        return (args[0].flatten(0, -2).index_select(0, rows), *args[1:])
+
+    handle = head.register_forward_pre_hook(select) if head is not None else None
+    try:
+        yield
+    finally:
+        if handle is not None:
+            handle.remove()
 
 
 @torch.no_grad()
@@ -268,15 +310,15 @@ def evaluate(
         end = min(start + micro_batch, n)
         ids = torch.from_numpy(np.asarray(split.tokens[start:end], dtype=np.int64))
         mask = torch.from_numpy(np.asarray(split.loss_mask[start:end], dtype=bool))
-        ids, mask = ids.to(device), mask[:, 1:].to(device)
+        ids, mask = ids.to(device), mask[:, 1:]
         positions = None
         if per_document:
             positions = np.asarray(split.positions[start:end], dtype=np.int64)
             positions = torch.from_numpy(positions).to(device)
         with autocast():
-            losses = token_losses(model, ids, positions)
-        totals[0] += (losses * mask).sum().double() * weight
-        totals[1] += mask.sum().double() * weight
+            losses = token_losses(model, ids, positions, mask)
+        totals[0] += losses.sum().double() * weight
+        totals[1] += float(mask.sum()) * weight
     distributed.all_reduce_sum(totals, d)
     model.train()
     total, count = totals.tolist()
@@ -659,41 +701,39 @@ def _train_step(run: _Run, step: int) -> dict[str, Any]:
     tokens, mask, positions, is_target = gather_batch(run.mixture, run.data, step, run.my_slots)
     ids = torch.from_numpy(tokens).to(device, non_blocking=True)
     position_ids = torch.from_numpy(positions).to(device) if run.per_document else None
-    label_mask = torch.from_numpy(mask[:, 1:]).to(device)
-    target_rows = torch.from_numpy(is_target).to(device)
-    # the loss is the mean over the GLOBAL batch's trainable tokens; DDP/FSDP average
-    # gradients over the W ranks, so each rank scales its share by W
-    n_label_tokens = torch.tensor(float(mask[:, 1:].sum()), device=device)
-    distributed.all_reduce_sum(n_label_tokens, d).clamp_(min=1.0)
-    loss_scale = W / n_label_tokens
+    label_mask = torch.from_numpy(mask[:, 1:])  # stays on the CPU: token_losses indexes with it
+    # trainable tokens by source, [target, generic], in the GLOBAL batch; the loss is the mean
+    # over all of them, and DDP/FSDP average gradients over the W ranks, so each rank scales
+    # its share by W
+    token_counts = torch.tensor(
+        [mask[is_target, 1:].sum(), mask[~is_target, 1:].sum()], dtype=torch.float32
+    ).to(device)
+    distributed.all_reduce_sum(token_counts, d)
+    loss_scale = W / token_counts.sum().clamp(min=1.0)
+    # rows' sources as a [target, generic] x rows matrix: one matmul sums each micro-batch's row
+    # losses by source (boolean indexing would wait for a GPU on every micro-batch)
+    row_sources = torch.from_numpy(np.stack([is_target, ~is_target]).astype(np.float32))
+    row_sources = row_sources.to(device)
     data_time = time.perf_counter() - t0
 
-    # sums of per-token loss and token counts, by source: [target, generic]
-    loss_sums = torch.zeros(2, device=device)
-    token_counts = torch.zeros(2, device=device)
+    loss_sums = torch.zeros(2, device=device)  # sums of per-token loss: [target, generic]
     local_B, micro = len(run.my_slots), run.micro
     for lo in range(0, local_B, micro):
         hi = lo + micro
         with distributed.grad_sync(run.model, d, sync=hi >= local_B):
             with run.autocast():
                 row_positions = None if position_ids is None else position_ids[lo:hi]
-                losses = token_losses(run.model, ids[lo:hi], row_positions)
-                losses = losses * label_mask[lo:hi]
+                losses = token_losses(run.model, ids[lo:hi], row_positions, label_mask[lo:hi])
             (losses.sum() * loss_scale).backward()
-        per_row = losses.detach().sum(dim=1)
-        rows_target = target_rows[lo:hi]
-        counts = label_mask[lo:hi].sum(dim=1).float()
-        loss_sums[0] += per_row[rows_target].sum()
-        loss_sums[1] += per_row[~rows_target].sum()
-        token_counts[0] += counts[rows_target].sum()
-        token_counts[1] += counts[~rows_target].sum()
+        loss_sums += row_sources[:, lo:hi] @ losses.detach().sum(dim=1)
     clip = run.spec.grad_clip if run.spec.grad_clip > 0 else math.inf
     grad_norm = distributed.as_local(torch.nn.utils.clip_grad_norm_(run.trainable, clip))
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
 
-    totals = distributed.all_reduce_sum(torch.cat([loss_sums, token_counts]), d)
-    sums, counts = totals[:2].tolist(), totals[2:].tolist()  # the one sync point per step
+    distributed.all_reduce_sum(loss_sums, d)
+    totals = torch.cat([loss_sums, token_counts]).tolist()  # the one sync point per step
+    sums, counts = totals[:2], totals[2:]
     grad_norm = float(grad_norm)
     train_loss = sum(sums) / max(1.0, sum(counts))
     if not (math.isfinite(train_loss) and math.isfinite(grad_norm)):

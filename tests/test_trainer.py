@@ -6,11 +6,18 @@ import shutil
 import pytest
 import torch
 
+from replay_engine import distributed, lora
 from replay_engine.checkpoint import latest_checkpoint, list_checkpoints, save_checkpoint
 from replay_engine.data import DataFormatError
 from replay_engine.models import load_model
 from replay_engine.spec import parse_spec
-from replay_engine.trainer import TrainingDiverged, build_optimizer, prepare, train
+from replay_engine.trainer import (
+    TrainingDiverged,
+    build_optimizer,
+    prepare,
+    token_losses,
+    train,
+)
 
 
 @pytest.fixture(scope="module")
@@ -202,3 +209,43 @@ def test_resume_accepts_a_checkpoint_from_before_new_spec_fields(small_data, cac
     (last / "meta.json").write_text(json.dumps(meta))
     result = train(spec, tmp_path)  # resumes (at the end: nothing left to do) instead of refusing
     assert result.steps_completed == 3 and result.final_checkpoint == last
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_label_mask_runs_the_head_on_counted_tokens_only(method):
+    spec = parse_spec(
+        {"model": "replayft/llama-tiny", "training_file": "t", "method": {"type": method}}
+    )
+    model = load_model("replayft/llama-tiny", seed=0)
+    if method == "lora":
+        model = lora.build_model(spec, model, None)
+        with torch.no_grad():  # peft starts B at zero, which leaves A without a gradient
+            for name, param in model.named_parameters():
+                if "lora_B" in name:
+                    param.normal_(0, 0.02)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, 4000, (3, 24), generator=g)
+    positions = torch.cat([torch.arange(10), torch.arange(14)]).repeat(3, 1)  # two documents
+    mask = torch.rand(3, 23, generator=g) < 0.6
+    mask[1] = False  # a row of prompt only
+    head_rows = []
+    head = distributed.unwrap(model).get_output_embeddings()
+    seen = head.register_forward_hook(lambda _m, _a, out: head_rows.append(out.shape[:-1]))
+
+    def losses_and_grads(label_mask):
+        model.zero_grad(set_to_none=True)
+        losses = token_losses(model, ids, positions, label_mask)
+        if label_mask is None:
+            losses = losses * mask
+        losses.sum().backward()
+        return losses.detach(), [p.grad.clone() for p in trainable]
+
+    full, full_grads = losses_and_grads(None)
+    counted, counted_grads = losses_and_grads(mask)
+    seen.remove()
+    assert head_rows == [(3, 24), (int(mask.sum()),)]  # the head ran on counted tokens only
+    assert (counted[~mask] == 0).all() and (counted[mask] > 0).all()
+    torch.testing.assert_close(counted, full, rtol=0, atol=1e-5)
+    for a, b in zip(counted_grads, full_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
