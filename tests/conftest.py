@@ -59,8 +59,7 @@ LONGEST_FIRST = (
     "tests/test_cli.py",  # 60 s
     "tests/test_harness.py",  # 60 s
     "tests/service/test_service_fair_share.py",  # 45 s: a deployment of its own
-    "tests/service/test_service_trackers.py",  # 35 s
-    "tests/service/test_service_webhooks.py",  # 30 s
+    "tests/service/test_service_team_tools.py",  # 40 s
 )
 
 

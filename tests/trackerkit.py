@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import struct
+import time
 from pathlib import Path
 
 
-def wandb_records(run_dir: Path) -> list:
-    """The records of an offline run's transaction log (`run-<id>.wandb`): LevelDB's log
-    format (32 KiB blocks of chunks: crc32, length, type) after W&B's 7-byte header, each
-    record a `wandb_internal_pb2.Record`."""
+def wandb_records(run_dir: Path, timeout: float = 30) -> list:
+    """The records of an offline run's transaction log (`run-<id>.wandb`), once it holds the
+    run's header and its exit record: W&B's own service process writes the file, and on a busy
+    machine may still be writing when the run's `finish()` has returned."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = _wandb_log(run_dir)
+        kinds = {r.WhichOneof("record_type") for r in records}
+        if {"run", "exit"} <= kinds or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
+def _wandb_log(run_dir: Path) -> list:
+    """LevelDB's log format (32 KiB blocks of chunks: crc32, length, type) after W&B's 7-byte
+    header, each record a `wandb_internal_pb2.Record`."""
     from wandb.proto import wandb_internal_pb2 as pb
 
     data = next(run_dir.glob("run-*.wandb")).read_bytes()
