@@ -76,15 +76,14 @@ def fair_order(session: Session) -> list[str]:
     return [heads[t] for t in ranked]
 
 
-def claim_next(offered: str, owner: str) -> str | None:
-    """Claim, as `owner`, the queued job that should start next (`offered` is the job whose
-    message brought this worker; it may be another). None: nothing may start now."""
+def claim_next(owner: str) -> str | None:
+    """Claim, as `owner`, the queued job that should start next, whichever job's message
+    brought this worker. None: nothing may start now."""
     for _ in range(ATTEMPTS):
         with session_scope() as session:
             order = fair_order(session)
         if not order:
             return None
-        # the offered job when it is the pick; else the pick, which some other message offers
         if lifecycle.claim(order[0], owner):
             return order[0]
     return None

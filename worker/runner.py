@@ -557,7 +557,7 @@ def run_job(offered_id: str) -> str | None:
     offered job, whose message this is, or another); RETRY_LATER when nothing could start and
     the offered job waits for a lease its previous worker still holds."""
     owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-    job_id = scheduling.claim_next(offered_id, owner)
+    job_id = scheduling.claim_next(owner)
     if job_id is None:
         with session_scope() as session:
             offered = session.execute(

@@ -40,7 +40,7 @@ START_TIMES = itertools.count(int(time.time()))  # one start a second, as if eac
 
 def run_one(owner="worker-1"):
     """A worker takes the next job and trains it to the end: its id (None if nothing started)."""
-    job_id = scheduling.claim_next("any", owner)
+    job_id = scheduling.claim_next(owner)
     if job_id is not None:
         set_job(job_id, started_at=next(START_TIMES), status="succeeded", lease_owner=None)
     return job_id
@@ -73,10 +73,10 @@ def test_the_team_with_least_running_work_goes_first_and_limits_hold(teams, admi
     assert resp.status_code == 200, resp.text
     with session_scope() as session:
         assert scheduling.fair_order(session) == [c1, a1]
-    assert scheduling.claim_next(b1, "worker-2") == c1  # b1's message starts c1
-    assert scheduling.claim_next(b1, "worker-3") == a1
-    assert scheduling.claim_next(b1, "worker-4") == a2
-    assert scheduling.claim_next(b1, "worker-5") is None  # b1 waits for B's running job
+    assert scheduling.claim_next("worker-2") == c1  # whichever message brought the worker
+    assert scheduling.claim_next("worker-3") == a1
+    assert scheduling.claim_next("worker-4") == a2
+    assert scheduling.claim_next("worker-5") is None  # b1 waits for B's running job
 
     # when B's running job ends, b1's task is due at once: the relay offers it again now
     with session_scope() as session:
@@ -88,7 +88,7 @@ def test_the_team_with_least_running_work_goes_first_and_limits_hold(teams, admi
         session.commit()
         due = session.scalar(select(OutboxMessage.due_at).where(OutboxMessage.subject == b1))
     assert due <= time.time()
-    assert scheduling.claim_next(b1, "worker-6") == b1
+    assert scheduling.claim_next("worker-6") == b1
 
 
 def test_a_job_its_stopping_worker_still_holds_is_not_taken(teams):
@@ -97,10 +97,10 @@ def test_a_job_its_stopping_worker_still_holds_is_not_taken(teams):
     (b1,) = queue_jobs(b, fb, 0)
     # paused and resumed quickly: queued again, but its previous worker holds the lease
     set_job(a1, lease_owner="worker-old", heartbeat_at=time.time())
-    assert scheduling.claim_next(a1, "worker-1") == b1
-    assert scheduling.claim_next(a1, "worker-2") is None
+    assert scheduling.claim_next("worker-1") == b1
+    assert scheduling.claim_next("worker-2") is None
     set_job(a1, heartbeat_at=time.time() - 3600)  # that worker died: its lease has lapsed
-    assert scheduling.claim_next(a1, "worker-2") == a1
+    assert scheduling.claim_next("worker-2") == a1
 
 
 def _spec(job_id):
