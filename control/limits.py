@@ -119,6 +119,14 @@ def job_processes(spec: dict[str, Any] | None) -> int:
     return int(distributed.get("gpus_per_node", 1)) * int(distributed.get("nodes", 1))
 
 
+def gpu_seconds(
+    spec: dict[str, Any] | None, started: float, ended: float, since: float = 0.0
+) -> float:
+    """A job's training time from `started` (or `since`, if later) to `ended`, times the GPU
+    processes it occupies: what usage and the monthly quotas count."""
+    return max(0.0, ended - max(started, since)) * job_processes(spec)
+
+
 def month_start(at: float) -> int:
     day = dt.datetime.fromtimestamp(at, dt.UTC)
     return int(dt.datetime(day.year, day.month, 1, tzinfo=dt.UTC).timestamp())
@@ -151,8 +159,7 @@ def month_usage(session: Session, team_id: str, at: float | None = None) -> dict
             tokens += trained or 0
         else:
             tokens += int((progress or {}).get("tokens_seen") or 0)
-        end = finished if finished is not None else at
-        seconds += max(0.0, end - max(started, start)) * job_processes(spec)
+        seconds += gpu_seconds(spec, started, finished if finished is not None else at, start)
     return {"tokens": tokens, "gpu_hours": seconds / 3600}
 
 

@@ -14,7 +14,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from control.db.models import Job, Team
-from control.limits import job_processes
+from control.limits import gpu_seconds
 
 FINAL = {"succeeded": "jobs_succeeded", "failed": "jobs_failed", "cancelled": "jobs_cancelled"}
 
@@ -64,10 +64,10 @@ def usage(
             if job.status == "succeeded":
                 r["trained_tokens"] = r.get("trained_tokens", 0) + (job.trained_tokens or 0)
             if job.started_at is not None:
-                seconds = max(0, job.finished_at - job.started_at) * job_processes(job.spec)
+                seconds = gpu_seconds(job.spec, job.started_at, job.finished_at)
                 r["gpu_seconds"] = r.get("gpu_seconds", 0.0) + seconds
         elif job.status == "running" and job.started_at is not None and lo <= now < hi:
             r = row(job.team_id, day_of(now))
-            seconds = max(0.0, now - job.started_at) * job_processes(job.spec)
+            seconds = gpu_seconds(job.spec, job.started_at, now)
             r["gpu_seconds"] = r.get("gpu_seconds", 0.0) + seconds
     return [rows[key] for key in sorted(rows)]
