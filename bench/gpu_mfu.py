@@ -132,6 +132,8 @@ def run_throughput(
         "--data-dir",
         str(data),
         "--no-explain",
+        "--eval-sequences",
+        str(args.eval_sequences),
         "--packing-attention",
         attention,
     ] + (["--compile"] if compile_ else [])
@@ -155,6 +157,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20, help="measured steps per engine")
     p.add_argument("--warmup", type=int, default=5, help="left out (compile happens here)")
     p.add_argument("--peak-flops", type=float, help="per-GPU peak; default: from the device name")
+    p.add_argument(
+        "--eval-sequences", type=int, default=8, help="ReplayFT's untimed evals (before and after)"
+    )
     p.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
     p.add_argument("--models", default="base,smollm2", help="comma list of base, smollm2")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")

@@ -19,6 +19,7 @@ def test_gpu_mfu_script_runs_end_to_end_on_cpu(tmp_path, shared_data):
     cmd += ["--models", "smollm2", "--fresh-smollm2", "--no-compile", "--batch-size", "1"]
     # 256 tokens: a shorter sequence can be all prompt (no trained token, loss 0 / NaN)
     cmd += ["--seq-len", "256", "--steps", "1", "--warmup", "1", "--peak-flops", "1e12"]
+    cmd += ["--eval-sequences", "1"]  # the untimed evals: 135M-parameter forwards on a CPU
     cmd += ["--attention", "causal", "--data-dir", str(shared_data), "--out", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -60,7 +60,7 @@ def test_serve_validates_every_upload_while_it_trains(tmp_path, cache_dir, targe
         ids = []
         for _ in range(UPLOADS):
             ids.append(admin.ok(admin.upload(tiny, "fine-tune"))["id"])
-            time.sleep(rng.uniform(0.3, 0.5))
+            time.sleep(rng.uniform(0.1, 0.2))
         deadline = time.monotonic() + 45
         pending = set(ids)
         while pending and time.monotonic() < deadline:
