@@ -79,7 +79,7 @@ class File(Base):
     team_id: Mapped[str] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
     filename: Mapped[str] = mapped_column(String(500))
     purpose: Mapped[str] = mapped_column(String(32))
-    bytes: Mapped[int] = mapped_column(Integer)
+    bytes: Mapped[int] = mapped_column(BigInteger)  # 64-bit: limits past 2 GiB
     path: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(32), default="uploaded")
     status_details: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -131,7 +131,7 @@ class Job(Base):
     final_checkpoint: Mapped[str | None] = mapped_column(Text, nullable=True)
     artifact_dir: Mapped[str] = mapped_column(Text)
     result_files: Mapped[list[str]] = mapped_column(JSON, default=list)
-    trained_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    trained_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # past 2^31
     estimated_finish: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[int] = mapped_column(Integer, default=now)
     started_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
