@@ -11,6 +11,7 @@ started from different working directories and must agree on where files live.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from functools import lru_cache
@@ -117,6 +118,13 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds a webhook delivery is retried (from its event, or from a "
         "redelivery) before it is marked failed.",
+    )
+    webhook_allowed_networks: list[str] = Field(
+        default_factory=list,
+        description='Networks (CIDR, JSON list: ["10.0.0.0/8"]) webhook receivers may be in '
+        "besides the public internet. Loopback, private, link-local and other non-public "
+        "addresses are refused otherwise: when a webhook is created and again at each delivery, "
+        "so a name that later resolves inside is caught then.",
     )
     default_tokenizer_model: str = Field(
         "replayft/llama-tiny", description="Tokenizer used for the token counts in file stats."
@@ -227,6 +235,8 @@ class Settings(BaseSettings):
             self.broker_url = f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
         self.cache_dir = (self.cache_dir or self.data_dir / "cache").expanduser().resolve()
         parse_bytes(self.serve_memory)  # a bad size fails at start-up, not at the first request
+        for network in self.webhook_allowed_networks:  # likewise a bad network
+            ipaddress.ip_network(network, strict=False)
         return self
 
     @property

@@ -19,6 +19,14 @@ verify): headers `webhook-id` (the event id, the same on every attempt), `webhoo
 (the attempt's time) and `webhook-signature` (`v1,` + base64 HMAC-SHA256 of
 `{id}.{timestamp}.{body}` with the webhook's secret, `whsec_` + base64 of 32 random bytes).
 
+Where deliveries may go: `receiver_addresses` resolves a receiver's host and refuses any address
+outside the public internet (loopback, private, link-local such as a cloud's metadata service,
+shared, reserved, multicast) unless it lies in `webhook_allowed_networks`, so that a team cannot
+point the service's own network connections at what only the service can reach. The API checks
+when a webhook is created (a name that does not resolve yet is let through), and the sender checks
+before every attempt and connects to the very address it checked, so a name that resolves
+elsewhere later (DNS rebinding) is caught too.
+
 The body is OpenAI's webhook event shape: `{"id", "object": "event", "type", "created_at",
 "data"}`, `data` holding the object the event is about.
 """
@@ -26,8 +34,11 @@ The body is OpenAI's webhook event shape: `{"id", "object": "event", "type", "cr
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import secrets
+import socket
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -184,3 +195,30 @@ def checkpoint_created(session: Session, team_id: str, checkpoint: Checkpoint) -
         "created_at": checkpoint.created_at,
     }
     record(session, team_id=team_id, event_type=CHECKPOINT_CREATED, data=data)
+
+
+# ---------------------------------------------------------------------------- where deliveries may go
+class DestinationRefused(ValueError):
+    """A receiver's host resolves to an address outside the public internet and outside the
+    allowed networks."""
+
+
+def receiver_addresses(host: str, port: int, allowed_networks: Sequence[str]) -> list[str]:
+    """The addresses `host` resolves to, each public or inside `allowed_networks` (CIDR); raises
+    DestinationRefused naming the first that is neither, or socket.gaierror when `host` does not
+    resolve."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    addresses = list(dict.fromkeys(info[4][0].split("%")[0] for info in infos))  # no v6 scope
+    networks = [ipaddress.ip_network(n, strict=False) for n in allowed_networks]
+    for text in addresses:
+        address = ipaddress.ip_address(text)
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if any(address in network for network in networks):
+            continue
+        if not address.is_global or address.is_multicast or address.is_reserved:
+            raise DestinationRefused(
+                f"resolves to {text}, which is not a public address (loopback, private, "
+                f"link-local, reserved or multicast) and not in webhook_allowed_networks"
+            )
+    return addresses

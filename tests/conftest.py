@@ -168,6 +168,8 @@ def service(tmp_path_factory, cache_dir):
                 [f"http://e2e:pw-e2e@127.0.0.1:{free_port()}"]
             ),
             MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
+            # the tests' webhook receivers listen on loopback, which is refused by default
+            REPLAYFT_WEBHOOK_ALLOWED_NETWORKS=json.dumps(["127.0.0.0/8"]),
         )
         svc = Service(root, env)
         try:

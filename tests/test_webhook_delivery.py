@@ -25,6 +25,7 @@ from standardwebhooks import Webhook as Verifier
 from standardwebhooks import WebhookVerificationError
 from webhook_receiver import Receiver
 
+LOOPBACK = ["127.0.0.0/8", "::1/128"]
 ALL_EVENTS = [
     "fine_tuning.job.succeeded",
     "fine_tuning.job.failed",
@@ -46,6 +47,8 @@ def database(tmp_path_factory) -> Iterator[str]:
         env.setenv("REPLAYFT_DATABASE_URL", url)
         env.setenv("REPLAYFT_WEBHOOK_RETRY_BASE", "0.1")  # 0.1, 0.2, 0.4, ... s
         env.setenv("REPLAYFT_WEBHOOK_TIMEOUT", "2")
+        # the receivers are on loopback, which the sender refuses unless it is allowed
+        env.setenv("REPLAYFT_WEBHOOK_ALLOWED_NETWORKS", json.dumps(LOOPBACK))
         _reset_caches()
         from control.db.migrate import upgrade
         from control.db.session import get_engine
@@ -96,11 +99,13 @@ def subscribe(team_id: str, url: str, events: list[str] = ALL_EVENTS) -> dict[st
     from api.services.webhooks import create_webhook
     from control.db.models import Team
     from control.db.session import session_scope
+    from control.settings import get_settings
 
     with session_scope() as session:
         team = session.scalar(select(Team).where(Team.id == team_id))
         body = WebhookCreate(url=url, events=events)
-        return create_webhook(session=session, team=team, body=body).model_dump()
+        created = create_webhook(session=session, team=team, body=body, settings=get_settings())
+        return created.model_dump()
 
 
 def running_job(team_id: str) -> str:
@@ -202,6 +207,33 @@ def test_a_signed_event_reaches_the_receiver_and_is_logged_delivered(database):
         other.verify(body, headers)
     with pytest.raises(WebhookVerificationError):
         Verifier(hook["secret"]).verify(body.replace("ft:0", "ft:1"), headers)
+
+
+def test_a_receiver_on_an_address_no_longer_allowed_gets_nothing(database, settings):
+    # a webhook made while its host was allowed, whose host now resolves somewhere refused (as
+    # DNS rebinding would make it): the sender checks before every attempt, sends nothing and
+    # retries; allowed again, the same event goes through, to the name the webhook was given
+    team = new_team(database, "refused")
+    receiver = Receiver(free_port(), secret="")
+    hook = subscribe(team, receiver.url.replace("127.0.0.1", "localhost"))
+    receiver.secret = hook["secret"]
+    receiver.start()
+    try:
+        settings(webhook_allowed_networks=[])
+        finish_jobs(team, 1)
+        send_until(lambda: deliveries(hook["id"])[0].attempts >= 2)
+        [row] = deliveries(hook["id"])
+        assert row.status == "pending" and row.last_status_code is None
+        assert "not a public address" in row.last_error and "127.0.0.1" in row.last_error
+        assert receiver.received == [] and receiver.refused == []
+
+        settings(webhook_allowed_networks=LOOPBACK)
+        send_until(lambda: deliveries(hook["id"])[0].status == "delivered")
+    finally:
+        receiver.stop()
+    [event] = receiver.received
+    assert event["id"] == row.event_id
+    assert receiver.headers[0]["host"] == f"localhost:{receiver.port}"  # the name, not the address
 
 
 def test_a_receiver_down_for_a_while_gets_every_event_exactly_once(database):
@@ -447,3 +479,53 @@ def test_a_cancel_racing_a_workers_succeed_leaves_one_final_status_and_one_event
     assert refused.value.status_code == 409
     with session_scope() as session:
         assert session.scalar(select(Job.status).where(Job.id == done)) == "succeeded"
+
+
+def test_https_goes_to_the_checked_address_and_verifies_the_certificate_by_name(database):
+    # The sender connects to the address it checked, not to a second DNS answer, and still
+    # verifies TLS against the URL's name: the certificate names `localhost` only, no address.
+    import ssl
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import httpx
+    import trustme
+
+    from worker.webhooks import Attempt, post
+
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_context)
+    hosts: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            hosts.append(self.headers["host"])
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = server_context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+
+    def attempt(host: str) -> Attempt:
+        return Attempt(
+            1, 0.0, f"https://{host}:{port}/hook", "whsec_" + "A" * 43, "evt_1", "{}", 0, 0.0
+        )
+
+    try:
+        with httpx.Client(verify=client_context, timeout=5) as client:
+            by_name = post(client, attempt("localhost"))
+            by_address = post(client, attempt("127.0.0.1"))  # the certificate does not name it
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (by_name.status_code, by_name.error) == (204, None)
+    assert hosts == [f"localhost:{port}"]
+    assert by_address.status_code is None and "CERTIFICATE_VERIFY_FAILED" in by_address.error

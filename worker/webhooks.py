@@ -30,7 +30,7 @@ from sqlalchemy import select, update
 from control.db.models import Webhook, WebhookDelivery
 from control.db.session import session_scope
 from control.settings import get_settings
-from control.webhooks import signed_headers
+from control.webhooks import DestinationRefused, receiver_addresses, signed_headers
 
 log = logging.getLogger("replayft.webhooks")
 
@@ -104,18 +104,47 @@ def claim_due(limit: int = BATCH) -> list[Attempt]:
     return claimed
 
 
+def pinned_urls(url: httpx.URL) -> list[httpx.URL]:
+    """`url` once per address its host resolves to, the host replaced by the address, after the
+    receiver check (control.webhooks) has allowed every one: connecting to an address that was
+    checked leaves no second DNS answer to trust. Raises DestinationRefused, or OSError when the
+    host does not resolve."""
+    port = url.port or (443 if url.scheme == "https" else 80)
+    addresses = receiver_addresses(url.host, port, get_settings().webhook_allowed_networks)
+    return [url.copy_with(host=address) for address in addresses]
+
+
 def post(client: httpx.Client, attempt: Attempt) -> Attempt:
     """One attempt; fills `status_code` and `error` (None when the receiver took it)."""
+    url = httpx.URL(attempt.url)
+    try:
+        pinned = pinned_urls(url)
+    except DestinationRefused as exc:
+        attempt.error = f"Not sent: the receiver's host {exc}."
+        return attempt
+    except (OSError, UnicodeError) as exc:
+        attempt.error = f"Not sent: the receiver's host does not resolve ({exc})."[:500]
+        return attempt
     headers = {
+        "host": url.netloc.decode("ascii"),  # the name, as a direct request would send it
         "content-type": "application/json",
         "user-agent": USER_AGENT,
         **signed_headers(attempt.secret, attempt.event_id, attempt.payload),
     }
+    # TLS checks the certificate against the name too, not the address
+    extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
+    body = attempt.payload.encode()
     try:
-        with client.stream(
-            "POST", attempt.url, content=attempt.payload.encode(), headers=headers
-        ) as response:
-            attempt.status_code = response.status_code
+        for i, address_url in enumerate(pinned):  # each address in turn, as a socket connect would
+            try:
+                with client.stream(
+                    "POST", address_url, content=body, headers=headers, extensions=extensions
+                ) as response:
+                    attempt.status_code = response.status_code
+                break
+            except httpx.ConnectError:
+                if i == len(pinned) - 1:
+                    raise
         if not 200 <= attempt.status_code < 300:
             attempt.error = f"The receiver answered HTTP {attempt.status_code}."
     except httpx.TimeoutException:

@@ -18,6 +18,7 @@ from api.schemas.webhooks import (
     WebhookPublic,
 )
 from api.services import webhooks as service
+from control.settings import get_settings
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
@@ -25,7 +26,7 @@ router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 @router.post("", response_model=WebhookCreated, responses=error_responses(400))
 def create_webhook(body: WebhookCreate, session: SessionDep, team: CurrentTeam) -> WebhookCreated:
     """The answer holds the signing `secret`; it is never shown again."""
-    return service.create_webhook(session=session, team=team, body=body)
+    return service.create_webhook(session=session, team=team, body=body, settings=get_settings())
 
 
 @router.get("", response_model=ListResponse[WebhookPublic], responses=error_responses(400))

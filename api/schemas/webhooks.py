@@ -24,7 +24,8 @@ class WebhookCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: db_string(2048) = Field(
-        description="Where events are posted: an http:// or https:// URL the workers can reach."
+        description="Where events are posted: an http:// or https:// URL the workers can reach, "
+        "on a public address (or in the deployment's webhook_allowed_networks)."
     )
     # plain strings here, checked by the service, so an unknown one is a 400 naming `events[i]`
     events: list[db_string(64)] = Field(

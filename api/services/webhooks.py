@@ -19,11 +19,14 @@ from api.schemas.webhooks import (
 )
 from api.services.pages import page
 from control.db.models import Team, Webhook, WebhookDelivery
-from control.webhooks import EVENT_TYPES, new_secret
+from control.settings import Settings
+from control.webhooks import EVENT_TYPES, DestinationRefused, new_secret, receiver_addresses
 
 
-def check_url(url: str) -> str:
-    """An absolute http(s) URL with a host, as the sender (httpx) will read it; else a 400."""
+def check_url(url: str, settings: Settings) -> str:
+    """An absolute http(s) URL with a host, as the sender (httpx) will read it, whose host does
+    not resolve to an address the sender would refuse (control.webhooks); else a 400. A host
+    that does not resolve yet passes: the sender checks again before every attempt."""
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, ValueError) as exc:
@@ -36,6 +39,13 @@ def check_url(url: str) -> str:
         raise invalid(f"url: port {parsed.port} is out of range.", "url")
     if any(c.isspace() for c in url):
         raise invalid("url: must not contain spaces.", "url")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        receiver_addresses(parsed.host, port, settings.webhook_allowed_networks)
+    except DestinationRefused as exc:
+        raise invalid(f"url: {parsed.host} {exc}.", "url") from None
+    except (OSError, UnicodeError):
+        pass  # does not resolve (yet)
     return url
 
 
@@ -50,10 +60,12 @@ def check_events(events: list[str]) -> list[str]:
     return list(dict.fromkeys(events))
 
 
-def create_webhook(*, session: Session, team: Team, body: WebhookCreate) -> WebhookCreated:
+def create_webhook(
+    *, session: Session, team: Team, body: WebhookCreate, settings: Settings
+) -> WebhookCreated:
     hook = Webhook(
         team_id=team.id,
-        url=check_url(body.url),
+        url=check_url(body.url, settings),
         events=check_events(body.events),
         description=body.description,
         enabled=body.enabled,

@@ -2078,7 +2078,7 @@ export interface components {
     WebhookCreate: {
       /**
        * Url
-       * @description Where events are posted: an http:// or https:// URL the workers can reach.
+       * @description Where events are posted: an http:// or https:// URL the workers can reach, on a public address (or in the deployment's webhook_allowed_networks).
        */
       url: string;
       /**

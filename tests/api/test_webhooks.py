@@ -77,6 +77,38 @@ def test_bad_input_is_a_400_naming_the_field(team, body, param):
     assert team.ok(team.get(HOOKS))["data"] == []
 
 
+@pytest.mark.parametrize(
+    "url, address",
+    [
+        ("http://127.0.0.1:8000/hook", "127.0.0.1"),  # the service's own API
+        ("http://localhost/hook", "127.0.0.1"),  # a name, resolved
+        ("http://10.1.2.3/hook", "10.1.2.3"),
+        ("http://169.254.169.254/latest/meta-data", "169.254.169.254"),  # a cloud's metadata
+        ("http://100.64.0.1/", "100.64.0.1"),  # shared (carrier-grade NAT)
+        ("http://0.0.0.0:6379/", "0.0.0.0"),
+        ("http://[::1]/hook", "::1"),
+        ("http://[::ffff:10.0.0.1]/hook", "::ffff:10.0.0.1"),  # IPv4 behind an IPv6 address
+        ("http://224.0.0.1/", "224.0.0.1"),  # multicast
+    ],
+)
+def test_a_receiver_outside_the_public_internet_is_refused_naming_the_url(team, url, address):
+    err = assert_error(team.post(HOOKS, json={"url": url, "events": ALL_EVENTS}), 400, "url")
+    assert address in err["message"] and "webhook_allowed_networks" in err["message"], err
+    assert team.ok(team.get(HOOKS))["data"] == []
+
+
+def test_allowed_networks_let_internal_receivers_in_and_no_others(team, monkeypatch):
+    from control.settings import get_settings
+
+    monkeypatch.setattr(get_settings(), "webhook_allowed_networks", ["10.0.0.0/8", "::1/128"])
+    for url in ("http://10.1.2.3:9000/hook", "http://[::1]/hook"):
+        assert make_hook(team, url=url)["url"] == url
+    assert_error(team.post(HOOKS, json={"url": "http://192.168.1.5/", "events": ALL_EVENTS}), 400)
+    # public addresses, and names that do not resolve yet (the sender checks each attempt)
+    for url in ("https://93.184.216.34/hook", "https://hooks.example.invalid/x"):
+        assert make_hook(team, url=url)["url"] == url
+
+
 def test_another_teams_webhook_is_a_404(team, other_team):
     made = make_hook(team)
     mine = f"{HOOKS}/{made['id']}"
