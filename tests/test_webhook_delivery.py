@@ -236,6 +236,42 @@ def test_a_receiver_on_an_address_no_longer_allowed_gets_nothing(database, setti
     assert receiver.headers[0]["host"] == f"localhost:{receiver.port}"  # the name, not the address
 
 
+def set_enabled(webhook_id: str, enabled: bool) -> None:
+    """PATCH {"enabled": ...}, through the API's own service function."""
+    from api.schemas.webhooks import WebhookUpdate
+    from api.services.webhooks import update_webhook
+    from control.db.models import Webhook
+    from control.db.session import session_scope
+    from control.settings import get_settings
+
+    with session_scope() as session:
+        hook = session.scalar(select(Webhook).where(Webhook.id == webhook_id))
+        body = WebhookUpdate(enabled=enabled)
+        update_webhook(session=session, hook=hook, body=body, settings=get_settings())
+
+
+def test_a_disabled_webhooks_pending_deliveries_wait_for_it(database):
+    from worker.webhooks import send_due
+
+    team = new_team(database, "paused")
+    receiver = Receiver(free_port(), secret="")
+    hook = subscribe(team, receiver.url)
+    receiver.secret = hook["secret"]
+    receiver.start()
+    try:
+        finish_jobs(team, 1)  # recorded while enabled
+        set_enabled(hook["id"], False)
+        finish_jobs(team, 1)  # recorded nothing
+        assert [send_due() for _ in range(3)] == [0, 0, 0]  # nothing claimed
+        [row] = deliveries(hook["id"])
+        assert (row.status, row.attempts) == ("pending", 0) and receiver.received == []
+        set_enabled(hook["id"], True)
+        send_until(lambda: deliveries(hook["id"])[0].status == "delivered")
+    finally:
+        receiver.stop()
+    assert [e["id"] for e in receiver.received] == [row.event_id]
+
+
 def test_a_receiver_down_for_a_while_gets_every_event_exactly_once(database):
     team = new_team(database, "down")
     receiver = Receiver(free_port(), secret="")  # nothing listens there yet

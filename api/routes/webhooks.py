@@ -16,6 +16,7 @@ from api.schemas.webhooks import (
     WebhookCreated,
     WebhookDeliveryPublic,
     WebhookPublic,
+    WebhookUpdate,
 )
 from api.services import webhooks as service
 from control.settings import get_settings
@@ -42,6 +43,13 @@ def list_webhooks(
 
 @router.get("/{webhook_id}", response_model=WebhookPublic, responses=error_responses(404))
 def retrieve_webhook(hook: WebhookDep) -> WebhookPublic:
+    return service.to_public(hook)
+
+
+@router.patch("/{webhook_id}", response_model=WebhookPublic, responses=error_responses(400, 404))
+def update_webhook(hook: WebhookDep, body: WebhookUpdate, session: SessionDep) -> WebhookPublic:
+    """Change its URL, events, description or whether it is enabled; the secret stays."""
+    hook = service.update_webhook(session=session, hook=hook, body=body, settings=get_settings())
     return service.to_public(hook)
 
 

@@ -39,6 +39,30 @@ class WebhookCreate(BaseModel):
     enabled: bool = Field(True, description="A disabled webhook records no deliveries.")
 
 
+class WebhookUpdate(BaseModel):
+    """The fields to change; those left out keep their values (the secret never changes)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: db_string(2048) | None = Field(
+        None, description=WebhookCreate.model_fields["url"].description
+    )
+    events: list[db_string(64)] | None = Field(
+        None,
+        min_length=1,
+        max_length=20,
+        description=WebhookCreate.model_fields["events"].description,
+    )
+    description: db_string(500) | None = Field(
+        None, description="A label, for people; null clears it."
+    )
+    enabled: bool | None = Field(
+        None,
+        description="false: no deliveries are recorded for new events, and those still pending "
+        "wait (sent once it is enabled again, within their retry period).",
+    )
+
+
 class WebhookPublic(BaseModel):
     id: str
     object: Literal["webhook"] = "webhook"

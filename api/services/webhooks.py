@@ -16,6 +16,7 @@ from api.schemas.webhooks import (
     WebhookCreated,
     WebhookDeliveryPublic,
     WebhookPublic,
+    WebhookUpdate,
 )
 from api.services.pages import page
 from control.db.models import Team, Webhook, WebhookDelivery
@@ -90,6 +91,27 @@ def list_webhooks(
         limit=limit,
         what="webhook",
     )
+
+
+def update_webhook(
+    *, session: Session, hook: Webhook, body: WebhookUpdate, settings: Settings
+) -> Webhook:
+    """Change the fields the request names, each checked as on create; null is a 400 for any
+    but `description`."""
+    given = body.model_fields_set
+    for name in ("url", "events", "enabled"):
+        if name in given and getattr(body, name) is None:
+            raise invalid(f"{name}: must not be null (leave it out to keep it).", name)
+    if "url" in given:
+        hook.url = check_url(body.url, settings)
+    if "events" in given:
+        hook.events = check_events(body.events)
+    if "description" in given:
+        hook.description = body.description
+    if "enabled" in given:
+        hook.enabled = body.enabled
+    session.commit()
+    return hook
 
 
 def delete_webhook(*, session: Session, hook: Webhook) -> None:

@@ -196,6 +196,11 @@ export interface paths {
     get: operations["webhooks-retrieve_webhook"];
     /** Delete Webhook */
     delete: operations["webhooks-delete_webhook"];
+    /**
+     * Update Webhook
+     * @description Change its URL, events, description or whether it is enabled; the secret stays.
+     */
+    patch: operations["webhooks-update_webhook"];
   };
   "/v1/webhooks/{webhook_id}/deliveries": {
     /**
@@ -2200,6 +2205,32 @@ export interface components {
       /** Created At */
       created_at: number;
     };
+    /**
+     * WebhookUpdate
+     * @description The fields to change; those left out keep their values (the secret never changes).
+     */
+    WebhookUpdate: {
+      /**
+       * Url
+       * @description Where events are posted: an http:// or https:// URL the workers can reach, on a public address (or in the deployment's webhook_allowed_networks).
+       */
+      url?: string | null;
+      /**
+       * Events
+       * @description Event types to receive: fine_tuning.job.succeeded, fine_tuning.job.failed, fine_tuning.job.cancelled, fine_tuning.job.checkpoint.created (every checkpoint), sweep.completed.
+       */
+      events?: string[] | null;
+      /**
+       * Description
+       * @description A label, for people; null clears it.
+       */
+      description?: string | null;
+      /**
+       * Enabled
+       * @description false: no deliveries are recorded for new events, and those still pending wait (sent once it is enabled again, within their retry period).
+       */
+      enabled?: boolean | null;
+    };
   };
   responses: never;
   parameters: never;
@@ -4138,6 +4169,58 @@ export interface operations {
       200: {
         content: {
           "application/json": components["schemas"]["DeletedResponse"];
+        };
+      };
+      /** @description Invalid request: `error.param` names the field. */
+      400: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description Missing, unknown or revoked API key. */
+      401: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description No such object for this team. */
+      404: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description The service cannot answer now (database unreachable or saturated): retry after `Retry-After` seconds. */
+      503: {
+        headers: {
+          /** @description seconds to wait */
+          "Retry-After"?: number;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+    };
+  };
+  /**
+   * Update Webhook
+   * @description Change its URL, events, description or whether it is enabled; the secret stays.
+   */
+  "webhooks-update_webhook": {
+    parameters: {
+      path: {
+        webhook_id: string;
+      };
+    };
+    requestBody: {
+      content: {
+        "application/json": components["schemas"]["WebhookUpdate"];
+      };
+    };
+    responses: {
+      /** @description Successful Response */
+      200: {
+        content: {
+          "application/json": components["schemas"]["WebhookPublic"];
         };
       };
       /** @description Invalid request: `error.param` names the field. */

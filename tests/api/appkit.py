@@ -113,6 +113,9 @@ class TeamClient:
     def post(self, path: str, **kw: Any) -> httpx.Response:
         return self.request("POST", path, **kw)
 
+    def patch(self, path: str, **kw: Any) -> httpx.Response:
+        return self.request("PATCH", path, **kw)
+
     def delete(self, path: str, **kw: Any) -> httpx.Response:
         return self.request("DELETE", path, **kw)
 

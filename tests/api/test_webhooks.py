@@ -120,6 +120,41 @@ def test_another_teams_webhook_is_a_404(team, other_team):
     assert team.ok(team.get(mine))["id"] == made["id"]
 
 
+def test_patch_changes_what_it_names_and_checks_it_as_create_does(team, other_team, team_files):
+    made = make_hook(team, description="CI", events=["fine_tuning.job.succeeded"])
+    hook = f"{HOOKS}/{made['id']}"
+    changed = team.ok(team.patch(hook, json={"events": ALL_EVENTS, "description": None}))
+    assert changed["events"] == ALL_EVENTS and changed["description"] is None
+    assert changed["url"] == made["url"] and "secret" not in changed  # the secret stays
+    assert team.ok(team.get(hook)) == changed
+
+    # disabled: a new event records nothing for it; enabled again, the next one does
+    assert team.ok(team.patch(hook, json={"enabled": False}))["enabled"] is False
+    first = team.create_job(tiny_job(team_files[0]))
+    team.ok(team.post(f"{JOBS}/{first['id']}/cancel"))
+    assert deliveries(team, made["id"]) == []
+    assert team.ok(team.patch(hook, json={"enabled": True}))["enabled"] is True
+    second = team.create_job(tiny_job(team_files[0]))
+    team.ok(team.post(f"{JOBS}/{second['id']}/cancel"))
+    [delivery] = deliveries(team, made["id"])
+    assert delivery["payload"]["data"]["id"] == second["id"]
+
+    for body, param in [
+        ({"url": "http://10.0.0.7/hook"}, "url"),  # checked as on create
+        ({"url": "ftp://example.com/"}, "url"),
+        ({"url": None}, "url"),
+        ({"events": ["job.done"]}, "events[0]"),
+        ({"events": []}, "events"),
+        ({"enabled": None}, "enabled"),
+        ({"secret": "whsec_mine"}, "secret"),
+    ]:
+        assert_error(team.patch(hook, json=body), 400, param)
+    assert team.ok(team.get(hook))["url"] == made["url"]  # a refused change changes nothing
+    moved = team.ok(team.patch(hook, json={"url": "https://hooks.example.com/v2"}))
+    assert moved["url"] == "https://hooks.example.com/v2"
+    assert_error(other_team.patch(hook, json={"enabled": False}), 404)
+
+
 def test_delete_removes_the_webhook_and_its_log(team, team_files):
     made = make_hook(team)
     job = team.create_job(tiny_job(team_files[0]))

@@ -623,5 +623,15 @@ def test_webhooks_page_creates_shows_the_secret_once_and_redelivers(
     assert receiver.refused == []
 
     page.reload()  # the secret was shown once: it is in no answer the page can fetch again
-    page.locator("tr", has_text=receiver.url).wait_for()
+    row = page.locator("tr", has_text=receiver.url)
+    row.wait_for()
     assert secret not in page.content()
+
+    # Disable, then Enable: the API's PATCH, shown on the row
+    [hook] = team.ok(team.get("/v1/webhooks"))["data"]
+    row.get_by_role("button", name=f"Disable webhook {receiver.url}").click()
+    row.get_by_text("· disabled").wait_for()
+    assert team.ok(team.get(f"/v1/webhooks/{hook['id']}"))["enabled"] is False
+    row.get_by_role("button", name=f"Enable webhook {receiver.url}").click()
+    row.get_by_role("button", name=f"Disable webhook {receiver.url}").wait_for()
+    assert team.ok(team.get(f"/v1/webhooks/{hook['id']}"))["enabled"] is True

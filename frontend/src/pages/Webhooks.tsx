@@ -68,6 +68,18 @@ export function WebhooksPage() {
     }
   }
 
+  // Disabled: new events record nothing for it, and its pending deliveries wait until it is
+  // enabled again (the API's PATCH).
+  async function setEnabled(hook: Webhook, enabled: boolean) {
+    try {
+      await api.update(hook.id, { enabled });
+      setGeneral(null);
+      hooks.reload();
+    } catch (err) {
+      setGeneral(onError(err));
+    }
+  }
+
   const toggleEvent = (type: (typeof EVENT_TYPES)[number]) =>
     setForm((f) => ({
       ...f,
@@ -180,6 +192,14 @@ export function WebhooksPage() {
                       onClick={() => setOpen(open === hook.id ? null : hook.id)}
                     >
                       {open === hook.id ? "Hide deliveries" : "Deliveries"}
+                    </button>{" "}
+                    <button
+                      type="button"
+                      className="small"
+                      onClick={() => setEnabled(hook, !hook.enabled)}
+                      aria-label={`${hook.enabled ? "Disable" : "Enable"} webhook ${hook.url}`}
+                    >
+                      {hook.enabled ? "Disable" : "Enable"}
                     </button>{" "}
                     <button
                       type="button"

@@ -75,6 +75,8 @@ export function deliveryOutcome(d: Delivery): string {
 export const webhooksApi = (client: Client) => ({
   list: () => client.request<List<Webhook>>("GET", "/v1/webhooks?limit=100"),
   create: (body: Schemas["WebhookCreate"]) => client.request<WebhookCreated>("POST", "/v1/webhooks", body),
+  update: (id: string, body: Schemas["WebhookUpdate"]) =>
+    client.request<Webhook>("PATCH", `/v1/webhooks/${id}`, body),
   remove: (id: string) => client.request<Schemas["DeletedResponse"]>("DELETE", `/v1/webhooks/${id}`),
   deliveries: (id: string) => client.request<List<Delivery>>("GET", `/v1/webhooks/${id}/deliveries?limit=50`),
   redeliver: (id: string, deliveryId: string) =>
