@@ -4,13 +4,14 @@
 own so that a slow or silent receiver never holds up the task relay beside it. Each round:
 
 1. claim up to BATCH due rows (`pending`, `next_attempt_at` passed, the webhook enabled: a
-   disabled one's rows wait): one conditional UPDATE per
-   row moves its `next_attempt_at` past the time one attempt can take, and only the relay whose
-   UPDATE matched sends it, so several maintenance processes share the work without sending a
-   row twice at once (a relay that dies mid-send leaves the row due again after that time);
-2. post them, at most PARALLEL at once, each to an address of its host that the receiver check
-   (control.webhooks.receiver_addresses) allows, or not at all (a failed attempt), each with the Standard Webhooks headers of this attempt
-   and a `webhook_timeout`; the answer's body is never read;
+   disabled one's rows wait): one conditional UPDATE per row moves its `next_attempt_at` past
+   the time one attempt can take, and only the relay whose UPDATE matched sends it, so several
+   maintenance processes share the work without sending a row twice at once (a relay that dies
+   mid-send leaves the row due again after that time);
+2. post them, at most PARALLEL at once, each with the Standard Webhooks headers of this attempt
+   and a `webhook_timeout`, to an address of the host that the receiver check
+   (control.webhooks.receiver_addresses) allows, or not at all (a failed attempt); the answer's
+   body is never read;
 3. record each outcome, again only if the claim still holds (a redelivery asked for meanwhile
    has made the row due at once, and wins): 2xx is `delivered`; otherwise the next attempt waits
    `webhook_retry_base` x 2^(attempts - 1), at most MAX_RETRY_DELAY, and once `webhook_retry_for`
