@@ -18,9 +18,10 @@ Design:
   environment (WANDB_API_KEY, MLFLOW_TRACKING_TOKEN, ...); a request names only a project, an
   experiment or one of the tracking URIs the deployment allows. Messages of failed trackers are
   scrubbed of those secrets and of URI user info before they reach an event or the log.
-- **One run per job.** A resumed job (pause, lost worker) continues the same W&B run (its id
-  is the job id, `resume="allow"`) and MLflow run; TensorBoard purges the steps after the
-  checkpoint it resumes from. The worker calls the hooks from its own process in every case:
+- **One run per job, each step once.** A resumed job (pause, lost worker) continues the same
+  W&B run (its id is the job id, `resume="allow"`; steps before the run's own are dropped) and
+  MLflow run (a metric's steps up to the last one an earlier attempt logged are skipped);
+  TensorBoard purges the steps after the checkpoint it resumes from. The worker calls the hooks from its own process in every case:
   with several training processes the launcher turns rank 0's bridge files into the same calls.
 """
 
@@ -161,6 +162,12 @@ class MlflowTracker:
         self.options, self.context, self.tracking_uri = options, context, tracking_uri
         self.client: Any = None
         self.run_id = ""
+        self.resumed = False
+        # a resumed run: each metric's last step an earlier attempt logged (read on first use).
+        # A killed attempt logged steps past the checkpoint the job resumes from; training is
+        # deterministic, so those steps come again with the same values, and MLflow, which
+        # keeps every value it is sent, would hold each twice.
+        self.logged_through: dict[str, int] = {}
 
     def start(self) -> None:
         from mlflow.exceptions import MlflowException
@@ -181,7 +188,7 @@ class MlflowTracker:
             [experiment_id], filter_string=f"tags.`replayft.job_id` = '{job_id}'", max_results=1
         )
         if found:  # the job resumes: same run
-            self.run_id = found[0].info.run_id
+            self.run_id, self.resumed = found[0].info.run_id, True
             client.update_run(self.run_id, status="RUNNING")
             return
         tags = {"replayft.job_id": job_id, **self.context.tags}
@@ -205,11 +212,19 @@ class MlflowTracker:
         for record in records:
             prefix = "summary/" if record.get("type") == "summary" else ""
             step = int(record.get("step", 0))
-            metrics += [
-                Metric(f"{prefix}{k}", v, now_ms, step) for k, v in numeric_items(record).items()
-            ]
+            for key, value in numeric_items(record).items():
+                if not self._logged_before(prefix + key, step):
+                    metrics.append(Metric(prefix + key, value, now_ms, step))
         for start in range(0, len(metrics), MLFLOW_BATCH):
             self.client.log_batch(self.run_id, metrics=metrics[start : start + MLFLOW_BATCH])
+
+    def _logged_before(self, key: str, step: int) -> bool:
+        if not self.resumed:
+            return False
+        if key not in self.logged_through:
+            history = self.client.get_metric_history(self.run_id, key)
+            self.logged_through[key] = max((m.step for m in history), default=-1)
+        return step <= self.logged_through[key]
 
     def finish(self, outcome: str) -> None:
         self.client.set_terminated(self.run_id, status=self.STATUS.get(outcome, "KILLED"))
