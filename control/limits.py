@@ -190,6 +190,15 @@ def submission_limit(
                 f"team {team.name} has {waiting} jobs waiting to run and may have at most "
                 f"{queued_cap}; submit again once some have started, or cancel some.",
             )
+    return monthly_quota_spent(session, team, limits)
+
+
+def monthly_quota_spent(
+    session: Session, team: Team, limits: dict[str, int | float | None]
+) -> LimitReached | None:
+    """The first of the team's monthly quotas (of its effective `limits`) it has used up this
+    UTC month. Submissions get it as a 429, and queued jobs of the team wait for the next
+    month (control.scheduling), so the jobs admitted before it ran out do not overshoot it."""
     if limits["monthly_tokens"] is None and limits["monthly_gpu_hours"] is None:
         return None
     at = time.time()
@@ -204,8 +213,8 @@ def submission_limit(
             return LimitReached(
                 name,
                 f"team {team.name} has used {shown.format(used[key])} of its "
-                f"{shown.format(quota)} {unit} this month; submissions resume when the month "
-                f"ends (UTC).",
+                f"{shown.format(quota)} {unit} this month; submissions resume, and its queued "
+                f"jobs start, when the month ends (UTC).",
                 retry_after,
             )
     return None

@@ -6,7 +6,8 @@ the job that fairness picks among all that are queued. So however the broker ord
 and whatever one team queued first, the next free worker goes to:
 
 1. the team with the least running work (GPU processes of its running jobs), among teams below
-   their `max_running_jobs` (control.limits);
+   their `max_running_jobs` and with their monthly quotas not used up (control.limits: a team
+   whose quota ran out after its jobs were admitted keeps them queued until the next month);
 2. on a tie, the team that least recently started a job (round robin: a team that waits is
    next as soon as it has the least running work, so none starves);
 3. within the team, its job with the highest `priority`, then the oldest.
@@ -28,7 +29,7 @@ from sqlalchemy.orm import Session
 from control import lifecycle
 from control.db.models import Job, OutboxMessage, Team
 from control.db.session import session_scope
-from control.limits import job_processes, team_limits
+from control.limits import job_processes, monthly_quota_spent, team_limits
 from control.queue import RUN_JOB
 from control.settings import get_settings
 
@@ -63,12 +64,17 @@ def fair_order(session: Session) -> list[str]:
         .order_by(Job.priority.desc(), Job.created_at, Job.pk)
     ).all()
     teams = session.scalars(select(Team).where(Team.id.in_({row.team_id for row in waiting})))
-    caps = {team.id: team_limits(team, settings)["max_running_jobs"] for team in teams}
+    caps, spent = {}, set()
+    for team in teams:
+        limits = team_limits(team, settings)
+        caps[team.id] = limits["max_running_jobs"]
+        if monthly_quota_spent(session, team, limits) is not None:
+            spent.add(team.id)
     heads: dict[str, str] = {}  # team -> the job it would start
     oldest: dict[str, tuple[int, int]] = {}  # team -> its longest-waiting job, for ties
     for job_id, team_id, created_at, pk in waiting:
         cap = caps[team_id]
-        if cap is not None and count.get(team_id, 0) >= cap:
+        if team_id in spent or (cap is not None and count.get(team_id, 0) >= cap):
             continue
         heads.setdefault(team_id, job_id)
         oldest[team_id] = min(oldest.get(team_id, (created_at, pk)), (created_at, pk))

@@ -103,6 +103,26 @@ def test_a_job_its_stopping_worker_still_holds_is_not_taken(teams):
     assert scheduling.claim_next("worker-2") == a1
 
 
+def test_a_team_whose_monthly_quota_ran_out_keeps_its_admitted_jobs_queued(teams, admin):
+    (a, fa), (b, fb), _ = teams
+    (a1,) = queue_jobs(a, fa, 0)  # admitted while A had tokens left
+    (b1,) = queue_jobs(b, fb, 0)
+    (done,) = queue_jobs(a, fa, 0)  # then one of A's jobs trained 2000 tokens this month
+    now = int(time.time())
+    set_job(done, status="succeeded", started_at=now - 60, finished_at=now, trained_tokens=2000)
+    limits = {"limits": {"monthly_tokens": 2000}}
+    resp = admin.request("PATCH", f"/v1/admin/teams/{a.id}", json=limits)
+    assert resp.status_code == 200, resp.text
+    with session_scope() as session:
+        assert scheduling.fair_order(session) == [b1]  # a1 waits for next month
+    assert scheduling.claim_next("worker-1") == b1
+    assert scheduling.claim_next("worker-2") is None
+
+    limits = {"limits": {"monthly_tokens": 5000}}  # an admin raises the quota: a1 may start
+    assert admin.request("PATCH", f"/v1/admin/teams/{a.id}", json=limits).status_code == 200
+    assert scheduling.claim_next("worker-2") == a1
+
+
 def _spec(job_id):
     with session_scope() as session:
         return dict(session.scalar(select(Job.spec).where(Job.id == job_id)))
