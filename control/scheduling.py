@@ -27,7 +27,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from control import lifecycle
-from control.db.models import Job, OutboxMessage, Team
+from control.db.models import Job, JobEvent, OutboxMessage, Team
 from control.db.session import session_scope
 from control.limits import job_processes, monthly_quota_spent, team_limits
 from control.queue import RUN_JOB
@@ -93,6 +93,25 @@ def claim_next(owner: str) -> str | None:
         if lifecycle.claim(order[0], owner):
             return order[0]
     return None
+
+
+def note_quota_wait(session: Session, job_id: str) -> bool:
+    """If the queued job waits because its team's monthly quota is spent, say so on the job
+    (once: not again while its newest event says it); -> whether it waits for that. Uncommitted."""
+    job = session.scalar(select(Job).where(Job.id == job_id))
+    if job is None or job.status != "queued":
+        return False
+    team = session.scalar(select(Team).where(Team.id == job.team_id))
+    spent = monthly_quota_spent(session, team, team_limits(team, get_settings()))
+    if spent is None:
+        return False
+    message = f"Waiting to start: {spent.message}"
+    newest = session.scalar(
+        select(JobEvent.message).where(JobEvent.job_id == job_id).order_by(JobEvent.pk.desc())
+    )
+    if newest != message:
+        lifecycle.add_event(session, job_id, message, level="warn", limit=spent.limit)
+    return True
 
 
 def wake_team(session: Session, team_id: str) -> None:

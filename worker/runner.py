@@ -563,6 +563,8 @@ def run_job(offered_id: str) -> str | None:
             offered = session.execute(
                 select(Job.status, Job.lease_owner).where(Job.id == offered_id)
             ).first()
+            if scheduling.note_quota_wait(session, offered_id):  # shown on the job, once
+                session.commit()
         # queued but leased: its previous worker is still stopping (pause then quick resume)
         leased = offered is not None and offered.status == "queued" and offered.lease_owner
         return RETRY_LATER if leased else None

@@ -117,6 +117,16 @@ def test_a_team_whose_monthly_quota_ran_out_keeps_its_admitted_jobs_queued(teams
         assert scheduling.fair_order(session) == [b1]  # a1 waits for next month
     assert scheduling.claim_next("worker-1") == b1
     assert scheduling.claim_next("worker-2") is None
+    # the worker that found nothing to start says why on the job its message offered, once
+    for _ in range(2):
+        with session_scope() as session:
+            assert scheduling.note_quota_wait(session, a1) is True
+            assert scheduling.note_quota_wait(session, b1) is False  # running, not waiting
+            session.commit()
+    events = a.list_all(f"/v1/fine_tuning/jobs/{a1}/events")
+    waits = [e for e in events if e["message"].startswith("Waiting to start")]
+    assert len(waits) == 1 and waits[0]["level"] == "warn", events
+    assert "2,000 of its 2,000 tokens this month" in waits[0]["message"]
 
     limits = {"limits": {"monthly_tokens": 5000}}  # an admin raises the quota: a1 may start
     assert admin.request("PATCH", f"/v1/admin/teams/{a.id}", json=limits).status_code == 200
