@@ -1,19 +1,30 @@
-"""`/v1/files`: upload (streamed), list, retrieve, delete, content."""
+"""`/v1/files`: upload (streamed), list, retrieve, delete, content (and a download link)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
-from api.deps import CurrentTeam, FileDep, QueueDep, SessionDep, authenticate, short_session
+from api.deps import (
+    CurrentKey,
+    CurrentTeam,
+    FileDep,
+    QueueDep,
+    SessionDep,
+    authenticate,
+    get_file,
+    short_session,
+)
 from api.openapi import error_responses
-from api.schemas.common import Cursor, DeletedResponse, ListResponse, db_string
-from api.schemas.files import PURPOSES, FilePreview, FilePublic
+from api.schemas.common import Cursor, DeletedResponse, ListResponse, PathId, db_string
+from api.schemas.files import PURPOSES, FileDownloadLink, FilePreview, FilePublic
+from api.services import download_links
 from api.services import files as service
+from control.db.models import File
 from control.settings import get_settings
 
 router = APIRouter(prefix="/files", tags=["files"])
@@ -110,6 +121,40 @@ def preview_file(file: FileDep, limit: Annotated[int, Query(ge=1, le=50)] = 5) -
     )
 
 
-@router.get("/{file_id}/content", response_class=FileResponse, responses=error_responses(404))
-def download_file(file: FileDep) -> FileResponse:
+def _download_file(
+    file_id: PathId,
+    request: Request,
+    session: SessionDep,
+    token: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            description="A token from `download_link`, instead of the Authorization header.",
+        ),
+    ] = None,
+) -> File:
+    if token is None:
+        team = authenticate(session, request.headers.get("authorization"))[0]
+    else:
+        subject = download_links.file_subject(file_id)
+        team = download_links.team_for_token(session=session, token=token, subject=subject)
+    return get_file(file_id, session, team)
+
+
+@router.get("/{file_id}/content", response_class=FileResponse, responses=error_responses(401, 404))
+def download_file(file: Annotated[File, Depends(_download_file)]) -> FileResponse:
+    """The file as uploaded (or as a job wrote it). Authorized by the API key, or by the `token`
+    of a download link."""
     return FileResponse(file.path, media_type="application/octet-stream", filename=file.filename)
+
+
+@router.post(
+    "/{file_id}/download_link", response_model=FileDownloadLink, responses=error_responses(404)
+)
+def create_download_link(file: FileDep, key: CurrentKey, request: Request) -> FileDownloadLink:
+    """A short-lived URL of the file's content that needs no Authorization header (for a
+    browser's own download manager); it holds no API key (ReplayFT extra)."""
+    subject = download_links.file_subject(file.id)
+    token, expires_at = download_links.make_token(key=key, subject=subject)
+    url = request.url_for("download_file", file_id=file.id)
+    return FileDownloadLink(url=str(url.include_query_params(token=token)), expires_at=expires_at)

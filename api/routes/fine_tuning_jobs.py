@@ -219,9 +219,8 @@ def create_download_link(
     """A short-lived URL of the checkpoint's download that needs no Authorization header (for a
     browser's own download manager); it holds no API key (ReplayFT extra)."""
     service.checkpoint_folder(session=session, job=job, checkpoint_id=checkpoint_id)  # or 404
-    token, expires_at = download_links.make_token(
-        key=key, job_id=job.id, checkpoint_id=checkpoint_id
-    )
+    subject = download_links.checkpoint_subject(job.id, checkpoint_id)
+    token, expires_at = download_links.make_token(key=key, subject=subject)
     url = request.url_for("download_checkpoint", job_id=job.id, checkpoint_id=checkpoint_id)
     return CheckpointDownloadLink(
         url=str(url.include_query_params(token=token)), expires_at=expires_at
@@ -244,9 +243,8 @@ def _download_job(
     if token is None:
         team = authenticate(session, request.headers.get("authorization"))[0]
     else:
-        team = download_links.team_for_token(
-            session=session, token=token, job_id=job_id, checkpoint_id=checkpoint_id
-        )
+        subject = download_links.checkpoint_subject(job_id, checkpoint_id)
+        team = download_links.team_for_token(session=session, token=token, subject=subject)
     return get_job(job_id, session, team)
 
 

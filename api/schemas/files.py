@@ -31,3 +31,12 @@ class FilePreview(BaseModel):
     rows: list[Any] = Field(description="The first records: JSON objects, or lines of text.")
     truncated: bool = Field(description="True when the file has more than these rows.")
     stats: dict[str, Any] | None = None
+
+
+class FileDownloadLink(BaseModel):
+    """ReplayFT extra: a URL that downloads the file's content without an Authorization header,
+    for a browser's own download; it holds no API key and stops working at `expires_at`."""
+
+    object: Literal["file.download_link"] = "file.download_link"
+    url: str
+    expires_at: int

@@ -36,8 +36,20 @@ export interface paths {
     get: operations["files-preview_file"];
   };
   "/v1/files/{file_id}/content": {
-    /** Download File */
+    /**
+     * Download File
+     * @description The file as uploaded (or as a job wrote it). Authorized by the API key, or by the `token`
+     * of a download link.
+     */
     get: operations["files-download_file"];
+  };
+  "/v1/files/{file_id}/download_link": {
+    /**
+     * Create Download Link
+     * @description A short-lived URL of the file's content that needs no Authorization header (for a
+     * browser's own download manager); it holds no API key (ReplayFT extra).
+     */
+    post: operations["files-create_download_link"];
   };
   "/v1/fine_tuning/jobs": {
     /** List Jobs */
@@ -806,6 +818,23 @@ export interface components {
        * @description The step of final_accuracy.
        */
       step?: number | null;
+    };
+    /**
+     * FileDownloadLink
+     * @description ReplayFT extra: a URL that downloads the file's content without an Authorization header,
+     * for a browser's own download; it holds no API key and stops working at `expires_at`.
+     */
+    FileDownloadLink: {
+      /**
+       * Object
+       * @default file.download_link
+       * @constant
+       */
+      object?: "file.download_link";
+      /** Url */
+      url: string;
+      /** Expires At */
+      expires_at: number;
     };
     /**
      * FilePreview
@@ -2512,9 +2541,17 @@ export interface operations {
       };
     };
   };
-  /** Download File */
+  /**
+   * Download File
+   * @description The file as uploaded (or as a job wrote it). Authorized by the API key, or by the `token`
+   * of a download link.
+   */
   "files-download_file": {
     parameters: {
+      query?: {
+        /** @description A token from `download_link`, instead of the Authorization header. */
+        token?: string | null;
+      };
       path: {
         file_id: string;
       };
@@ -2523,6 +2560,54 @@ export interface operations {
       /** @description Successful Response */
       200: {
         content: never;
+      };
+      /** @description Invalid request: `error.param` names the field. */
+      400: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description Missing, unknown or revoked API key. */
+      401: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description No such object for this team. */
+      404: {
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+      /** @description The service cannot answer now (database unreachable or saturated): retry after `Retry-After` seconds. */
+      503: {
+        headers: {
+          /** @description seconds to wait */
+          "Retry-After"?: number;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorResponse"];
+        };
+      };
+    };
+  };
+  /**
+   * Create Download Link
+   * @description A short-lived URL of the file's content that needs no Authorization header (for a
+   * browser's own download manager); it holds no API key (ReplayFT extra).
+   */
+  "files-create_download_link": {
+    parameters: {
+      path: {
+        file_id: string;
+      };
+    };
+    responses: {
+      /** @description Successful Response */
+      200: {
+        content: {
+          "application/json": components["schemas"]["FileDownloadLink"];
+        };
       };
       /** @description Invalid request: `error.param` names the field. */
       400: {

@@ -275,6 +275,10 @@ export class Client {
       `/v1/fine_tuning/jobs/${jobId}/checkpoints/${checkpointId}/download_link`,
     );
 
+  /** The same for a file's content (an upload, or a result file a job wrote). */
+  fileLink = (fileId: string) =>
+    this.request<Schemas["FileDownloadLink"]>("POST", `/v1/files/${fileId}/download_link`);
+
   /** A chat completion streamed (`stream: true` in `body`): calls `onChunk` per chunk, resolves
    * at `data: [DONE]`. A refused request (a 400 naming the field, a 404 model, a 503 with no
    * serving process) rejects with the API's ApiError before any chunk; an error event in the

@@ -2,6 +2,7 @@
 
 import json
 
+import httpx
 import pytest
 from appkit import (
     FILES,
@@ -30,6 +31,32 @@ def test_upload_answers_a_file_object_and_enqueues_its_validation(deployment, te
     assert team.ok(team.get(f"{FILES}/{file['id']}")) == file
     content_resp = team.get(f"{FILES}/{file['id']}/content")
     assert content_resp.status_code == 200 and content_resp.content == content
+
+
+def test_a_download_link_opens_that_files_content_without_the_key(client, team, other_team):
+    content = target_lines(4)
+    file = team.ok(team.upload(content, "fine-tune", "train.jsonl"))
+    second = team.ok(team.upload(target_lines(2), "fine-tune", "second.jsonl"))
+    link = team.ok(team.post(f"{FILES}/{file['id']}/download_link"))
+    assert link["object"] == "file.download_link" and team.key not in link["url"], link
+    url = httpx.URL(link["url"])
+    assert url.path == f"{FILES}/{file['id']}/content" and 0 < link["expires_at"], link
+
+    # no Authorization header, as a browser's download manager asks: the content, named
+    resp = client.get(url.path, params=dict(url.params))
+    assert resp.status_code == 200 and resp.content == content, resp.text[:300]
+    assert 'filename="train.jsonl"' in resp.headers["content-disposition"]
+
+    token = url.params["token"]
+    key_id, expires_at, sig = token.split(".")
+    second_path = f"{FILES}/{second['id']}/content"
+    assert_error(client.get(second_path, params={"token": token}), 401, "token")  # that file only
+    tampered = f"{key_id}.{int(expires_at) + 3600}.{sig}"
+    assert_error(client.get(url.path, params={"token": tampered}), 401, "token")
+    assert_error(client.get(url.path), 401)
+    assert_error(other_team.post(f"{FILES}/{file['id']}/download_link"), 404)
+    team.ok(team.delete(f"{FILES}/{file['id']}"))
+    assert_error(client.get(url.path, params={"token": token}), 404)  # gone is gone
 
 
 def test_without_an_override_the_upload_writes_an_outbox_row(deployment, team):

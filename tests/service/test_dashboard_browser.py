@@ -133,6 +133,14 @@ def test_sign_in_upload_train_watch_download_compare(
     shot(page, "02-files")
     page.get_by_role("button", name=f"Preview {target_jsonl.name}").click()  # hide it again
     preview.wait_for(state="detached")
+    # Download: the browser's own download from a signed link, the file as uploaded
+    with page.expect_download() as upload_download:
+        page.get_by_role("button", name=f"Download {target_jsonl.name}").click()
+    assert "token=" in upload_download.value.url and team.key not in upload_download.value.url
+    assert upload_download.value.suggested_filename == target_jsonl.name
+    saved_upload = tmp_path / "downloaded-upload.jsonl"
+    upload_download.value.save_as(saved_upload)
+    assert saved_upload.read_bytes() == target_jsonl.read_bytes()
     page.get_by_role("button", name=f"Delete {bad.name}").click()
     file_row(page, bad.name).wait_for(state="detached")
     assert bad.name not in [f["filename"] for f in team.list_all("/v1/files")]

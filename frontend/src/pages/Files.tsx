@@ -8,6 +8,7 @@ import { useClient, useOnError } from "../auth";
 import { Empty, ErrorNote, Loading, ProgressBar } from "../components/ui";
 import { usePolled } from "../hooks";
 import { badLines } from "../lib/errors";
+import { startDownload } from "../lib/download";
 import { formatBytes, formatCount, formatTime } from "../lib/format";
 import { previewRows, type PreviewRow } from "../lib/preview";
 
@@ -70,6 +71,15 @@ export function FilesPage() {
     } catch (e) {
       setActionError(onError(e));
       setPreviews(({ [file.id]: _, ...rest }) => rest);
+    }
+  }
+
+  async function download(file: FileObject) {
+    try {
+      startDownload((await client.fileLink(file.id)).url);
+      setActionError(null);
+    } catch (e) {
+      setActionError(onError(e));
     }
   }
 
@@ -179,6 +189,9 @@ export function FilesPage() {
                     <button type="button" className="small" onClick={() => togglePreview(f)}
                       aria-expanded={f.id in previews} aria-label={`Preview ${f.filename}`}>
                       {f.id in previews ? "Hide" : "Preview"}
+                    </button>{" "}
+                    <button type="button" className="small" onClick={() => download(f)} aria-label={`Download ${f.filename}`}>
+                      Download
                     </button>{" "}
                     <button type="button" className="danger small" onClick={() => remove(f)} aria-label={`Delete ${f.filename}`}>
                       Delete

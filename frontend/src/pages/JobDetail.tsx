@@ -33,6 +33,7 @@ import {
   formatSchedule,
   formatTime,
 } from "../lib/format";
+import { startDownload } from "../lib/download";
 import { transitionStep } from "../lib/plan";
 import { tryItQuery } from "../lib/playground";
 import { useItSnippet } from "../lib/snippet";
@@ -245,17 +246,23 @@ export function JobDetailPage() {
     }
   }
 
+  async function downloadFile(fileId: string) {
+    setBusy(`download-${fileId}`);
+    try {
+      startDownload((await client.fileLink(fileId)).url);
+      setActionError(null);
+    } catch (err) {
+      setActionError(onError(err));
+    } finally {
+      setBusy(null);
+    }
+  }
+
   // the browser's own download: streamed to disk with its progress, whatever the size
   async function download(ckpt: Checkpoint) {
     setBusy(`download-${ckpt.id}`);
     try {
-      const link = await client.checkpointLink(jobId, ckpt.id);
-      const a = document.createElement("a");
-      a.href = link.url;
-      a.download = ""; // the server's file name
-      document.body.appendChild(a);
-      a.click();
-      a.remove();
+      startDownload((await client.checkpointLink(jobId, ckpt.id)).url);
       setActionError(null);
     } catch (err) {
       setActionError(onError(err));
@@ -400,7 +407,16 @@ export function JobDetailPage() {
               <dd data-testid="setting-integrations">
                 {formatIntegrations(job.integrations)}
                 {job.result_files.length > 0 && (
-                  <span className="muted small"> · result files {job.result_files.join(", ")}</span>
+                  <span className="muted small">
+                    {" "}
+                    · result files{" "}
+                    {job.result_files.map((id) => (
+                      <button key={id} type="button" className="link-button small" disabled={busy !== null}
+                        onClick={() => downloadFile(id)} aria-label={`Download result file ${id}`}>
+                        {id}
+                      </button>
+                    ))}
+                  </span>
                 )}
               </dd>
             </div>
