@@ -177,6 +177,12 @@ class Settings(BaseSettings):
         description="W&B mode of jobs' wandb integrations; unset = W&B's own (WANDB_MODE, else "
         "online). offline writes the run under the job's folder only (`wandb sync` uploads it).",
     )
+    wandb_entities: list[str] = Field(
+        default_factory=list,
+        description="W&B entities (teams or users) jobs' wandb integrations may log to, as a JSON "
+        "list; empty = any the worker's key reaches. When set, a job must name one of them (the "
+        "first is the default when it names none).",
+    )
     mlflow_tracking_uri: str = Field(
         "",
         description="The MLflow tracking server a job's mlflow integration logs to when it names "

@@ -254,8 +254,9 @@ def build_spec(
 
 def checked_integrations(body: JobCreate, settings: Settings) -> list[dict[str, Any]] | None:
     """The request's experiment trackers as stored on the job; a 400 naming the field for a
-    second tracker of one kind, or an MLflow tracking URI the deployment does not allow (a
-    request never chooses where a worker writes: no local path, no server of its own). The
+    second tracker of one kind, a W&B entity outside the deployment's `wandb_entities` (when it
+    lists some), or an MLflow tracking URI the deployment does not allow (a request never
+    chooses where a worker writes: no local path, no server of its own). The
     messages never show a configured URI, which may hold credentials."""
     if not body.integrations:
         return None
@@ -269,6 +270,17 @@ def checked_integrations(body: JobCreate, settings: Settings) -> list[dict[str, 
                 param,
             )
         seen[item.type] = index
+        if item.type == "wandb" and settings.wandb_entities:
+            param = f"integrations[{index}].wandb.entity"
+            entity = item.wandb.entity
+            if entity is None:  # the deployment's first entity, not the key's own default
+                item.wandb.entity = settings.wandb_entities[0]
+            elif entity not in settings.wandb_entities:
+                raise invalid(
+                    f"{param}: {entity!r} is not a W&B entity this deployment logs to; one of "
+                    f"{', '.join(settings.wandb_entities)}.",
+                    param,
+                )
         if item.type == "mlflow":
             param = f"integrations[{index}].mlflow.tracking_uri"
             allowed = settings.allowed_mlflow_uris

@@ -1,7 +1,7 @@
 """A job's `integrations` (experiment trackers) at the API: OpenAI's wandb shape plus mlflow and
 tensorboard, echoed on the job, inherited by a sweep's members; every bad one a 400 naming the
-field, with nothing created; an MLflow URI only from the deployment's allow-list; no field that
-could carry a credential or a local path."""
+field, with nothing created; an MLflow URI and a W&B entity only from the deployment's
+allow-lists; no field that could carry a credential or a local path."""
 
 import pytest
 from appkit import JOBS, SWEEPS, tiny_job
@@ -125,6 +125,21 @@ def test_mlflow_needs_a_server_the_deployment_configured(team, team_files, queue
     assert_error(response, 400, param)
     assert "s3cret" not in response.text
     assert team.list_all(JOBS) == [] and queue.enqueued == []
+
+
+def test_wandb_entities_the_deployment_lists_are_the_only_ones(team, team_files, monkeypatch):
+    target, replay = team_files
+    monkeypatch.setattr(get_settings(), "wandb_entities", ["research", "team-a"])
+    wandb = {"type": "wandb", "wandb": {"project": "replay", "entity": "someone-else"}}
+    body = tiny_job(target, replay, integrations=[{"type": "tensorboard"}, wandb])
+    err = assert_error(team.post(JOBS, json=body), 400, "integrations[1].wandb.entity")
+    assert "someone-else" in err["message"] and "research, team-a" in err["message"], err
+    assert team.list_all(JOBS) == []
+
+    wandb["wandb"]["entity"] = "team-a"
+    assert team.create_job(body)["integrations"][1]["wandb"]["entity"] == "team-a"
+    del wandb["wandb"]["entity"]  # none named: the deployment's first, not the key's default
+    assert team.create_job(body)["integrations"][1]["wandb"]["entity"] == "research"
 
 
 def test_sweep_members_inherit_the_sweeps_integrations(team, team_files, queue, mlflow_allowed):
