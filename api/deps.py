@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Query, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from api.errors import APIError, not_found, server_busy
 from api.schemas.common import PathId
+from api.services import download_links
 from api.services.teams import record_use, team_for_key
 from control.db.models import ApiKey, File, Job, Sweep, Team, Webhook
 from control.db.session import get_sessionmaker
@@ -119,6 +120,23 @@ def authenticate(session: Session, authorization: str | None) -> tuple[Team, Api
         raise _unauthorized("This API key has been revoked.")
     record_use(session=session, key=found[1])
     return found
+
+
+DownloadToken = Annotated[
+    str | None,
+    Query(
+        max_length=200,
+        description="A token from `download_link`, instead of the Authorization header.",
+    ),
+]
+
+
+def download_team(session: Session, request: Request, token: str | None, subject: str) -> Team:
+    """The team a download is for: the Authorization header's, or, given a `download_link`
+    token, the team of the key that signed it for `subject` (api.services.download_links)."""
+    if token is None:
+        return authenticate(session, request.headers.get("authorization"))[0]
+    return download_links.team_for_token(session=session, token=token, subject=subject)
 
 
 def get_caller(

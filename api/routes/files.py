@@ -12,10 +12,12 @@ from fastapi.responses import FileResponse
 from api.deps import (
     CurrentKey,
     CurrentTeam,
+    DownloadToken,
     FileDep,
     QueueDep,
     SessionDep,
     authenticate,
+    download_team,
     get_file,
     short_session,
 )
@@ -122,23 +124,10 @@ def preview_file(file: FileDep, limit: Annotated[int, Query(ge=1, le=50)] = 5) -
 
 
 def _download_file(
-    file_id: PathId,
-    request: Request,
-    session: SessionDep,
-    token: Annotated[
-        str | None,
-        Query(
-            max_length=200,
-            description="A token from `download_link`, instead of the Authorization header.",
-        ),
-    ] = None,
+    file_id: PathId, request: Request, session: SessionDep, token: DownloadToken = None
 ) -> File:
-    if token is None:
-        team = authenticate(session, request.headers.get("authorization"))[0]
-    else:
-        subject = download_links.file_subject(file_id)
-        team = download_links.team_for_token(session=session, token=token, subject=subject)
-    return get_file(file_id, session, team)
+    subject = download_links.file_subject(file_id)
+    return get_file(file_id, session, download_team(session, request, token, subject))
 
 
 @router.get("/{file_id}/content", response_class=FileResponse, responses=error_responses(401, 404))

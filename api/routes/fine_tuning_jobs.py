@@ -23,11 +23,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from api.deps import (
     CurrentKey,
     CurrentTeam,
+    DownloadToken,
     JobDep,
     QueueDep,
     SessionDep,
-    authenticate,
     db_slot,
+    download_team,
     get_job,
 )
 from api.errors import APIError, invalid
@@ -232,20 +233,10 @@ def _download_job(
     checkpoint_id: PathId,
     request: Request,
     session: SessionDep,
-    token: Annotated[
-        str | None,
-        Query(
-            max_length=200,
-            description="A token from `download_link`, instead of the Authorization header.",
-        ),
-    ] = None,
+    token: DownloadToken = None,
 ) -> Job:
-    if token is None:
-        team = authenticate(session, request.headers.get("authorization"))[0]
-    else:
-        subject = download_links.checkpoint_subject(job_id, checkpoint_id)
-        team = download_links.team_for_token(session=session, token=token, subject=subject)
-    return get_job(job_id, session, team)
+    subject = download_links.checkpoint_subject(job_id, checkpoint_id)
+    return get_job(job_id, session, download_team(session, request, token, subject))
 
 
 @router.get(
