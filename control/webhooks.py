@@ -203,11 +203,11 @@ class DestinationRefused(ValueError):
     allowed networks."""
 
 
-def receiver_addresses(host: str, port: int, allowed_networks: Sequence[str]) -> list[str]:
+def receiver_addresses(host: str, allowed_networks: Sequence[str]) -> list[str]:
     """The addresses `host` resolves to, each public or inside `allowed_networks` (CIDR); raises
     DestinationRefused naming the first that is neither, or socket.gaierror when `host` does not
     resolve."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)  # addresses only, no port
     addresses = list(dict.fromkeys(info[4][0].split("%")[0] for info in infos))  # no v6 scope
     networks = [ipaddress.ip_network(n, strict=False) for n in allowed_networks]
     for text in addresses:

@@ -113,8 +113,7 @@ def pinned_urls(url: httpx.URL) -> list[httpx.URL]:
     receiver check (control.webhooks) has allowed every one: connecting to an address that was
     checked leaves no second DNS answer to trust. Raises DestinationRefused, or OSError when the
     host does not resolve."""
-    port = url.port or (443 if url.scheme == "https" else 80)
-    addresses = receiver_addresses(url.host, port, get_settings().webhook_allowed_networks)
+    addresses = receiver_addresses(url.host, get_settings().webhook_allowed_networks)
     return [url.copy_with(host=address) for address in addresses]
 
 

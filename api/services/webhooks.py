@@ -40,9 +40,8 @@ def check_url(url: str, settings: Settings) -> str:
         raise invalid(f"url: port {parsed.port} is out of range.", "url")
     if any(c.isspace() for c in url):
         raise invalid("url: must not contain spaces.", "url")
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
-        receiver_addresses(parsed.host, port, settings.webhook_allowed_networks)
+        receiver_addresses(parsed.host, settings.webhook_allowed_networks)
     except DestinationRefused as exc:
         raise invalid(f"url: {parsed.host} {exc}.", "url") from None
     except (OSError, UnicodeError):
