@@ -21,8 +21,9 @@ Design:
 - **One run per job, each step once.** A resumed job (pause, lost worker) continues the same
   W&B run (its id is the job id, `resume="allow"`; steps before the run's own are dropped) and
   MLflow run (a metric's steps up to the last one an earlier attempt logged are skipped);
-  TensorBoard purges the steps after the checkpoint it resumes from. The worker calls the hooks from its own process in every case:
-  with several training processes the launcher turns rank 0's bridge files into the same calls.
+  TensorBoard purges the steps after the checkpoint it resumes from. The worker calls the hooks
+  from its own process in every case: with several training processes the launcher turns rank
+  0's bridge files into the same calls.
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@ authenticated caller asks for a link (`POST .../download_link`), and the link ca
 
 keyed with the stored hash of the API key that asked, where the subject is `<job id>/<checkpoint
 id>` for a checkpoint or `file/<file id>` for a file (`checkpoint_subject`, `file_subject`). The
-token holds no key and opens only that one download until it expires; forging one needs the key (or the database); and
-revoking the key ends its links at once, since verification reads the key's row.
+token holds no key and opens only that one download until it expires; forging one needs the key
+(or the database); and revoking the key ends its links at once, since verification reads the
+key's row.
 """
 
 from __future__ import annotations

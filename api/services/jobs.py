@@ -256,8 +256,8 @@ def checked_integrations(body: JobCreate, settings: Settings) -> list[dict[str, 
     """The request's experiment trackers as stored on the job; a 400 naming the field for a
     second tracker of one kind, a W&B entity outside the deployment's `wandb_entities` (when it
     lists some), or an MLflow tracking URI the deployment does not allow (a request never
-    chooses where a worker writes: no local path, no server of its own). The
-    messages never show a configured URI, which may hold credentials."""
+    chooses where a worker writes: no local path, no server of its own). The messages never
+    show a configured URI, which may hold credentials."""
     if not body.integrations:
         return None
     seen: dict[str, int] = {}
