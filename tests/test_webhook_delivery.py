@@ -108,6 +108,17 @@ def subscribe(team_id: str, url: str, events: list[str] = ALL_EVENTS) -> dict[st
         return created.model_dump()
 
 
+def subscribed_receiver(
+    team_id: str, host: str = "127.0.0.1", **subscribe_kw: Any
+) -> tuple[Receiver, dict[str, Any]]:
+    """A receiver on a free port (not started) and the team's webhook to it, addressed by `host`;
+    the receiver verifies with the webhook's secret. -> (receiver, the create answer)."""
+    receiver = Receiver(free_port(), secret="")
+    hook = subscribe(team_id, receiver.url.replace("127.0.0.1", host), **subscribe_kw)
+    receiver.secret = hook["secret"]
+    return receiver, hook
+
+
 def running_job(team_id: str) -> str:
     """A job row as a worker holds it mid-run (lease `w1`)."""
     from control.db.models import Job
@@ -178,9 +189,7 @@ def send_until(done: Callable[[], bool], timeout: float = 30) -> int:
 # ---------------------------------------------------------------------------- the tests
 def test_a_signed_event_reaches_the_receiver_and_is_logged_delivered(database):
     team = new_team(database, "signed")
-    receiver = Receiver(free_port(), secret="")
-    hook = subscribe(team, receiver.url)
-    receiver.secret = hook["secret"]
+    receiver, hook = subscribed_receiver(team)
     receiver.start()
     try:
         [job_id] = finish_jobs(team, 1)
@@ -214,9 +223,7 @@ def test_a_receiver_on_an_address_no_longer_allowed_gets_nothing(database, setti
     # DNS rebinding would make it): the sender checks before every attempt, sends nothing and
     # retries; allowed again, the same event goes through, to the name the webhook was given
     team = new_team(database, "refused")
-    receiver = Receiver(free_port(), secret="")
-    hook = subscribe(team, receiver.url.replace("127.0.0.1", "localhost"))
-    receiver.secret = hook["secret"]
+    receiver, hook = subscribed_receiver(team, host="localhost")
     receiver.start()
     try:
         settings(webhook_allowed_networks=[])
@@ -254,9 +261,7 @@ def test_a_disabled_webhooks_pending_deliveries_wait_for_it(database):
     from worker.webhooks import send_due
 
     team = new_team(database, "paused")
-    receiver = Receiver(free_port(), secret="")
-    hook = subscribe(team, receiver.url)
-    receiver.secret = hook["secret"]
+    receiver, hook = subscribed_receiver(team)
     receiver.start()
     try:
         finish_jobs(team, 1)  # recorded while enabled
@@ -274,9 +279,7 @@ def test_a_disabled_webhooks_pending_deliveries_wait_for_it(database):
 
 def test_a_receiver_down_for_a_while_gets_every_event_exactly_once(database):
     team = new_team(database, "down")
-    receiver = Receiver(free_port(), secret="")  # nothing listens there yet
-    hook = subscribe(team, receiver.url)
-    receiver.secret = hook["secret"]
+    receiver, hook = subscribed_receiver(team)  # nothing listens there yet
     finish_jobs(team, 6)
     expected = {row.event_id for row in deliveries(hook["id"])}
     assert len(expected) == 6
@@ -311,9 +314,7 @@ def test_a_receiver_down_for_a_while_gets_every_event_exactly_once(database):
 
 def test_several_senders_at_once_send_each_event_once(database):
     team = new_team(database, "many")
-    receiver = Receiver(free_port(), secret="")
-    hook = subscribe(team, receiver.url)
-    receiver.secret = hook["secret"]
+    receiver, hook = subscribed_receiver(team)
     finish_jobs(team, 30)
     receiver.start()
     try:
@@ -340,9 +341,7 @@ def test_a_delivery_gives_up_after_the_retry_period_and_can_be_redelivered(datab
 
     settings(webhook_retry_for=0.5)
     team = new_team(database, "gives-up")
-    receiver = Receiver(free_port(), secret="")
-    hook = subscribe(team, receiver.url, events=["fine_tuning.job.failed"])
-    receiver.secret = hook["secret"]
+    receiver, hook = subscribed_receiver(team, events=["fine_tuning.job.failed"])
     finish_jobs(team, 3)  # only the failed one is subscribed to
     [row] = deliveries(hook["id"])
     assert row.event_type == "fine_tuning.job.failed"
@@ -373,9 +372,7 @@ def test_a_failing_receiver_does_not_hold_up_another_teams(database, settings):
     try:
         slow_team, fast_team = new_team(database, "slow"), new_team(database, "fast")
         slow_hook = subscribe(slow_team, f"http://127.0.0.1:{silent_port}/")
-        receiver = Receiver(free_port(), secret="")
-        hook = subscribe(fast_team, receiver.url)
-        receiver.secret = hook["secret"]
+        receiver, hook = subscribed_receiver(fast_team)
         finish_jobs(slow_team, 3)
         finish_jobs(fast_team, 3)
         receiver.start()
