@@ -7,8 +7,8 @@ import type { FileObject } from "../api";
 import { useClient, useOnError } from "../auth";
 import { Empty, ErrorNote, Loading, ProgressBar } from "../components/ui";
 import { usePolled } from "../hooks";
-import { badLines } from "../lib/errors";
 import { startDownload } from "../lib/download";
+import { badLines } from "../lib/errors";
 import { formatBytes, formatCount, formatTime } from "../lib/format";
 import { previewRows, type PreviewRow } from "../lib/preview";
 

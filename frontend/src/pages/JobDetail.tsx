@@ -6,7 +6,7 @@
 // SSE stream (read with fetch, so the key travels in a header): metric records, events, the job on a change of status and its
 // progress as it moves; the stream replays the job's history, so reconnecting loses nothing.
 
-import { useCallback, useEffect, useMemo, useRef, useState } from "react";
+import { Fragment, useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { Link, useParams } from "react-router-dom";
 import {
   ApiError,
@@ -22,6 +22,7 @@ import { useClient, useOnError } from "../auth";
 import { Chart, type Marker } from "../components/Chart";
 import { EvalsPanel, ForgettingLine } from "../components/Evals";
 import { CopyButton, Empty, ErrorNote, Loading, ProgressBar, StatusBadge } from "../components/ui";
+import { startDownload } from "../lib/download";
 import {
   formatCount,
   formatEta,
@@ -33,7 +34,6 @@ import {
   formatSchedule,
   formatTime,
 } from "../lib/format";
-import { startDownload } from "../lib/download";
 import { transitionStep } from "../lib/plan";
 import { tryItQuery } from "../lib/playground";
 import { useItSnippet } from "../lib/snippet";
@@ -246,23 +246,12 @@ export function JobDetailPage() {
     }
   }
 
-  async function downloadFile(fileId: string) {
-    setBusy(`download-${fileId}`);
+  // the browser's own download of a signed link: streamed to disk with its progress, whatever
+  // the size; `id` (a checkpoint's or a result file's) marks the button that is busy
+  async function downloadVia(id: string, link: () => Promise<{ url: string }>) {
+    setBusy(`download-${id}`);
     try {
-      startDownload((await client.fileLink(fileId)).url);
-      setActionError(null);
-    } catch (err) {
-      setActionError(onError(err));
-    } finally {
-      setBusy(null);
-    }
-  }
-
-  // the browser's own download: streamed to disk with its progress, whatever the size
-  async function download(ckpt: Checkpoint) {
-    setBusy(`download-${ckpt.id}`);
-    try {
-      startDownload((await client.checkpointLink(jobId, ckpt.id)).url);
+      startDownload((await link()).url);
       setActionError(null);
     } catch (err) {
       setActionError(onError(err));
@@ -410,11 +399,15 @@ export function JobDetailPage() {
                   <span className="muted small">
                     {" "}
                     · result files{" "}
-                    {job.result_files.map((id) => (
-                      <button key={id} type="button" className="link-button small" disabled={busy !== null}
-                        onClick={() => downloadFile(id)} aria-label={`Download result file ${id}`}>
-                        {id}
-                      </button>
+                    {job.result_files.map((id, i) => (
+                      <Fragment key={id}>
+                        {i > 0 && ", "}
+                        <button type="button" className="link-button small" disabled={busy !== null}
+                          onClick={() => downloadVia(id, () => client.fileLink(id))}
+                          aria-label={`Download result file ${id}`}>
+                          {id}
+                        </button>
+                      </Fragment>
                     ))}
                   </span>
                 )}
@@ -531,7 +524,7 @@ export function JobDetailPage() {
                     <td className="num">{formatLoss(c.metrics.val_loss_target)}</td>
                     <td className="num">{formatLoss(c.metrics.val_loss_generic)}</td>
                     <td className="nowrap">
-                      <button type="button" className="small" disabled={busy !== null} onClick={() => download(c)}>
+                      <button type="button" className="small" disabled={busy !== null} onClick={() => downloadVia(c.id, () => client.checkpointLink(jobId, c.id))}>
                         {busy === `download-${c.id}` ? "Downloading…" : "Download"}
                       </button>{" "}
                       <Link className="button small" to={`/playground?${tryItQuery(job, c.fine_tuned_model_checkpoint)}`}
@@ -563,7 +556,7 @@ export function JobDetailPage() {
                         <>
                           {" "}
                           <button type="button" className="link-button small" disabled={busy !== null}
-                            onClick={() => download(ckpt)} aria-label={`Download the step ${saved} checkpoint`}>
+                            onClick={() => downloadVia(ckpt.id, () => client.checkpointLink(jobId, ckpt.id))} aria-label={`Download the step ${saved} checkpoint`}>
                             download
                           </button>
                         </>
